@@ -1,0 +1,60 @@
+"""The ``smoacs-flows`` command line.
+
+Each sub-command lives beside the stage it drives and exposes ``register(subparsers)``, which
+adds its parser and sets ``func`` (called with the parsed arguments, returning an exit code).
+Modules are listed here and imported lazily, so a broken optional stage never breaks the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from smoacs_flows import __version__
+from smoacs_flows.errors import SmoacsError
+
+#: sub-command modules, each with ``register(subparsers)``
+COMMAND_MODULES: list[str] = [
+    "smoacs_flows.smoacs.cli",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every registered sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="smoacs-flows",
+        description="Design crystals with SMOACS and validate them with MLIP screening and DFT.",
+    )
+    parser.add_argument("--version", action="version", version=f"smoacs-flows {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except SmoacsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
