@@ -1,0 +1,1 @@
+"""The SMOACS optimiser: pure torch, no workflow imports."""
