@@ -1,0 +1,1 @@
+"""Screening: prefilter, MLIP relaxation, reference phases and S.U.N. (stable, unique, novel)."""

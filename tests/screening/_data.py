@@ -1,0 +1,47 @@
+"""Test data helpers: real perov_5 structures, MP references and near-duplicate makers."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+from pymatgen.core import Structure
+
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+PEROV = DATA / "perov_5"
+MP_ELEMENTS = DATA / "mp" / "2023-02-07-mp-elemental-reference-entries.json.gz"
+
+
+def perov_rows(split: str = "val", n: int = 50, start: int = 0) -> list[dict]:
+    """The first ``n`` rows (from ``start``) of a perov_5 split."""
+    csv.field_size_limit(10**7)
+    with open(PEROV / f"{split}.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return rows[start : start + n]
+
+
+def perov_structures(split: str = "val", n: int = 50, start: int = 0) -> list[Structure]:
+    """Real perov_5 structures parsed from their CIFs."""
+    return [Structure.from_str(r["cif"], fmt="cif") for r in perov_rows(split, n, start)]
+
+
+def near_duplicates(s: Structure, rng: np.random.Generator) -> list[Structure]:
+    """Copies that StructureMatcher should (mostly) identify with ``s``: perturbed, permuted,
+    supercell, translated, strained, plus an exact copy."""
+    out = [s.copy()]
+    p = s.copy()
+    p.perturb(0.05, min_distance=0.0)
+    out.append(p)
+    perm = rng.permutation(len(s))
+    out.append(Structure.from_sites([s[i] for i in perm]))
+    sc = s.copy()
+    sc.make_supercell([2, 1, 1])
+    out.append(sc)
+    t = s.copy()
+    t.translate_sites(list(range(len(t))), rng.random(3), frac_coords=True)
+    out.append(t)
+    st = s.copy()
+    st.apply_strain(0.03)
+    out.append(st)
+    return out
