@@ -1,0 +1,146 @@
+"""Regenerate the ALIGNN models that ship with smoacs-flows (perov_5 band gap, formation energy).
+
+Usage (from the repository root; the shared data lie in ../shared/data)::
+
+    .venv/bin/python scripts/train_shipped_models.py [--only perov5-band-gap] [--threads 1]
+
+Each model trains on perov_5 ``val.csv`` (seeded 90/10 split into train / early-stopping
+validation) and is evaluated on the whole of perov_5 ``test.csv`` (held out, never seen in
+training). The card also records the MAE on the first ``EVAL_SUBSET`` rows of ``test.csv``, the
+subset the test suite re-evaluates. Results go to ``smoacs_flows/data/models/<name>/``
+atomically. Fixed epochs, seed and thread count make a rerun reproduce the weights on the same
+machine type (float summation order may differ across CPUs/thread counts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from smoacs_flows.predictors.alignn_training import (  # noqa: E402
+    DEFAULT_MODEL,
+    TrainSettings,
+    featurise,
+    load_dataset,
+    mae,
+    predict_samples,
+    train,
+    write_model,
+)
+
+DATA = ROOT.parent / "shared" / "data" / "perov_5"
+OUT = ROOT / "smoacs_flows" / "data" / "models"
+#: rows of test.csv (from the top, in file order) that the test suite re-evaluates
+EVAL_SUBSET = 1000
+
+SCOPE = (
+    "Cubic ABX3 perovskites in 5-atom cells (the perov_5 / Castelli et al. 2012 chemical space: "
+    "A, B from ~50 metals, X3 from O, N, F, S and mixtures). Trained on {n} structures."
+)
+MODELS = {
+    "perov5-band-gap": {
+        "target": "dir_gap",
+        "property": "band_gap",
+        "units": "eV",
+        "loss": "mse",
+        "good_for": (
+            "Ranking/screening perovskite compositions by GLLB-SC direct gap and steering SMOACS "
+            "toward gapped ABX3 compositions within the training range (0-7.3 eV)."
+        ),
+        "not_for": (
+            "Quantitative gaps: 96% of the training labels are exactly 0 (metals), so the model "
+            "is biased toward small gaps and its MAE is dominated by the metals (compare "
+            "holdout.baseline_mae_train_median and holdout.mae_gapped). GLLB-SC gaps are not "
+            "PBE/HSE/experimental gaps. Not for non-perovskite structures, distorted/tilted "
+            "cells, supercells far from the cubic 5-atom geometry, or elements outside "
+            "elements_z. Predictions are unconstrained and can be slightly negative."
+        ),
+    },
+    "perov5-formation-energy": {
+        "target": "heat_ref",
+        "property": "formation_energy_per_atom",
+        "units": "eV/atom",
+        "loss": "mse",
+        "good_for": (
+            "Relative stability (heat of formation vs. Castelli's elemental references, eV/atom) "
+            "of cubic ABX3 perovskite compositions; a differentiable SMOACS objective term."
+        ),
+        "not_for": (
+            "Absolute formation energies comparable with Materials Project (different reference "
+            "energies and functional: Castelli's RPBE-based heat_ref), energies above hull, "
+            "non-perovskite structures or elements outside elements_z."
+        ),
+    },
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train the selected shipped models and write them with their cards."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", choices=sorted(MODELS), action="append")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--epochs", type=int, default=22)
+    p.add_argument("--out", type=Path, default=OUT)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    for name in args.only or sorted(MODELS):
+        spec = MODELS[name]
+        t0 = time.time()
+        data = load_dataset(DATA / "val.csv", spec["target"], warn=print)
+        test = load_dataset(DATA / "test.csv", spec["target"], warn=print)
+        settings = TrainSettings(
+            epochs=args.epochs,
+            patience=8,
+            batch_size=64,
+            learning_rate=2e-3,
+            loss=spec["loss"],
+            seed=0,
+            val_frac=0.1,
+            cutoff=5.0,
+            three_body_cutoff=3.0,
+            max_neighbors=None,
+            model={**DEFAULT_MODEL, "hidden_features": 48, "embedding_features": 32},
+        )
+        result = train(
+            data, spec["target"], settings, test_data=test, property_name=spec["property"],
+            units=spec["units"], name=name, log=print,
+        )
+        card = result.card
+        y, pred = result.holdout_targets, result.holdout_predictions
+        gapped = y > 0
+        card["holdout"]["mae_gapped"] = mae(pred[gapped], y[gapped]) if gapped.any() else None
+        card["holdout"]["n_gapped"] = int(gapped.sum())
+        n_sub = min(EVAL_SUBSET, len(test.targets))
+        sub = featurise(test.structures[:n_sub], test.targets[:n_sub], result.config)
+        card["eval_subset"] = {
+            "file": "test.csv",
+            "rows": f"first {n_sub} data rows",
+            "n": n_sub,
+            "mae": mae(predict_samples(result.model, sub), test.targets[:n_sub]),
+        }
+        card["intended_use"] = SCOPE.format(n=card["split"]["train"]) + " " + spec["good_for"]
+        card["limitations"] = spec["not_for"]
+        card["training_data"] = "perov_5 val.csv (CDVAE split of Castelli et al. 2012), MIT"
+        card["regenerate"] = f"python scripts/train_shipped_models.py --only {name}"
+        write_model(args.out / name, result, force=True)
+        size = sum(f.stat().st_size for f in (args.out / name).iterdir())
+        print(
+            f"{name}: held-out MAE {card['mae']:.4f} {spec['units']} on {len(y)} structures "
+            f"(median baseline {card['holdout']['baseline_mae_train_median']:.4f}); "
+            f"subset MAE {card['eval_subset']['mae']:.4f}; {size / 1e6:.2f} MB; "
+            f"{time.time() - t0:.0f} s"
+        )
+        np.random.seed(0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

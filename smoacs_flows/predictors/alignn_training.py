@@ -1,0 +1,595 @@
+"""Train an ALIGNN regressor on a table of structures (``smoacs-flows train``).
+
+Input: CSV or JSON / JSON-lines (optionally ``.gz``) with one structure per row (a CIF string
+or a pymatgen ``Structure.as_dict()``) and a numeric target column. Rows whose structure cannot
+be parsed or whose target is missing/NaN are reported by row number and skipped; more than
+``max_bad_frac`` of them aborts. The split is reproducible from the seed (train / validation
+for early stopping / held-out test, or an external held-out file). The output directory uses
+alignn's checkpoint layout (``config.json`` + ``best_model.pt``) plus ``model_card.json`` and
+``holdout_predictions.csv``; it is written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import math
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from smoacs_flows.errors import InputError
+from smoacs_flows.io import atomic_output_dir
+from smoacs_flows.predictors.alignn import (
+    CARD_FILE,
+    CONFIG_FILE,
+    TARGET_PROPERTIES,
+    WEIGHTS_FILE,
+    AlignnModel,
+    CrystalGraph,
+    batch_graphs,
+    crystal_graph_single,
+)
+from smoacs_flows.predictors.base import N_ELEMENTS, SoftCrystalBatch
+
+#: structure columns tried in order when none is given
+STRUCTURE_COLUMNS = ("cif", "structure", "atoms")
+#: id columns tried in order when none is given
+ID_COLUMNS = ("material_id", "id", "jid", "mp_id")
+
+#: small default architecture: a few hundred kB, trainable on a laptop CPU
+DEFAULT_MODEL: dict[str, Any] = {
+    "name": "alignn_atomwise_pure",
+    "alignn_layers": 2,
+    "gcn_layers": 2,
+    "atom_input_features": 92,
+    "edge_input_features": 40,
+    "triplet_input_features": 20,
+    "embedding_features": 32,
+    "hidden_features": 64,
+    "output_features": 1,
+    "calculate_gradient": False,
+    "gradwise_weight": 0.0,
+    "atomwise_output_features": 0,
+    "use_zbl": False,
+    "link": "identity",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Dataset:
+    """Parsed rows of a structure table."""
+
+    path: str
+    sha256: str
+    n_rows: int
+    ids: list[str]
+    rows: list[int]  # 1-based data-row numbers of the kept rows
+    structures: list[Any]  # pymatgen Structures
+    targets: np.ndarray
+    skipped: dict[str, list[int]] = field(default_factory=dict)  # reason -> row numbers
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_table(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a CSV, JSON (list of objects, or ``{column: {row: value}}``) or JSON-lines file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except OSError as exc:
+            raise InputError(f"{path}: not a gzip file ({exc})") from None
+    name = path.name[: -len(".gz")] if path.name.endswith(".gz") else path.name
+    text = raw.decode("utf-8")
+    if name.endswith(".csv"):
+        csv.field_size_limit(sys.maxsize)
+        return list(csv.DictReader(io.StringIO(text)))
+    if name.endswith((".jsonl", ".ndjson")):
+        rows = []
+        for i, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise InputError(f"{path}:{i}: not valid JSON ({exc.msg})") from None
+        return rows
+    if name.endswith(".json"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: not valid JSON ({exc.msg})") from None
+        if isinstance(data, list):
+            return data
+        if isinstance(data, dict) and data and all(isinstance(v, dict) for v in data.values()):
+            keys = list(next(iter(data.values())).keys())  # pandas "columns" orientation
+            return [{c: data[c].get(k) for c in data} for k in keys]
+        raise InputError(f"{path}: JSON must be a list of row objects")
+    raise InputError(f"{path}: unsupported format (use .csv, .json, .jsonl, optionally .gz)")
+
+
+def parse_structure(value: Any):
+    """A pymatgen Structure from a CIF string or a ``Structure.as_dict()`` (dict or JSON)."""
+    import warnings
+
+    from pymatgen.core import Structure
+    from pymatgen.io.cif import CifParser
+
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        value = json.loads(value)
+    if isinstance(value, dict):
+        s = Structure.from_dict(value)
+    elif isinstance(value, str) and value.strip():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            structs = CifParser.from_str(value).parse_structures(primitive=False)
+        if not structs:
+            raise ValueError("no structure in CIF")
+        s = structs[0]
+    else:
+        raise ValueError("empty structure field")
+    if not s.is_ordered:
+        raise ValueError("disordered structure")
+    zs = [site.specie.Z for site in s]
+    if min(zs) < 1 or max(zs) > N_ELEMENTS:
+        raise ValueError(f"element outside Z=1..{N_ELEMENTS}")
+    if s.volume <= 1e-6:
+        raise ValueError("degenerate lattice")
+    return s
+
+
+def _pick(columns: Sequence[str], wanted: str | None, candidates: Sequence[str], what: str):
+    if wanted is not None:
+        if wanted not in columns:
+            raise InputError(
+                f"{what} column {wanted!r} not found; columns are {', '.join(map(str, columns))}"
+            )
+        return wanted
+    for c in candidates:
+        if c in columns:
+            return c
+    return None
+
+
+def _ranges(rows: list[int], n: int = 20) -> str:
+    shown = ", ".join(map(str, rows[:n]))
+    return shown + (f", … (+{len(rows) - n})" if len(rows) > n else "")
+
+
+def load_dataset(
+    path: str | Path,
+    target: str,
+    structure_col: str | None = None,
+    id_col: str | None = None,
+    max_bad_frac: float = 0.05,
+    limit: int | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> Dataset:
+    """Parse a structure table; skip and report bad rows; abort above ``max_bad_frac``."""
+    table = read_table(path)
+    if not table:
+        raise InputError(f"{path}: no rows")
+    columns = list(table[0].keys())
+    if target not in columns:
+        raise InputError(
+            f"{path}: target column {target!r} not found; columns are {', '.join(columns)}"
+        )
+    scol = _pick(columns, structure_col, STRUCTURE_COLUMNS, "structure")
+    if scol is None:
+        raise InputError(
+            f"{path}: no structure column (tried {', '.join(STRUCTURE_COLUMNS)}); "
+            "pass --structure-col"
+        )
+    icol = _pick(columns, id_col, ID_COLUMNS, "id")
+    if limit is not None:
+        table = table[:limit]
+    ids, rows, structs, ys = [], [], [], []
+    skipped: dict[str, list[int]] = {"unparsable structure": [], "missing or NaN target": []}
+    for i, row in enumerate(table, 1):
+        try:
+            y = float(row.get(target))
+        except (TypeError, ValueError):
+            y = math.nan
+        if not math.isfinite(y):
+            skipped["missing or NaN target"].append(i)
+            continue
+        try:
+            s = parse_structure(row.get(scol))
+        except Exception:  # any parser failure is a bad row, reported below
+            skipped["unparsable structure"].append(i)
+            continue
+        ids.append(str(row.get(icol)) if icol else str(i))
+        rows.append(i)
+        structs.append(s)
+        ys.append(y)
+    skipped = {k: v for k, v in skipped.items() if v}
+    n_bad = sum(len(v) for v in skipped.values())
+    detail = "; ".join(f"{k}: {len(v)} rows ({_ranges(v)})" for k, v in skipped.items())
+    if n_bad and (n_bad > max_bad_frac * len(table) or not structs):
+        raise InputError(
+            f"{path}: {n_bad} of {len(table)} rows are bad (limit {max_bad_frac:.0%}): {detail}"
+        )
+    if n_bad and warn:
+        warn(f"{path}: skipped {n_bad} of {len(table)} rows: {detail}")
+    return Dataset(
+        path=str(path),
+        sha256=file_sha256(path),
+        n_rows=len(table),
+        ids=ids,
+        rows=rows,
+        structures=structs,
+        targets=np.asarray(ys, dtype=float),
+        skipped=skipped,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Featurised samples and batches
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    """One featurised crystal: geometry, atomic numbers and its fixed graph."""
+
+    lattice: torch.Tensor  # (3, 3)
+    frac: torch.Tensor  # (n, 3)
+    z: torch.Tensor  # (n,) long
+    graph: tuple[torch.Tensor, ...]  # src, dst, shift, lg_src, lg_dst
+    y: float
+
+
+def featurise(structures: Sequence[Any], targets: Sequence[float], config: dict) -> list[Sample]:
+    """Geometry and graphs of every structure, built once (graphs are cached in the sample)."""
+    dtype = torch.get_default_dtype()
+    cutoff = float(config["cutoff"])
+    tbc = float(config.get("three_body_cutoff") or cutoff)
+    mn = config.get("max_neighbors")
+    out = []
+    for s, y in zip(structures, targets):
+        lat = torch.tensor(np.asarray(s.lattice.matrix), dtype=dtype)
+        frac = torch.tensor(np.asarray(s.frac_coords), dtype=dtype)
+        z = torch.tensor([site.specie.Z for site in s], dtype=torch.long)
+        out.append(Sample(lat, frac, z, crystal_graph_single(lat, frac, cutoff, tbc, mn), y))
+    return out
+
+
+def collate(samples: Sequence[Sample]) -> tuple[SoftCrystalBatch, CrystalGraph, torch.Tensor]:
+    """A batch, its graph, and the atomic numbers (N,) of a list of samples."""
+    n = [int(s.z.shape[0]) for s in samples]
+    n_sites = torch.tensor(n, dtype=torch.long)
+    z = torch.cat([s.z for s in samples])
+    batch = SoftCrystalBatch(
+        lattice=torch.stack([s.lattice for s in samples]),
+        frac_coords=torch.cat([s.frac for s in samples]),
+        element_probs=torch.empty(0),  # unused: features are looked up from z directly
+        crystal_index=torch.repeat_interleave(torch.arange(len(n)), n_sites),
+        n_sites=n_sites,
+    )
+    return batch, batch_graphs([s.graph for s in samples], n, "cpu"), z
+
+
+def predict_samples(model: AlignnModel, samples: Sequence[Sample], batch_size: int = 256):
+    """Predictions (numpy, float64) for featurised samples, in order."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(samples), batch_size):
+            batch, graph, z = collate(samples[i : i + batch_size])
+            feats = model.element_table[z - 1]
+            out.append(model(batch, graph, atom_feats=feats).double().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainSettings:
+    """Training hyperparameters (all recorded in the model card)."""
+
+    epochs: int = 100
+    patience: int = 15
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-5
+    loss: str = "mse"  # "mse" or "l1"
+    seed: int = 0
+    val_frac: float = 0.1
+    test_frac: float = 0.1
+    max_minutes: float | None = None
+    cutoff: float = 5.0
+    three_body_cutoff: float = 3.5
+    max_neighbors: int | None = None
+    model: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_MODEL))
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` produced."""
+
+    model: AlignnModel
+    config: dict[str, Any]
+    card: dict[str, Any]
+    holdout_ids: list[str]
+    holdout_targets: np.ndarray
+    holdout_predictions: np.ndarray
+
+
+def split_indices(n: int, seed: int, val_frac: float, test_frac: float):
+    """Reproducible (train, val, test) index arrays from a seeded permutation."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_test = int(round(test_frac * n))
+    n_val = max(1, int(round(val_frac * n))) if n > 2 else 0
+    test, val, train = perm[:n_test], perm[n_test : n_test + n_val], perm[n_test + n_val :]
+    if len(train) == 0:
+        raise InputError(f"dataset too small to split ({n} usable rows)")
+    return np.sort(train), np.sort(val), np.sort(test)
+
+
+def git_revision() -> str:
+    """The git commit of this package's checkout (``+dirty`` when modified), or ``unknown``."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def mae(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute error (NaN for empty input)."""
+    return float(np.mean(np.abs(np.asarray(a) - np.asarray(b)))) if len(a) else math.nan
+
+
+def train(
+    data: Dataset,
+    target: str,
+    settings: TrainSettings,
+    test_data: Dataset | None = None,
+    property_name: str | None = None,
+    units: str | None = None,
+    name: str | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train an ALIGNN regressor; early stopping on the validation MAE; evaluate held out."""
+    t0 = time.time()
+    torch.manual_seed(settings.seed)
+    config = {
+        "version": _alignn_version(),
+        "target": target,
+        "atom_features": "cgcnn",
+        "neighbor_strategy": "radius_graph",
+        "cutoff": settings.cutoff,
+        "three_body_cutoff": settings.three_body_cutoff,
+        "max_neighbors": settings.max_neighbors,
+        "random_seed": settings.seed,
+        "model": dict(settings.model),
+    }
+    model = AlignnModel(config)
+    test_frac = 0.0 if test_data is not None else settings.test_frac
+    i_tr, i_va, i_te = split_indices(len(data.targets), settings.seed, settings.val_frac, test_frac)
+    samples = featurise(data.structures, data.targets, config)
+    tr = [samples[i] for i in i_tr]
+    va = [samples[i] for i in i_va]
+    if test_data is not None:
+        te = featurise(test_data.structures, test_data.targets, config)
+        te_ids, te_y = test_data.ids, test_data.targets
+    else:
+        te = [samples[i] for i in i_te]
+        te_ids, te_y = [data.ids[i] for i in i_te], data.targets[i_te]
+    y_tr = np.array([s.y for s in tr])
+    # start the output bias at the training mean (alignn learns raw targets, no scaler)
+    with torch.no_grad():
+        model.net.fc.bias.fill_(float(y_tr.mean()))
+    log(
+        f"featurised {len(samples)} structures in {time.time() - t0:.0f} s; "
+        f"train {len(tr)}, val {len(va)}, held out {len(te)}"
+    )
+
+    opt = torch.optim.AdamW(
+        model.net.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+    )
+    steps_per_epoch = max(1, math.ceil(len(tr) / settings.batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=settings.learning_rate, epochs=settings.epochs, steps_per_epoch=steps_per_epoch
+    )
+    loss_fn = torch.nn.MSELoss() if settings.loss == "mse" else torch.nn.L1Loss()
+    gen = torch.Generator().manual_seed(settings.seed)
+    best = (math.inf, -1, None)
+    history = []
+    bar = _progress(settings.epochs, progress)
+    stop_reason = "max epochs"
+    for epoch in range(settings.epochs):
+        model.train()
+        order = torch.randperm(len(tr), generator=gen).tolist()
+        total = 0.0
+        for k in range(0, len(order), settings.batch_size):
+            batch, graph, z = collate([tr[i] for i in order[k : k + settings.batch_size]])
+            y = torch.tensor(
+                [tr[i].y for i in order[k : k + settings.batch_size]],
+                dtype=torch.get_default_dtype(),
+            )
+            pred = model(batch, graph, atom_feats=model.element_table[z - 1])
+            loss = loss_fn(pred, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(y)
+        val_mae = mae(predict_samples(model, va), [s.y for s in va]) if va else math.nan
+        history.append({"epoch": epoch + 1, "train_loss": total / len(tr), "val_mae": val_mae})
+        if not va or val_mae < best[0]:
+            best = (val_mae, epoch + 1, {k: v.clone() for k, v in model.net.state_dict().items()})
+        bar.update(1)
+        bar.set_postfix(loss=f"{total / len(tr):.4f}", val_mae=f"{val_mae:.4f}", best=best[1])
+        if va and epoch + 1 - best[1] >= settings.patience:
+            stop_reason = f"early stopping (no improvement for {settings.patience} epochs)"
+            break
+        if settings.max_minutes and time.time() - t0 > 60 * settings.max_minutes:
+            stop_reason = f"time limit ({settings.max_minutes} min)"
+            break
+    bar.close()
+    model.net.load_state_dict(best[2])
+    model.eval()
+    preds = predict_samples(model, te)
+    train_seconds = time.time() - t0
+    te_y = np.asarray(te_y, dtype=float)
+    prop, unit = property_name, units
+    if prop is None:
+        prop = TARGET_PROPERTIES.get(target, (target, ""))[0]
+    if unit is None:
+        unit = TARGET_PROPERTIES.get(target, (target, ""))[1]
+    elements = sorted({site.specie.Z for s in data.structures for site in s})
+    n_params = sum(p.numel() for p in model.net.parameters())
+    card = {
+        "name": name or Path(data.path).stem,
+        "architecture": "ALIGNN (alignn_atomwise_pure, DGL-free), "
+        f"{settings.model.get('alignn_layers')} ALIGNN + {settings.model.get('gcn_layers')} GCN "
+        f"layers, hidden {settings.model.get('hidden_features')}, {n_params} parameters",
+        "property": prop,
+        "units": unit,
+        "target": target,
+        "dataset": {
+            "path": Path(data.path).name,
+            "sha256": data.sha256,
+            "rows": data.n_rows,
+            "used": len(data.targets),
+            "skipped": {k: len(v) for k, v in data.skipped.items()},
+        },
+        "split": {
+            "seed": settings.seed,
+            "train": len(tr),
+            "val": len(va),
+            "holdout": len(te),
+            "holdout_source": (
+                f"external file {Path(test_data.path).name}" if test_data is not None
+                else f"random {settings.test_frac:.0%} of the dataset"
+            ),
+        },
+        "holdout": {
+            "n": len(te),
+            "mae": mae(preds, te_y),
+            "baseline_mae_train_median": mae(np.full(len(te_y), np.median(y_tr)), te_y),
+            "target_mean": float(te_y.mean()) if len(te_y) else math.nan,
+        },
+        "mae": mae(preds, te_y),
+        "best_val_mae": best[0],
+        "target_range_train": [float(y_tr.min()), float(y_tr.max())],
+        "elements_z": elements,
+        "training": {
+            "epochs_run": len(history),
+            "best_epoch": best[1],
+            "stop": stop_reason,
+            "seconds": round(train_seconds, 1),
+            "loss": settings.loss,
+            "batch_size": settings.batch_size,
+            "learning_rate": settings.learning_rate,
+            "weight_decay": settings.weight_decay,
+            "threads": torch.get_num_threads(),
+            "history": history,
+        },
+        "git_revision": git_revision(),
+        "alignn_version": _alignn_version(),
+        "torch_version": torch.__version__,
+        "python": platform.python_version(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    if test_data is not None:
+        card["holdout"]["sha256"] = test_data.sha256
+        card["holdout"]["path"] = Path(test_data.path).name
+    if not math.isfinite(card["mae"]):
+        card["mae"] = None
+        card["holdout"]["mae"] = None
+    return TrainResult(model, config, card, list(te_ids), te_y, preds)
+
+
+def write_model(out: str | Path, result: TrainResult, force: bool = False) -> Path:
+    """Write config.json, best_model.pt, model_card.json, holdout_predictions.csv atomically."""
+    with atomic_output_dir(out, force=force) as tmp:
+        (tmp / CONFIG_FILE).write_text(json.dumps(result.config, indent=1) + "\n")
+        state = {k: v for k, v in result.model.net.state_dict().items() if k != "_species_table"}
+        torch.save(state, tmp / WEIGHTS_FILE)
+        (tmp / CARD_FILE).write_text(json.dumps(_finite(result.card), indent=1) + "\n")
+        with open(tmp / "holdout_predictions.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["id", "target", "prediction"])
+            for i, y, p in zip(result.holdout_ids, result.holdout_targets,
+                               result.holdout_predictions):
+                w.writerow([i, repr(float(y)), repr(float(p))])
+    return Path(out)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _alignn_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("alignn")
+    except Exception:  # pragma: no cover
+        return "unknown"
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def set_postfix(self, **kw: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="epochs", unit="epoch", file=sys.stderr, dynamic_ncols=True)
