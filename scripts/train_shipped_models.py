@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", choices=sorted(MODELS), action="append")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--epochs", type=int, default=22)
+    p.add_argument("--epochs", type=int, default=24)
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
