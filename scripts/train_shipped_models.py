@@ -110,8 +110,14 @@ def main(argv: list[str] | None = None) -> int:
             model={**DEFAULT_MODEL, "hidden_features": 48, "embedding_features": 32},
         )
         result = train(
-            data, spec["target"], settings, test_data=test, property_name=spec["property"],
-            units=spec["units"], name=name, log=print,
+            data,
+            spec["target"],
+            settings,
+            test_data=test,
+            property_name=spec["property"],
+            units=spec["units"],
+            name=name,
+            log=print,
         )
         card = result.card
         y, pred = result.holdout_targets, result.holdout_predictions

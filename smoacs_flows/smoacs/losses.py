@@ -286,3 +286,14 @@ def metallicity(predictor: str, property: str = "band_gap") -> LossTerm:
     return LossTerm(
         "metallicity", "metallicity", 1.0, lambda ctx: torch.relu(_crystal_values(ctx, k)), [k]
     )
+
+
+@register_term("volume_per_atom")
+def volume_per_atom(target: float, margin: float = 0.0) -> LossTerm:
+    """max(0, |V/N − target| − margin), Å³/atom: keeps cells at a sensible density."""
+
+    def fn(ctx: LossContext) -> torch.Tensor:
+        v = ctx.batch.volumes() / ctx.batch.n_sites.to(ctx.batch.lattice.dtype)
+        return torch.relu((v - target).abs() - margin)
+
+    return LossTerm("volume_per_atom", "volume_per_atom", 1.0, fn, [])

@@ -1,0 +1,105 @@
+"""``smoacs-flows propose``: run a campaign's proposal stage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from smoacs_flows.campaign import load_campaign
+from smoacs_flows.io import atomic_output_dir, write_jsonl
+from smoacs_flows.smoacs.propose import ProposalResult, ProposalRun, success_table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``propose`` sub-command."""
+    p = sub.add_parser(
+        "propose",
+        help="optimise a batch of crystals with SMOACS",
+        description="Run the SMOACS proposal stage of CAMPAIGN and write DIR/proposals.jsonl "
+        "and DIR/cif/<id>.cif. Everything is validated before DIR is touched.",
+    )
+    p.add_argument("campaign", type=Path, help="campaign YAML file")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--n", type=int, default=None, help="number of candidates")
+    p.add_argument("--steps", type=int, default=None, help="optimisation steps")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: campaign's)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty output directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_propose)
+
+
+def write_outputs(out: Path, result: ProposalResult, summary: dict) -> None:
+    """Write proposals.jsonl, cif/ and summary.json into ``out``."""
+    write_jsonl(out / "proposals.jsonl", result.records)
+    cif_dir = out / "cif"
+    cif_dir.mkdir(parents=True, exist_ok=True)
+    for rec, s in zip(result.records, result.structures, strict=True):
+        s.to(filename=str(cif_dir / f"{rec['id']}.cif"))
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+
+
+def print_summary(console: Console, summary: dict) -> None:
+    """The per-criterion success table."""
+    table = Table(
+        title=f"SMOACS proposals: {summary['campaign']} ({summary['n_exported']} exported)"
+    )
+    table.add_column("criterion")
+    table.add_column("success", justify="right")
+    table.add_column("evaluated", justify="right")
+    table.add_column("rate", justify="right")
+    for name, ok, n in summary["success"]:
+        table.add_row(name, str(ok), str(n), f"{100.0 * ok / n:.1f}%")
+    console.print(table)
+    st = summary["stats"]
+    console.print(
+        f"steps {summary['steps']} · {summary['wall_s']:.1f} s · mutated {st.get('mutated', 0)}"
+        f" · SA accepted {st.get('sa_accepted', 0)}/{st.get('sa_proposed', 0)}"
+        f" · NaN resets {st.get('nan_resets', 0)} · dropped {summary['n_dropped']}"
+    )
+
+
+def run_propose(args: argparse.Namespace) -> int:
+    """Validate, optimise, write atomically, print the summary."""
+    console = Console()
+    campaign = load_campaign(args.campaign)
+    run = ProposalRun(campaign, n_candidates=args.n, steps=args.steps, seed=args.seed)
+    t0 = time.perf_counter()
+    total = len(run.batches) * run.steps
+    with Progress(
+        TextColumn("[bold]proposing"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=args.quiet,
+        transient=False,
+    ) as bar:
+        task = bar.add_task("propose", total=total)
+        result = run.run(progress=lambda k: bar.advance(task, k))
+    summary = {
+        "campaign": campaign.name,
+        "seed": run.seed,
+        "n_requested": run.n,
+        "n_exported": len(result.records),
+        "n_dropped": len(result.dropped),
+        "dropped": result.dropped,
+        "steps": run.steps,
+        "device": str(run.device),
+        "wall_s": time.perf_counter() - t0,
+        "success": success_table(result.records),
+        "stats": result.stats,
+        "campaign_spec": yaml.safe_load(yaml.safe_dump(campaign.model_dump(mode="json"))),
+    }
+    with atomic_output_dir(args.out, force=args.force) as tmp:
+        write_outputs(tmp, result, summary)
+    print_summary(console, summary)
+    console.print(f"wrote {args.out}/proposals.jsonl and {len(result.records)} CIFs")
+    return 0

@@ -1,0 +1,24 @@
+"""Shared test fixtures: paths to the real data in ../shared and an isolated SMOACS_HOME."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared real-data folder (../shared/data beside the project root)."""
+    if not SHARED.is_dir():
+        pytest.fail(f"shared data folder {SHARED} is missing (it sits beside the project root)")
+    return SHARED
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Every test gets its own SMOACS_HOME so no embedded state leaks between tests."""
+    monkeypatch.setenv("SMOACS_HOME", str(tmp_path_factory.mktemp("smoacs_home")))
