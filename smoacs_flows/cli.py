@@ -18,6 +18,8 @@ from smoacs_flows.errors import SmoacsError
 #: sub-command modules, each with ``register(subparsers)``
 COMMAND_MODULES: list[str] = [
     "smoacs_flows.smoacs.cli",
+    "smoacs_flows.predictors.cli",
+    "smoacs_flows.dft.cli",
 ]
 
 

@@ -1,0 +1,144 @@
+"""One result schema for both DFT engines (VASP via atomate2, GPAW).
+
+A :class:`DFTResult` is plain JSON (``model_dump(mode="json")``): energies in eV, moments in
+μB, energies of the DOS and eigenvalues absolute (not shifted), with ``efermi`` beside them.
+Candidate records carry it under ``dft`` (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from smoacs_flows.errors import InputError
+from smoacs_flows.io import atomic_write_bytes
+
+SCHEMA_VERSION = 1
+
+Verdict = Literal[
+    "half_metal",
+    "near_half_metal",
+    "magnetic_metal",
+    "nonmagnetic_metal",
+    "semiconductor",
+    "not_spin_polarised",
+]
+
+
+class DOSData(BaseModel):
+    """A total DOS per spin channel on a common energy grid (absolute energies, eV)."""
+
+    energies: list[float]
+    up: list[float]
+    down: list[float] | None = None  # None: not spin-polarised
+    method: str = Field(description="how it was computed, e.g. 'tetrahedron', 'gaussian 0.05 eV'")
+
+
+class SpinGap(BaseModel):
+    """The band gap of one spin channel around E_F, decided from eigenvalues (or DOS)."""
+
+    spin: Literal["up", "down"]
+    gapped: bool
+    vbm: float | None = None  # highest eigenvalue below E_F (eV, absolute)
+    cbm: float | None = None  # lowest eigenvalue above E_F (eV, absolute)
+    gap: float | None = None  # cbm - vbm when gapped, else None
+    source: Literal["eigenvalues", "dos"]
+    reason: str = ""  # why the channel is (not) gapped, in words
+
+
+class HalfMetalAnalysis(BaseModel):
+    """The half-metal analysis of a spin-resolved calculation."""
+
+    verdict: Verdict
+    spin_polarised: bool
+    efermi: float | None = None
+    dos_at_ef: dict[str, float | None] = Field(default_factory=dict)  # states/eV/cell per spin
+    polarisation: float | None = None  # P = (N_up - N_down) / (N_up + N_down) at E_F
+    gaps: dict[str, SpinGap] = Field(default_factory=dict)
+    gapped_channel: Literal["up", "down"] | None = None
+    half_metallic_gap: float | None = None  # min(CBM - E_F, E_F - VBM) of the gapped channel
+    moment_per_fu: float | None = None
+    moment_integer_distance: float | None = None
+    magnetic: bool | None = None
+    warnings: list[str] = Field(default_factory=list)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class DFTResult(BaseModel):
+    """Engine-independent DFT result for one candidate."""
+
+    schema_version: int = SCHEMA_VERSION
+    engine: Literal["gpaw", "vasp"]
+    settings: dict[str, Any] = Field(default_factory=dict)
+    source: str | None = None  # directory, vasprun or GPAW file the result was parsed from
+    structure: dict[str, Any]  # pymatgen Structure.as_dict() of the final structure
+    formula: str
+    reduced_formula: str
+    n_formula_units: float
+    energy: float | None = None  # eV per cell (engine reference: GPAW != VASP)
+    energy_per_atom: float | None = None
+    efermi: float | None = None
+    spin_polarised: bool
+    total_moment: float | None = None  # μB per cell
+    moment_per_fu: float | None = None
+    site_moments: list[float] | None = None
+    dos: DOSData | None = None
+    eigenvalues: dict[str, list[list[float]]] | None = None  # spin -> [k][band], eV absolute
+    kpoint_weights: list[float] | None = None
+    analysis: HalfMetalAnalysis | None = None
+    hull: dict[str, Any] | None = None
+    complete_dos: dict[str, Any] | None = None  # optional pymatgen CompleteDos.as_dict()
+    timings: dict[str, float] = Field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """The result as a JSON string."""
+        return self.model_dump_json()
+
+    def write(self, path: str | Path) -> Path:
+        """Write the result as JSON atomically (nothing half-written on failure)."""
+        path = Path(path)
+        atomic_write_bytes(path, self.to_json().encode())
+        return path
+
+    @classmethod
+    def read(cls, path: str | Path) -> DFTResult:
+        """Read a result file written by :meth:`write`; errors name the file and field."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputError(f"{path}: no such file") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path}: not a JSON DFT result ({exc})") from None
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+            raise InputError(f"{path}: invalid DFT result field '{loc}': {err['msg']}") from None
+
+    def summary(self) -> dict[str, Any]:
+        """A flat summary (verdict, P at E_F, per-spin gaps, moment) for tables and --json."""
+        a = self.analysis
+        out: dict[str, Any] = {
+            "formula": self.reduced_formula,
+            "engine": self.engine,
+            "verdict": a.verdict if a else None,
+            "polarisation": a.polarisation if a else None,
+            "gap_up": None,
+            "gap_down": None,
+            "half_metallic_gap": a.half_metallic_gap if a else None,
+            "total_moment": self.total_moment,
+            "moment_per_fu": self.moment_per_fu,
+            "efermi": self.efermi,
+            "energy": self.energy,
+            "warnings": list(a.warnings) if a else [],
+        }
+        if a:
+            for spin in ("up", "down"):
+                g = a.gaps.get(spin)
+                out[f"gap_{spin}"] = (g.gap if g.gapped else 0.0) if g else None
+        return out
