@@ -20,6 +20,7 @@ COMMAND_MODULES: list[str] = [
     "smoacs_flows.smoacs.cli",
     "smoacs_flows.predictors.cli",
     "smoacs_flows.dft.cli",
+    "smoacs_flows.screening.cli",
 ]
 
 
