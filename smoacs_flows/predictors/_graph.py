@@ -39,7 +39,10 @@ class PeriodicGraph:
     distance: torch.Tensor  # (E,) float, refresh-time lengths
     frac_ref: torch.Tensor  # (N, 3) refresh-time fractional coordinates (unwrapped)
     wrap_ref: torch.Tensor  # (N, 3) floor(frac_ref): wrapped = frac_ref - wrap_ref
-    n_sites: torch.Tensor  # (B,) long, topology the graph was built for
+    n_sites: torch.Tensor  # (B,) long, topology the graph was built for (on the CPU)
+
+    def __post_init__(self) -> None:
+        self._source_n_sites: torch.Tensor | None = None
 
     @property
     def n_edges(self) -> int:
@@ -47,10 +50,19 @@ class PeriodicGraph:
         return int(self.center.shape[0])
 
     def matches(self, batch: SoftCrystalBatch) -> bool:
-        """Whether the graph was built for a batch of the same topology (sites per crystal)."""
-        return self.n_sites.shape == batch.n_sites.shape and bool(
-            torch.equal(self.n_sites.cpu(), batch.n_sites.cpu())
+        """Whether the graph was built for a batch of the same topology (sites per crystal).
+
+        The very ``n_sites`` tensor the graph was built from matches without a look at its
+        values (no device synchronisation on the per-step path).
+        """
+        if batch.n_sites is self._source_n_sites:
+            return True
+        same = self.n_sites.shape == batch.n_sites.shape and bool(
+            torch.equal(self.n_sites, batch.n_sites.detach().cpu())
         )
+        if same:
+            self._source_n_sites = batch.n_sites
+        return same
 
     def site_frac(self, frac_coords: torch.Tensor) -> torch.Tensor:
         """Fractional coordinates continuous with the refresh geometry (differentiable).
@@ -70,10 +82,15 @@ class PeriodicGraph:
         return torch.einsum("ei,eij->ej", dfrac, lattice[self.edge_crystal])
 
     def to(self, device: torch.device | str) -> PeriodicGraph:
-        """A copy on ``device``."""
-        return PeriodicGraph(
-            *(getattr(self, k).to(device) for k in self.__dataclass_fields__)  # type: ignore[arg-type]
+        """A copy on ``device`` (``n_sites`` stays on the CPU for topology checks)."""
+        moved = PeriodicGraph(
+            *(
+                getattr(self, k) if k == "n_sites" else getattr(self, k).to(device)
+                for k in self.__dataclass_fields__
+            )  # type: ignore[arg-type]
         )
+        moved._source_n_sites = self._source_n_sites
+        return moved
 
 
 def build_periodic_graph(batch: SoftCrystalBatch, cutoff: float) -> PeriodicGraph:
@@ -109,7 +126,7 @@ def build_periodic_graph(batch: SoftCrystalBatch, cutoff: float) -> PeriodicGrap
     else:
         c = j = eb = np.zeros(0, dtype=np.int64)
         img, d = np.zeros((0, 3)), np.zeros(0)
-    return PeriodicGraph(
+    graph = PeriodicGraph(
         center=torch.as_tensor(c, dtype=torch.long),
         neighbor=torch.as_tensor(j, dtype=torch.long),
         image=torch.as_tensor(np.rint(img), dtype=torch.float64),
@@ -119,6 +136,8 @@ def build_periodic_graph(batch: SoftCrystalBatch, cutoff: float) -> PeriodicGrap
         wrap_ref=wrap,
         n_sites=batch.n_sites.detach().cpu().clone(),
     )
+    graph._source_n_sites = batch.n_sites
+    return graph
 
 
 def reverse_edges(graph: PeriodicGraph) -> torch.Tensor:

@@ -14,6 +14,9 @@ from smoacs_flows.errors import InputError
 from smoacs_flows.predictors.base import N_ELEMENTS, SoftCrystalBatch, build_predictor
 from smoacs_flows.predictors.chgnet import ChgnetPredictor, build
 
+# CHGNet.predict_structure itself warns about a tensor->scalar conversion; not ours
+pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
+
 PEROV_VAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "perov_5" / "val.csv"
 
 
