@@ -1,0 +1,71 @@
+"""MLIP relaxation: known lattice constants, per-structure failures, the two paths agree."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from smoacs_flows.screening.relax import check_structure, relax_atomate2, relax_batched
+
+A_NACL_EXP = 5.640  # Å, rock salt, room temperature
+A_FE_EXP = 2.8665  # Å, bcc α-Fe
+
+
+def _nacl(a: float) -> Structure:
+    conv = Structure.from_spacegroup(
+        "Fm-3m", Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]
+    )
+    return conv.get_primitive_structure()
+
+
+def _conventional_a(s: Structure, atoms_per_conv: int) -> float:
+    return (s.volume * atoms_per_conv / len(s)) ** (1 / 3)
+
+
+def test_check_structure_reasons():
+    ok = _nacl(5.6)
+    assert check_structure(ok) is None
+    over = Structure(Lattice.cubic(4), ["Na", "Cl"], [[0, 0, 0], [0.02, 0, 0]])
+    assert "overlapping" in check_structure(over)
+    nan = Structure(Lattice([[math.nan, 0, 0], [0, 4, 0], [0, 0, 4]]), ["Na"], [[0, 0, 0]])
+    assert "NaN" in check_structure(nan)
+    flat = Structure(Lattice([[4, 0, 0], [0, 4, 0], [4, 4, 1e-7]]), ["Na"], [[0, 0, 0]])
+    assert "degenerate" in check_structure(flat)
+    am = Structure(Lattice.cubic(3.5), ["Am"], [[0, 0, 0]])
+    assert "Am" in check_structure(am) and "not supported" in check_structure(am)
+
+
+def test_batched_relaxation_lattice_constants_and_failures():
+    fe = Structure(Lattice.cubic(2.80), ["Fe", "Fe"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    fe = fe.get_primitive_structure()
+    overlapping = Structure(Lattice.cubic(4), ["Na", "Cl"], [[0, 0, 0], [0.01, 0, 0]])
+    isolated = Structure(Lattice.cubic(15.0), ["Na"], [[0, 0, 0]])  # no neighbour for CHGNet
+    batch = [_nacl(5.55), overlapping, fe, isolated]
+    res = relax_batched(batch, "chgnet", fmax=0.01, steps=200)
+    nacl, bad1, fe_r, bad2 = res
+    assert nacl.ok and nacl.converged and fe_r.ok and fe_r.converged
+    a_nacl = _conventional_a(nacl.structure, 8)
+    a_fe = _conventional_a(fe_r.structure, 2)
+    assert abs(a_nacl / A_NACL_EXP - 1) < 0.02, a_nacl
+    assert abs(a_fe / A_FE_EXP - 1) < 0.02, a_fe
+    assert nacl.structure.lattice.abc != pytest.approx(_nacl(5.55).lattice.abc)  # it moved
+    assert nacl.energy_per_atom < 0 and np.isfinite(fe_r.energy_per_atom)
+    assert not bad1.ok and "overlapping" in bad1.error
+    assert not bad2.ok and "isolated" in bad2.error  # failed inside the MLIP, batch went on
+    assert nacl.steps > 0 and nacl.wall_time > 0
+
+
+@pytest.mark.slow
+def test_atomate2_path_agrees_with_batched():
+    s = Structure(
+        Lattice([[-1.41, 1.41, 1.41], [1.41, -1.41, 1.41], [1.41, 1.41, -1.41]]),
+        ["Fe"],
+        [[0, 0, 0]],
+    )
+    a = relax_atomate2([s], "chgnet", fmax=0.01, steps=100)[0]
+    b = relax_batched([s], "chgnet", fmax=0.01, steps=100)[0]
+    assert a.ok and b.ok and a.converged and b.converged
+    assert abs(a.energy_per_atom - b.energy_per_atom) < 1e-3
