@@ -17,6 +17,8 @@ With one-hot distributions the result equals ``CHGNet.predict_structure`` (teste
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -278,7 +280,9 @@ def load_chgnet(model: Any = None, device: str | torch.device = "cpu") -> Any:
     from chgnet.model import CHGNet
 
     if model is None or isinstance(model, str) and model in {"0.3.0", "0.2.0", "r2scan"}:
-        return CHGNet.load(model_name=model or "0.3.0", use_device=str(device), verbose=False)
+        # CHGNet prints its parameter count on construction; keep our CLI output clean
+        with contextlib.redirect_stdout(io.StringIO()):
+            return CHGNet.load(model_name=model or "0.3.0", use_device=str(device), verbose=False)
     if isinstance(model, CHGNet):
         return model
     if isinstance(model, str | os.PathLike):
@@ -290,7 +294,8 @@ def load_chgnet(model: Any = None, device: str | torch.device = "cpu") -> Any:
             )
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-            return CHGNet.from_dict(state.get("model", state))
+            with contextlib.redirect_stdout(io.StringIO()):
+                return CHGNet.from_dict(state.get("model", state))
         except Exception as exc:  # unreadable / wrong layout
             raise InputError(f"chgnet: cannot load checkpoint {path!r}: {exc}") from exc
     raise SpecError(f"chgnet: model must be None, a version name or a path, not {model!r}")

@@ -13,6 +13,7 @@ from pymatgen.core import Lattice, Structure
 from smoacs_flows.errors import InputError
 from smoacs_flows.predictors.base import N_ELEMENTS, SoftCrystalBatch, build_predictor
 from smoacs_flows.predictors.chgnet import ChgnetPredictor, build
+from smoacs_flows.predictors.timing import forward_backward, leaf_batch, time_forward_backward
 
 # CHGNet.predict_structure itself warns about a tensor->scalar conversion; not ours
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
@@ -233,6 +234,31 @@ def test_probability_on_unsupported_elements_is_rejected(predictor: ChgnetPredic
         predictor.refresh(batch)
     assert predictor.supported_z == frozenset(range(1, 95))
     assert probs.shape[1] == N_ELEMENTS
+
+
+def test_checkpoint_path_loads_with_weights_only(
+    predictor: ChgnetPredictor, tmp_path: Path
+) -> None:
+    path = tmp_path / "chgnet.pth"
+    torch.save({"model": predictor.model.as_dict()}, path)
+    loaded = build(model=str(path))
+    batch = SoftCrystalBatch.from_structures([_fe_bcc()])
+    torch.testing.assert_close(
+        loaded.predict(batch)["energy_per_atom"], predictor.predict(batch)["energy_per_atom"]
+    )
+    with pytest.raises(InputError, match="neither a known version"):
+        build(model=str(tmp_path / "missing.pth"))
+
+
+def test_bare_forward_backward_timing(predictor: ChgnetPredictor) -> None:
+    batch = SoftCrystalBatch.from_structures([_fe_bcc(), _nacl()])
+    timing = time_forward_backward(predictor, batch, repeats=2, warmup=0)
+    assert set(timing) == {"median_s", "min_s", "refresh_s"}
+    assert 0 < timing["min_s"] <= timing["median_s"]
+    leaves = leaf_batch(batch)
+    loss = forward_backward(predictor, leaves)
+    assert torch.isfinite(loss)
+    assert leaves.lattice.grad is not None and leaves.lattice.grad.abs().sum() > 0
 
 
 def test_registry_builds_chgnet() -> None:
