@@ -1,0 +1,110 @@
+"""Reference phases: file import, the chemsys-keyed store, MP key, Alexandria conversion."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+from pymatgen.core import Structure
+from pymatgen.entries.computed_entries import ComputedStructureEntry
+
+from smoacs_flows.cli import main
+from smoacs_flows.errors import InputError
+from smoacs_flows.screening.references import (
+    ReferenceStore,
+    alexandria_entries,
+    fetch,
+    load_file,
+    normalize_chemsys,
+    read_entries_file,
+    subsystems,
+)
+
+from ._data import MP_ELEMENTS, perov_rows
+
+
+def test_chemsys_helpers():
+    assert normalize_chemsys("Sb-Fe-Mn") == "Fe-Mn-Sb"
+    assert sorted(subsystems("O-Fe")) == ["Fe", "Fe-O", "O"]
+    assert len(subsystems("Fe-Mn-Sb")) == 7
+    with pytest.raises(InputError, match="Xx"):
+        normalize_chemsys("Fe-Xx")
+
+
+def test_refs_load_cli_into_store(smoacs_home, capsys):
+    assert main(["refs", "load", str(MP_ELEMENTS), "--source", "mp-2023"]) == 0
+    assert "89 new entries" in capsys.readouterr().out
+    with ReferenceStore() as st:
+        assert len(st.chemsys_list()) == 89
+        feo = st.get("O-Fe")
+        assert sorted(e.composition.reduced_formula for e in feo) == ["Fe", "O2"]
+        assert all(e.data["source"] == "mp-2023" for e in feo)
+        # reloading adds nothing (deduplicated by entry_id)
+        assert sum(load_file(MP_ELEMENTS, store=st).values()) == 0
+        assert len(st.get("Fe", include_subsystems=False)) == 1
+
+
+def test_bad_reference_files_leave_the_store_untouched(smoacs_home, tmp_path):
+    with gzip.open(MP_ELEMENTS, "rt") as fh:
+        good = json.load(fh)
+    entries = list(good.values())[:3]
+    bad_nan = [dict(entries[0]), dict(entries[1], energy=float("nan"))]
+    bad_run = [entries[0], dict(entries[2], parameters={"run_type": "R2SCAN"})]
+    cases = {
+        "nan.json": (json.dumps(bad_nan), "non-finite energy"),
+        "type.json": (
+            json.dumps([{"@module": "pymatgen.core", "@class": "Composition", "Fe": 1}]),
+            "not a ComputedEntry",
+        ),
+        "run.json": (json.dumps(bad_run), "not MP2020-compatible"),
+        "broken.json": ("[{", "not readable JSON"),
+    }
+    for name, (text, msg) in cases.items():
+        p = tmp_path / name
+        p.write_text(text)
+        with pytest.raises(InputError, match=msg) as exc:
+            load_file(p)
+        assert name in str(exc.value)
+    with ReferenceStore() as st:
+        assert st.chemsys_list() == []  # nothing partial
+    assert main(["refs", "load", str(tmp_path / "nan.json")]) == 2
+
+
+def test_missing_mp_key_is_a_clear_error(smoacs_home, monkeypatch, capsys):
+    monkeypatch.delenv("MP_API_KEY", raising=False)
+    with pytest.raises(InputError, match="export MP_API_KEY"):
+        fetch("mp", ["Fe-O"])
+    assert main(["refs", "fetch", "--source", "mp", "--chemsys", "Fe-O"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: MP_API_KEY is not set")
+
+
+def test_alexandria_conversion_selects_systems_and_applies_mp2020():
+    docs = []
+    for i, r in enumerate(perov_rows("test", 30)):
+        s = Structure.from_str(r["cif"], fmt="cif")
+        hub = {"V": 3.25} if "V" in s.composition and "O" in s.composition else {}
+        e = ComputedStructureEntry(
+            s, -6.0 * len(s), entry_id=f"agm{i:09d}", parameters={"hubbards": hub} if hub else {}
+        )
+        docs.append(e.as_dict())
+    s0 = Structure.from_str(perov_rows("test", 1)[0]["cif"], fmt="cif")
+    cs = "-".join(sorted(el.symbol for el in s0.composition.elements))
+    got = alexandria_entries(docs, [cs])
+    assert got and all(set(e.composition.elements) <= set(s0.composition.elements) for e in got)
+    assert got[0].parameters["run_type"] in ("GGA", "GGA+U")
+    assert (
+        any(adj.name.startswith("MP2020") for adj in got[0].energy_adjustments)
+        or len(got[0].composition) == 1
+    )
+    assert alexandria_entries(docs, ["He-Ne"]) == []
+
+
+def test_read_entries_accepts_list_dict_and_wrapped(tmp_path):
+    with gzip.open(MP_ELEMENTS, "rt") as fh:
+        entries = list(json.load(fh).values())[:4]
+    for name, obj in {"l.json": entries, "w.json": {"entries": entries}}.items():
+        p = tmp_path / name
+        p.write_text(json.dumps(obj))
+        assert len(read_entries_file(p)) == 4
