@@ -120,6 +120,18 @@ def test_predict_rebuilds_graph_when_topology_changes(predictor: ChgnetPredictor
     )
 
 
+def test_isolated_atoms_are_finite_and_match_chgnet(predictor: ChgnetPredictor) -> None:
+    lone = Structure(Lattice.cubic(12.0), ["Fe"], [[0, 0, 0]])  # no neighbour within 6 Å
+    batch = _with_grad(SoftCrystalBatch.from_structures([lone, _fe_bcc()]))
+    out = predictor.predict(batch)
+    out["energy_per_atom"].sum().backward()
+    assert torch.isfinite(batch.lattice.grad).all()
+    converter = copy.deepcopy(predictor.model.graph_converter)
+    converter.set_isolated_atom_response("ignore")
+    ref = predictor.model.predict_graph(converter(lone), task="e")
+    assert float(out["energy_per_atom"][0]) == pytest.approx(float(ref["e"]), abs=1e-5)
+
+
 def test_wrapped_coordinates_follow_the_same_neighbours(predictor: ChgnetPredictor) -> None:
     batch = SoftCrystalBatch.from_structures(_perovskites(2))
     predictor.refresh(batch)
