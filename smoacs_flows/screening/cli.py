@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from smoacs_flows.errors import InputError
@@ -153,7 +154,9 @@ def _screen(args: argparse.Namespace) -> int:
             refs = load_references(args.refs)
     make, bars = _progress_factory()
     try:
-        survivors, funnel = screen(records, refs, cfg, store=store, progress=make)
+        with warnings.catch_warnings():  # pymatgen/torch chatter per entry; the funnel reports
+            warnings.simplefilter("ignore")
+            survivors, funnel = screen(records, refs, cfg, store=store, progress=make)
     finally:
         for b in bars:
             b.close()
