@@ -244,6 +244,7 @@ def magmom_min(predictor: str, minimum: float = 1.0, property: str = "magmom_tot
         1.0,
         lambda ctx: torch.relu(minimum - moment_per_fu(ctx, k)),
         [k],
+        {"magnetic_key": k, "magmom_min": minimum},
     )
 
 

@@ -36,6 +36,7 @@ CRITERIA = (
     "formation_energy",
     "tolerance",
     "magmom_integer",
+    "magnetic",
     "neutral",
     "template_preserved",
     "min_distance",
@@ -103,6 +104,8 @@ class Criteria:
     tolerance_window: tuple[float, float] | None = None
     magmom_key: str | None = None
     magmom_tol: float | None = None
+    magnetic_key: str | None = None
+    magmom_min: float | None = None
     min_distance: float = 0.5
     max_elements: int | None = None
     angle_tol: float = 5.0
@@ -122,6 +125,8 @@ class Criteria:
                 c.tolerance_window = (0.8, 1.0)
             if "magmom_key" in imp:
                 c.magmom_key, c.magmom_tol = imp["magmom_key"], imp["magmom_integer_tol"]
+            if "magnetic_key" in imp:
+                c.magnetic_key, c.magmom_min = imp["magnetic_key"], imp["magmom_min"]
         sc = campaign.success
         if sc.band_gap_window is not None:
             c.gap_window = tuple(sc.band_gap_window)
@@ -149,6 +154,9 @@ class Criteria:
         if self.magmom_key and self.magmom_tol is not None and self.magmom_key in ctx.props:
             m = ctx.props[self.magmom_key] / ctx.formula_units
             flags["magmom_integer"] = (m - torch.round(m)).abs() <= self.magmom_tol
+        if self.magnetic_key and self.magmom_min is not None and self.magnetic_key in ctx.props:
+            m = ctx.props[self.magnetic_key] / ctx.formula_units
+            flags["magnetic"] = m >= self.magmom_min
         return flags
 
     def soft_success(self, ctx: LossContext) -> torch.Tensor:
