@@ -251,7 +251,11 @@ class MatterSimPredictor(Predictor):
         # soft one-hot over Z = 0..max_z (column 0, "Z = 0", is never occupied)
         soft_onehot = torch.cat([probs.new_zeros(n_total, 1), probs], dim=1)
         atom_attr = m.atom_embedding(soft_onehot)
-        edge_attr = m.rbf(edge_length.view(-1))
+        # M3GNet's smooth Bessel basis is zero (with two zero derivatives) at the cutoff but
+        # oscillates beyond it; edges that stretched past the cutoff since the last refresh (or
+        # lie in the skin) are switched off, so they contribute exactly nothing, smoothly
+        inside = (edge_length.detach() < self.cutoff).to(self.dtype)
+        edge_attr = m.rbf(edge_length.view(-1)) * inside
         edge_attr_zero = edge_attr
         edge_attr = m.edge_encoder(edge_attr)
         three_basis = m.sbf(rik.view(-1), torch.acos(cos_jik))

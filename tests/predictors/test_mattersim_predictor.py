@@ -138,6 +138,20 @@ def test_gradient_matches_central_finite_difference(checkpoint: Path, name: str)
     assert float(analytic) == pytest.approx(float(fd), rel=1e-5, abs=1e-7)
 
 
+def test_skin_edges_contribute_nothing(checkpoint: Path, predictor: MatterSimPredictor) -> None:
+    batch = SoftCrystalBatch.from_structures(_structures())
+    skinned = build(model=str(checkpoint), skin=1.0)
+    skinned.refresh(batch)
+    predictor.refresh(batch)
+    assert skinned._graph.triples.shape[0] > predictor._graph.triples.shape[0]
+    torch.testing.assert_close(
+        skinned.predict(batch)["energy_per_atom"],
+        predictor.predict(batch)["energy_per_atom"],
+        atol=2e-5,
+        rtol=0,
+    )
+
+
 def test_mixed_distribution_differs_from_pure_elements(predictor: MatterSimPredictor) -> None:
     nacl = _structures()[1]
     pure_na = SoftCrystalBatch.from_structures([nacl])
