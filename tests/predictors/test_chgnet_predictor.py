@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +22,18 @@ pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with require
 PEROV_VAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "perov_5" / "val.csv"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _single_thread() -> Iterator[None]:
+    """Small graphs run fastest on one thread (and the CI cores are shared); restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def predictor() -> ChgnetPredictor:
     """The pretrained CHGNet 0.3.0 from the wheel, float32 (loaded once per module)."""
-    torch.set_num_threads(min(2, torch.get_num_threads()))
     return build()
 
 

@@ -6,6 +6,7 @@ checkpoint written in MatterSim's own layout ``{model_name, model_args, model}``
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,12 +24,20 @@ class NotATensor:
     """A pickled object a ``weights_only`` loader must refuse."""
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _single_thread() -> Iterator[None]:
+    """Small graphs run fastest on one thread (and the CI cores are shared); restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small random M3GNet saved as MatterSim saves checkpoints."""
     from mattersim.forcefield.m3gnet.m3gnet import M3Gnet
 
-    torch.set_num_threads(min(2, torch.get_num_threads()))
     torch.manual_seed(0)
     model = M3Gnet(num_blocks=2, units=64, device="cpu")
     # non-trivial per-element energy scale and shift, so their soft averaging is exercised
