@@ -291,14 +291,27 @@ class ProposalRun:
             generator=gen,
         ).to(self.device)
 
-    def run(self, progress: Callable[[int], None] | None = None) -> ProposalResult:
-        """Optimise every batch and export the candidates."""
+    def run(
+        self,
+        progress: Callable[[int], None] | None = None,
+        batch_indices: list[int] | None = None,
+    ) -> ProposalResult:
+        """Optimise the batches (all, or ``batch_indices``) and export the candidates.
+
+        Each batch is seeded from the campaign seed and its index alone, so running batches
+        separately (one workflow job each) gives the same candidates as one whole run.
+        """
         records: list[dict[str, Any]] = []
         structures: list[Structure] = []
         dropped: list[dict[str, Any]] = []
         stats: dict[str, int] = {}
         evaluator = Evaluator(self.predictors, self.terms, self.criteria.soft_success)
-        for bi, assignment in enumerate(self.batches):
+        all_batches = self.batches
+        chosen = range(len(all_batches)) if batch_indices is None else batch_indices
+        for bi in chosen:
+            if not 0 <= bi < len(all_batches):
+                raise SpecError(f"batch index {bi} is out of range (0..{len(all_batches) - 1})")
+            assignment = all_batches[bi]
             batch_seed = self.seed * 1_000_003 + bi
             torch.manual_seed(batch_seed)
             random.seed(batch_seed)

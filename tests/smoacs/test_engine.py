@@ -170,3 +170,13 @@ def test_unknown_term_option_is_named() -> None:
 
     with pytest.raises(SpecError, match=r"losses\[2\]\.targt"):
         build_term({"term": "tolerance_factor", "targt": 0.9}, 2)
+
+
+def test_batches_run_separately_equal_one_run() -> None:
+    camp = perovskite_campaign(schedule={"steps": 5, "n_candidates": 6, "batch_size": 2})
+    whole = ProposalRun(camp).run().records
+    parts = []
+    for bi in (2, 0, 1):
+        parts += ProposalRun(camp).run(batch_indices=[bi]).records
+    key = sorted(parts, key=lambda r: r["id"])
+    assert [r["structure"] for r in key] == [r["structure"] for r in whole]
