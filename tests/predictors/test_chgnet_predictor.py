@@ -181,7 +181,8 @@ def test_gradients_reach_lattice_coordinates_and_distributions(
 
 
 def _perturbed_soft_nacl() -> SoftCrystalBatch:
-    s = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    # CsCl-type cell with 2.8 Å Na-Cl bonds: inside the 3 Å bond graph, so angles take part
+    s = Structure(Lattice.cubic(3.2), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     batch = SoftCrystalBatch.from_structures([s]).detach()
     gen = torch.Generator().manual_seed(0)
     batch.lattice = (batch.lattice + 0.1 * torch.randn(1, 3, 3, generator=gen)).double()
@@ -199,6 +200,7 @@ def test_gradient_matches_central_finite_difference(
 ) -> None:
     base = _perturbed_soft_nacl()
     predictor64.refresh(base)  # the graph stays fixed for every evaluation below
+    assert predictor64.graph_sizes()["angles"] > 0
 
     def energy(b: SoftCrystalBatch) -> torch.Tensor:
         out = predictor64.predict(b)
