@@ -81,11 +81,15 @@ class PeriodicGraph:
         dfrac = f[self.neighbor] - f[self.center] + self.image.to(f)
         return torch.einsum("ei,eij->ej", dfrac, lattice[self.edge_crystal])
 
-    def to(self, device: torch.device | str) -> PeriodicGraph:
-        """A copy on ``device`` (``n_sites`` stays on the CPU for topology checks)."""
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> PeriodicGraph:
+        """A copy on ``device``; ``dtype`` (the compute dtype) converts the per-step float
+        tensors once here instead of at every step. ``n_sites`` stays on the CPU."""
+        per_step = {"image", "frac_ref", "wrap_ref"}
         moved = PeriodicGraph(
             *(
-                getattr(self, k) if k == "n_sites" else getattr(self, k).to(device)
+                getattr(self, k)
+                if k == "n_sites"
+                else getattr(self, k).to(device, dtype if k in per_step and dtype else None)
                 for k in self.__dataclass_fields__
             )  # type: ignore[arg-type]
         )

@@ -122,7 +122,7 @@ class ChgnetPredictor(Predictor):
         )
         dev = self.device
         self._graph = _ChgnetGraph(
-            edges=edges.to(dev),
+            edges=edges.to(dev, self.dtype),
             atom_graph=torch.stack([edges.center, edges.neighbor], dim=1).to(dev),
             directed2undirected=directed2undirected.to(dev),
             undirected2directed=undirected2directed.to(dev),

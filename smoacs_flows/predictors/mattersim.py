@@ -216,7 +216,7 @@ class MatterSimPredictor(Predictor):
         num_triple_ij = torch.bincount(triples[:, 0], minlength=edges.n_edges)
         dev = self.device
         self._graph = _M3gGraph(
-            edges=edges.to(dev),
+            edges=edges.to(dev, self.dtype),
             edge_index=torch.stack([edges.center, edges.neighbor]).to(dev),
             triples=triples.to(dev),
             num_bonds=num_bonds.to(dev),
