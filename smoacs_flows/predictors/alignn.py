@@ -482,13 +482,10 @@ def _few(items: list[str], n: int = 8) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def smoacs_home() -> Path:
-    """``$SMOACS_HOME`` (default ``~/.smoacs``)."""
-    return Path(os.environ.get("SMOACS_HOME", Path.home() / ".smoacs"))
-
-
 def model_cache_dirs() -> list[Path]:
     """Directories searched for cached models by name (this project's, then alignn's)."""
+    from smoacs_flows.config import smoacs_home
+
     return [smoacs_home() / "models", Path.home() / ".alignn2_models"]
 
 
@@ -696,3 +693,19 @@ def build(
         training_elements_only=training_elements_only,
         device=device,
     )
+
+
+def predict_structures(
+    predictor: AlignnPredictor, structures: list[Any], batch_size: int = 128
+) -> list[float]:
+    """Predictions for pymatgen Structures (graph rebuilt for every batch), in order."""
+    values: list[float] = []
+    with torch.no_grad():
+        for i in range(0, len(structures), batch_size):
+            batch = SoftCrystalBatch.from_structures(
+                structures[i : i + batch_size], device=predictor.device
+            )
+            predictor.refresh(batch)
+            out = predictor.predict(batch)[predictor.property_name]
+            values.extend(float(v) for v in out.cpu())
+    return values

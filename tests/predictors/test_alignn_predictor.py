@@ -1,0 +1,200 @@
+"""The soft ALIGNN predictor: equivalence with alignn's own graph path, gradients, batching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pymatgen.core import Lattice, Structure
+
+from smoacs_flows.predictors.alignn import AlignnModel, AlignnPredictor
+from smoacs_flows.predictors.base import SoftCrystalBatch, build_predictor
+
+TINY = {
+    "name": "alignn_atomwise_pure",
+    "alignn_layers": 1,
+    "gcn_layers": 1,
+    "atom_input_features": 92,
+    "edge_input_features": 16,
+    "triplet_input_features": 8,
+    "embedding_features": 16,
+    "hidden_features": 16,
+    "output_features": 1,
+    "calculate_gradient": False,
+    "gradwise_weight": 0.0,
+    "use_zbl": False,
+}
+
+
+def tiny_model(seed: int = 0, max_neighbors: int | None = None, **cfg) -> AlignnModel:
+    """A randomly initialised small ALIGNN (weights are random but fixed by the seed)."""
+    torch.manual_seed(seed)
+    config = {
+        "cutoff": 5.0,
+        "three_body_cutoff": 3.5,
+        "max_neighbors": max_neighbors,
+        "atom_features": "cgcnn",
+        "model": {**TINY, **cfg},
+    }
+    model = AlignnModel(config).eval()
+    with torch.no_grad():  # make the output depend visibly on the inputs
+        model.net.fc.bias.fill_(0.3)
+    return model
+
+
+def structures() -> list[Structure]:
+    """Three crystals of different sizes and shapes, perturbed to avoid distance ties."""
+    rng = np.random.default_rng(1)
+    sto = Structure(
+        Lattice.cubic(3.9),
+        ["Sr", "Ti", "O", "O", "O"],
+        [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]],
+    )
+    sup = sto.copy()
+    sup.make_supercell([2, 1, 1])
+    tri = Structure(
+        Lattice.from_parameters(4.1, 4.4, 5.2, 84, 97, 103),
+        ["Ba", "Zr", "S", "Se", "N", "Na", "Cl"],
+        rng.random((7, 3)),
+    )
+    out = []
+    for s in (sto, sup, tri):
+        frac = s.frac_coords + rng.normal(0, 0.02, (len(s), 3))
+        out.append(Structure(s.lattice, s.species, frac))
+    return out
+
+
+def alignn_reference(model: AlignnModel, structs: list[Structure]) -> torch.Tensor:
+    """The same network evaluated through alignn's own pure-torch graph builder and forward."""
+    from alignn.torch_graph_builder import batch_torch_graph_pairs, build_pure_torch_graph
+    from jarvis.core.atoms import Atoms
+
+    pairs = []
+    for s in structs:
+        atoms = Atoms(
+            lattice_mat=s.lattice.matrix,
+            coords=s.frac_coords,
+            elements=[site.specie.symbol for site in s],
+            cartesian=False,
+        )
+        pairs.append(
+            build_pure_torch_graph(
+                atoms=atoms,
+                two_body_cutoff=model.cutoff,
+                three_body_cutoff=model.three_body_cutoff,
+                max_neighbors=model.max_neighbors,
+                atom_features="cgcnn",
+                use_matscipy_topology=False,
+            )
+        )
+    g, lg = batch_torch_graph_pairs(pairs)
+    with torch.no_grad():
+        return model.net([g, lg, None])["out"]
+
+
+@pytest.mark.parametrize("max_neighbors", [None, 8])
+def test_one_hot_equals_alignn_graph_builder(max_neighbors: int | None) -> None:
+    model = tiny_model(max_neighbors=max_neighbors)
+    structs = structures()
+    pred = AlignnPredictor(model, "band_gap", "eV")
+    batch = SoftCrystalBatch.from_structures(structs)
+    with torch.no_grad():
+        ours = pred.predict(batch)["band_gap"]
+    ref = alignn_reference(model, structs)
+    assert ours.shape == (3,)
+    assert torch.allclose(ours, ref, atol=1e-5, rtol=0), (ours, ref)
+    # and the outputs are not trivially constant
+    assert ours.std() > 1e-3
+
+
+def test_attention_variant_matches_too() -> None:
+    model = tiny_model(conv_type="n_alignn")
+    structs = structures()[:2]
+    batch = SoftCrystalBatch.from_structures(structs)
+    with torch.no_grad():
+        ours = model(batch, model.graph(batch))
+    assert torch.allclose(ours, alignn_reference(model, structs), atol=1e-5, rtol=0)
+
+
+def test_batching_is_independent_of_neighbours_in_the_batch() -> None:
+    model = tiny_model()
+    structs = structures()
+    pred = AlignnPredictor(model, "band_gap", "eV")
+    with torch.no_grad():
+        together = pred.predict(SoftCrystalBatch.from_structures(structs))["band_gap"]
+        alone = torch.cat(
+            [pred.predict(SoftCrystalBatch.from_structures([s]))["band_gap"] for s in structs]
+        )
+    assert torch.allclose(together, alone, atol=1e-6)
+
+
+def test_gradients_match_finite_differences() -> None:
+    """Directional derivatives along random directions in lattice, coordinates and probs."""
+    model = tiny_model().double()
+    model.element_table = model.element_table.double()
+    s = structures()[0]
+    base = SoftCrystalBatch.from_structures([s])
+    gen = torch.Generator().manual_seed(3)
+    probs = torch.softmax(torch.randn(5, 98, dtype=torch.float64, generator=gen), dim=1)
+    x0 = [base.lattice.double(), base.frac_coords.double(), probs]
+    graph = model.graph(base)
+    graph.shift = graph.shift.double()
+
+    def f(lattice, frac_coords, element_probs):
+        b = SoftCrystalBatch(lattice, frac_coords, element_probs, base.crystal_index, base.n_sites)
+        return model(b, graph).sum()
+
+    inputs = [x.clone().requires_grad_() for x in x0]
+    grads = torch.autograd.grad(f(*inputs), inputs)
+    eps = 1e-5
+    for k, (x, g) in enumerate(zip(x0, grads)):
+        assert torch.isfinite(g).all() and g.abs().max() > 0
+        for _ in range(3):
+            v = torch.randn(x.shape, dtype=torch.float64, generator=gen)
+            plus = [y + eps * v if j == k else y for j, y in enumerate(x0)]
+            minus = [y - eps * v if j == k else y for j, y in enumerate(x0)]
+            with torch.no_grad():
+                fd = (f(*plus) - f(*minus)) / (2 * eps)
+            assert float(fd) == pytest.approx(float((g * v).sum()), rel=1e-5, abs=1e-8)
+
+
+def test_refresh_rebuilds_the_graph() -> None:
+    model = tiny_model()
+    pred = AlignnPredictor(model, "band_gap", "eV")
+    assert pred.needs_graph_refresh
+    s = structures()[0]
+    batch = SoftCrystalBatch.from_structures([s])
+    pred.refresh(batch)
+    n_edges = pred._graph.src.numel()
+    stretched = SoftCrystalBatch(
+        batch.lattice * 1.3,
+        batch.frac_coords,
+        batch.element_probs,
+        batch.crystal_index,
+        batch.n_sites,
+    )
+    with torch.no_grad():
+        stale = pred.predict(stretched)["band_gap"]  # same edges, recomputed lengths
+        assert pred._graph.src.numel() == n_edges
+        pred.refresh(stretched)
+        fresh = pred.predict(stretched)["band_gap"]
+    assert pred._graph.src.numel() < n_edges  # fewer neighbours within the cutoff
+    assert not torch.allclose(stale, fresh)
+
+
+def test_supported_z_from_card_and_registry(tmp_path) -> None:
+    model = tiny_model()
+    pred = AlignnPredictor(model, "band_gap", "eV", card={"elements_z": [8, 22, 38]})
+    assert pred.supported_z == frozenset({8, 22, 38})
+    free = AlignnPredictor(
+        model, "band_gap", "eV", card={"elements_z": [8]}, training_elements_only=False
+    )
+    assert free.supported_z == frozenset(range(1, 99))
+
+
+def test_registry_builds_shipped_default() -> None:
+    pred = build_predictor({"type": "alignn", "model": "perov5-formation-energy"})
+    assert pred.properties == {"formation_energy_per_atom": "eV/atom"}
+    batch = SoftCrystalBatch.from_structures(structures()[:1])
+    out = pred.predict(batch)["formation_energy_per_atom"]
+    assert out.shape == (1,) and torch.isfinite(out).all()

@@ -1,0 +1,201 @@
+"""`smoacs-flows train` and ALIGNN checkpoints: round trip, layouts, bad checkpoints, bad data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from smoacs_flows.cli import main
+from smoacs_flows.errors import InputError
+from smoacs_flows.predictors.alignn import build, predict_structures, read_checkpoint
+from smoacs_flows.predictors.alignn_training import load_dataset, parse_structure
+
+TINY_ARGS = ["--hidden", "16", "--alignn-layers", "1", "--gcn-layers", "1",
+             "--three-body-cutoff", "3.0", "--batch-size", "16", "--quiet"]
+
+
+def _subset_csv(shared: Path, out: Path, n: int, bad_rows: dict[int, dict] | None = None) -> Path:
+    """The first ``n`` rows of perov_5 val.csv, with some fields replaced."""
+    with open(shared / "perov_5" / "val.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        rows = [r for _, r in zip(range(n), reader)]
+        fields = reader.fieldnames
+    for i, patch in (bad_rows or {}).items():
+        rows[i - 1].update(patch)
+    with open(out, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    return out
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, shared_data) -> Path:
+    """A tiny model trained by the CLI on 60 perov_5 structures (2 epochs)."""
+    tmp = tmp_path_factory.mktemp("train")
+    data = _subset_csv(shared_data, tmp / "data.csv", 60)
+    out = tmp / "model"
+    rc = main(["train", str(data), "--target", "heat_ref", "--out", str(out), "--epochs", "2",
+               "--test-frac", "0.25", "--seed", "7", *TINY_ARGS])
+    assert rc == 0
+    return out
+
+
+def test_train_writes_alignn_layout_and_card(trained: Path) -> None:
+    assert {p.name for p in trained.iterdir()} == {
+        "config.json", "best_model.pt", "model_card.json", "holdout_predictions.csv"}
+    config = json.loads((trained / "config.json").read_text())
+    assert config["model"]["name"] == "alignn_atomwise_pure" and config["target"] == "heat_ref"
+    card = json.loads((trained / "model_card.json").read_text())
+    assert card["property"] == "formation_energy_per_atom" and card["units"] == "eV/atom"
+    assert len(card["dataset"]["sha256"]) == 64 and card["dataset"]["rows"] == 60
+    assert card["split"] == {"seed": 7, "train": 39, "val": 6, "holdout": 15,
+                             "holdout_source": "random 25% of the dataset"}
+    assert card["training"]["epochs_run"] == 2 and card["training"]["seconds"] > 0
+    assert card["git_revision"]
+    rows = _read_csv(trained / "holdout_predictions.csv")
+    mae = np.mean([abs(float(r["target"]) - float(r["prediction"])) for r in rows])
+    assert card["mae"] == pytest.approx(mae, abs=1e-12)
+
+
+def _holdout_structures(trained: Path, shared_data: Path):
+    rows = _read_csv(trained / "holdout_predictions.csv")
+    by_id = {}
+    with open(shared_data / "perov_5" / "val.csv", newline="") as fh:
+        for r in csv.DictReader(fh):
+            by_id[r["material_id"]] = r["cif"]
+    structs = [parse_structure(by_id[r["id"]]) for r in rows]
+    return structs, np.array([float(r["prediction"]) for r in rows])
+
+
+def test_checkpoint_reproduces_training_predictions_exactly(trained, shared_data) -> None:
+    structs, expected = _holdout_structures(trained, shared_data)
+    pred = build(model=trained)
+    got = np.array(predict_structures(pred, structs, batch_size=256))
+    assert np.array_equal(got, expected), np.abs(got - expected).max()
+
+
+def test_zip_layout_loads_identically(trained, shared_data, tmp_path) -> None:
+    zpath = tmp_path / "model.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:  # alignn's figshare zips hold a sub-folder
+        for f in ("config.json", "best_model.pt"):
+            zf.write(trained / f, f"perov_model/{f}")
+    structs, expected = _holdout_structures(trained, shared_data)
+    got = np.array(predict_structures(build(model=zpath), structs, batch_size=256))
+    assert np.array_equal(got, expected)
+
+
+def test_data_parallel_prefix_and_training_checkpoint_are_mapped(trained, tmp_path) -> None:
+    d = tmp_path / "ddp"
+    shutil.copytree(trained, d)
+    state = torch.load(d / "best_model.pt", weights_only=True)
+    torch.save({"model": {f"module.{k}": v for k, v in state.items()}, "epoch": 3},
+               d / "best_model.pt")
+    ref = build(model=trained).model.net.state_dict()
+    got = build(model=d).model.net.state_dict()
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ("drop", "missing keys fc.weight"),
+        ("extra", "unexpected keys extra_head.weight"),
+        ("arch", "unexpected keys alignn_layers.0"),
+        ("shape", "weight shapes differ"),
+        ("name", "architecture 'alignn' is not supported"),
+        ("garbage", "cannot read the weights"),
+        ("noconfig", "not an ALIGNN checkpoint directory"),
+    ],
+)
+def test_bad_checkpoints_fail_loudly(trained, tmp_path, edit, message) -> None:
+    d = tmp_path / "bad"
+    shutil.copytree(trained, d)
+    state = torch.load(d / "best_model.pt", weights_only=True)
+    config = json.loads((d / "config.json").read_text())
+    if edit == "drop":
+        state.pop("fc.weight")
+    elif edit == "extra":
+        state["extra_head.weight"] = torch.zeros(2)
+    elif edit == "arch":  # a checkpoint with more layers than config.json says
+        config["model"]["alignn_layers"] = 0
+    elif edit == "shape":
+        config["model"]["hidden_features"] = 24
+    elif edit == "name":
+        config["model"]["name"] = "alignn"
+    if edit == "garbage":
+        (d / "best_model.pt").write_bytes(b"not a torch file")
+    else:
+        torch.save(state, d / "best_model.pt")
+    (d / "config.json").write_text(json.dumps(config))
+    if edit == "noconfig":
+        (d / "config.json").unlink()
+    with pytest.raises(InputError, match=message):
+        build(model=d)
+
+
+def test_unknown_model_name_is_a_clear_error() -> None:
+    with pytest.raises(InputError, match="unknown ALIGNN model 'no-such-model'.*perov5-band-gap"):
+        build(model="no-such-model")
+
+
+def test_missing_target_column(shared_data, tmp_path, capsys) -> None:
+    data = _subset_csv(shared_data, tmp_path / "d.csv", 10)
+    out = tmp_path / "m"
+    rc = main(["train", str(data), "--target", "gap", "--out", str(out), *TINY_ARGS])
+    err = capsys.readouterr().err
+    assert rc == 2 and "target column 'gap' not found; columns are" in err and "dir_gap" in err
+    assert not out.exists()
+
+
+def test_bad_rows_are_reported_and_skipped(shared_data, tmp_path) -> None:
+    bad = {3: {"cif": "data_broken\n_cell_length_a 4\n"}, 5: {"heat_ref": "nan"},
+           7: {"heat_ref": ""}}
+    data = _subset_csv(shared_data, tmp_path / "d.csv", 100, bad)
+    warnings = []
+    ds = load_dataset(data, "heat_ref", warn=warnings.append)
+    assert len(ds.targets) == 97 and 3 not in ds.rows and 4 in ds.rows
+    assert ds.skipped == {"unparsable structure": [3], "missing or NaN target": [5, 7]}
+    assert "skipped 3 of 100 rows" in warnings[0] and "(3)" in warnings[0]
+
+
+def test_too_many_bad_rows_abort_without_output(shared_data, tmp_path, capsys) -> None:
+    bad = {i: {"cif": "garbage"} for i in (2, 4, 6, 8)}
+    data = _subset_csv(shared_data, tmp_path / "d.csv", 20, bad)
+    out = tmp_path / "m"
+    rc = main(["train", str(data), "--target", "heat_ref", "--out", str(out), *TINY_ARGS])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "4 of 20 rows are bad (limit 5%)" in err
+    assert "unparsable structure: 4 rows (2, 4, 6, 8)" in err
+    assert not out.exists()
+
+
+def test_json_dataset_with_structure_dicts(shared_data, tmp_path) -> None:
+    import gzip
+
+    ds = load_dataset(_subset_csv(shared_data, tmp_path / "d.csv", 5), "dir_gap")
+    recs = [{"id": i, "structure": s.as_dict(), "y": float(y)}
+            for i, s, y in zip(ds.ids, ds.structures, ds.targets)]
+    path = tmp_path / "d.json.gz"
+    path.write_bytes(gzip.compress(json.dumps(recs).encode()))
+    again = load_dataset(path, "y")
+    assert again.ids == ds.ids and np.array_equal(again.targets, ds.targets)
+    assert all(a == b for a, b in zip(again.structures, ds.structures))
+
+
+def test_read_checkpoint_rejects_non_checkpoints(tmp_path) -> None:
+    with pytest.raises(InputError, match="no such checkpoint"):
+        read_checkpoint(tmp_path / "nothing")
