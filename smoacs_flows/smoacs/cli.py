@@ -43,6 +43,39 @@ def write_outputs(out: Path, result: ProposalResult, summary: dict) -> None:
     for rec, s in zip(result.records, result.structures, strict=True):
         s.to(filename=str(cif_dir / f"{rec['id']}.cif"))
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if result.history:
+        plot_history(result, out / "loss.png")
+
+
+def plot_history(result: ProposalResult, path: Path) -> None:
+    """Loss curves (mean and best per batch) and success rates, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for bi, hist in sorted(result.history.items()):
+        if not hist:
+            continue
+        mean, best = zip(*hist, strict=True)
+        (line,) = ax.plot(mean, lw=1.2, label=f"batch {bi} mean")
+        ax.plot(best, lw=1.0, ls="--", color=line.get_color(), label=f"batch {bi} best")
+    ax.set_xlabel("step")
+    ax.set_ylabel("total loss")
+    ax.set_title("SMOACS optimisation")
+    if len(result.history) <= 4:
+        ax.legend(fontsize=7)
+    rows = success_table(result.records)
+    if rows:
+        names = [r[0] for r in rows]
+        bx.barh(names, [100.0 * ok / n for _, ok, n in rows], color="tab:green")
+        bx.set_xlim(0, 100)
+        bx.set_xlabel("success rate (%)")
+        bx.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def print_summary(console: Console, summary: dict) -> None:

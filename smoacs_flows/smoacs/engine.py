@@ -141,6 +141,8 @@ class SmoacsOptimizer:
         self.refresh_steps = set(arcsine_refresh_steps(settings.steps, settings.refresh_count))
         self.last_total: torch.Tensor | None = None
         self.last_success: torch.Tensor | None = None
+        #: per step: (mean, min) of the finite per-candidate totals
+        self.history: list[tuple[float, float]] = []
 
     # ----------------------------------------------------------------- helpers
     def temperature(self, step: int) -> float:
@@ -188,6 +190,9 @@ class SmoacsOptimizer:
         self.sched.step()
         self.state.project()
         self.last_total = total.detach()
+        ok = self.last_total[finite]
+        if ok.numel():
+            self.history.append((float(ok.mean()), float(ok.min())))
         if self.evaluator.success_fn is not None:
             with torch.no_grad():
                 self.last_success = self.evaluator.success_fn(ctx).detach()

@@ -176,6 +176,8 @@ class ProposalResult:
     structures: list[Structure]
     dropped: list[dict[str, Any]] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
+    #: batch index -> per-step (mean, min) total loss
+    history: dict[int, list[tuple[float, float]]] = field(default_factory=dict)
 
 
 def min_interatomic_distance(s: Structure) -> float:
@@ -305,6 +307,7 @@ class ProposalRun:
         structures: list[Structure] = []
         dropped: list[dict[str, Any]] = []
         stats: dict[str, int] = {}
+        history: dict[int, list[tuple[float, float]]] = {}
         evaluator = Evaluator(self.predictors, self.terms, self.criteria.soft_success)
         all_batches = self.batches
         chosen = range(len(all_batches)) if batch_indices is None else batch_indices
@@ -319,13 +322,14 @@ class ProposalRun:
             state = self.make_state(assignment, gen)
             opt = SmoacsOptimizer(state, evaluator, self.settings, gen, progress)
             opt.run()
+            history[bi] = opt.history
             for k, v in vars(opt.stats).items():
                 stats[k] = stats.get(k, 0) + int(v)
             recs, structs, drops = self.export(state, evaluator, bi)
             records += recs
             structures += structs
             dropped += drops
-        return ProposalResult(records, structures, dropped, stats)
+        return ProposalResult(records, structures, dropped, stats, history)
 
     # ----------------------------------------------------------------- export
     @torch.no_grad()

@@ -43,6 +43,7 @@ def test_propose_writes_records_and_cifs(tmp_path, capsys) -> None:
         assert "tolerance_factor" in rec["losses"] and "total" in rec["losses"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_exported"] == 4
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out
     assert "tolerance" in printed and "neutral" in printed
 
