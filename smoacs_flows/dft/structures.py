@@ -10,10 +10,11 @@ from pymatgen.core import Structure
 
 from smoacs_flows.errors import InputError
 
-#: High-spin initial moments (μB) for magnetic elements; every other element starts at
-#: ``DEFAULT_INITIAL_MOMENT`` so a ferromagnetic start can still polarise it.
+#: High-spin initial moments (μB) for magnetic elements: the high-spin moment of the common
+#: ion (Mn2+/Fe3+ d5: 5, Co2+ d7: 3, Ni2+ d8: 2, ...; 4f ions by their 4f count). Every other
+#: element starts at ``DEFAULT_INITIAL_MOMENT`` so a ferromagnetic start can polarise it.
 HIGH_SPIN_MOMENTS: dict[str, float] = {
-    "Ti": 2.0, "V": 3.0, "Cr": 5.0, "Mn": 5.0, "Fe": 5.0, "Co": 5.0, "Ni": 5.0, "Cu": 1.0,
+    "Ti": 2.0, "V": 3.0, "Cr": 4.0, "Mn": 5.0, "Fe": 5.0, "Co": 3.0, "Ni": 2.0, "Cu": 1.0,
     "Mo": 3.0, "Ru": 3.0, "Rh": 2.0, "Pd": 1.0,
     "Ce": 5.0, "Pr": 5.0, "Nd": 5.0, "Sm": 5.0, "Eu": 7.0, "Gd": 7.0, "Tb": 7.0, "Dy": 7.0,
     "Ho": 7.0, "Er": 5.0, "Tm": 5.0, "Yb": 5.0, "U": 5.0, "Np": 5.0, "Pu": 5.0,

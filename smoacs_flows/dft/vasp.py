@@ -295,10 +295,22 @@ def _build_result(*, structure: Structure, energy: float | None, efermi: float |
         site_moments=site_moments,
         dos=dos,
         eigenvalues=eigenvalues,
-        hull={"comparable_to_mp": True, "e_above_hull": None,
-              "note": "VASP PBE(+U) energy; hull needs MP2020-corrected reference entries"},
     )
+    result.hull = _hull_or_note(result)
     return _finish(result, settings)
+
+
+def _hull_or_note(result: DFTResult) -> dict[str, Any]:
+    """DFT hull against the screening reference store; a failure becomes a note, not an error."""
+    from smoacs_flows.dft.hull import dft_hull
+
+    if result.energy is None:
+        return {"comparable_to_mp": False, "e_above_hull": None, "note": "no energy"}
+    try:
+        return dft_hull(result)
+    except Exception as exc:  # the reference store is optional here
+        return {"comparable_to_mp": True, "e_above_hull": None,
+                "note": f"reference store unavailable ({type(exc).__name__}: {exc})"}
 
 
 def _zpath(directory: Path, name: str) -> Path | None:
