@@ -12,6 +12,7 @@ to the same physical neighbour as long as no site moves more than half a cell be
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,8 @@ from pymatgen.optimization.neighbors import find_points_in_spheres
 from smoacs_flows.predictors.base import SoftCrystalBatch
 
 _SELF_TOL = 1e-8
+#: cells below this volume per atom (Å^3) are treated as collapsed (real solids: > 5 Å^3)
+MIN_VOLUME_PER_ATOM = 1.0
 
 
 @dataclass
@@ -97,10 +100,16 @@ class PeriodicGraph:
         return moved
 
 
-def build_periodic_graph(batch: SoftCrystalBatch, cutoff: float) -> PeriodicGraph:
+def build_periodic_graph(
+    batch: SoftCrystalBatch, cutoff: float, min_volume_per_atom: float = MIN_VOLUME_PER_ATOM
+) -> PeriodicGraph:
     """All directed edges shorter than ``cutoff`` Å (self-images included, self-loops not).
 
     One call of pymatgen's compiled cell-list search per crystal; no per-atom Python loops.
+    A crystal whose geometry is not finite or whose cell has collapsed below
+    ``min_volume_per_atom`` Å^3 gets no edges (with a warning) instead of an unbounded
+    neighbour search; its atoms are then isolated, and the engine's own checks (NaN guard,
+    minimum distance) deal with it.
     """
     lat = batch.lattice.detach().cpu().double().numpy()
     frac = batch.frac_coords.detach().cpu().double()
@@ -112,6 +121,15 @@ def build_periodic_graph(batch: SoftCrystalBatch, cutoff: float) -> PeriodicGrap
     parts: list[tuple[np.ndarray, ...]] = []
     for b, (s, n) in enumerate(zip(starts, counts)):
         if n == 0:
+            continue
+        volume = abs(float(np.linalg.det(lat[b]))) if np.isfinite(lat[b]).all() else 0.0
+        if volume / n < min_volume_per_atom or not np.isfinite(fw[s : s + n]).all():
+            warnings.warn(
+                f"crystal {b}: degenerate geometry (volume {volume:.3g} Å^3 for {n} sites); "
+                "it gets no neighbour edges until the next refresh",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             continue
         cart = np.ascontiguousarray(fw[s : s + n] @ lat[b])
         c, j, img, d = find_points_in_spheres(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 import torch
 from pymatgen.core import Lattice, Structure
 
@@ -74,3 +75,13 @@ def test_ordered_pairs_match_brute_force() -> None:
     }
     assert pairs == expected
     assert ordered_pairs_by_center(center, edges[:0]).shape == (0, 2)
+
+
+def test_collapsed_cell_gets_no_edges_instead_of_an_unbounded_search() -> None:
+    batch = _batch().detach()
+    batch.lattice = batch.lattice.clone()
+    batch.lattice[1, 2] *= 1e-3  # tilted cell flattened to ~0.07 Å^3 per atom
+    with pytest.warns(RuntimeWarning, match="crystal 1: degenerate geometry"):
+        graph = build_periodic_graph(batch, cutoff=6.0)
+    assert int((graph.edge_crystal == 1).sum()) == 0
+    assert int((graph.edge_crystal == 0).sum()) > 0
