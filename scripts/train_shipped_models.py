@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--epochs", type=int, default=24)
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--loss", choices=["mse", "l1"], default=None, help="override the loss")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     for name in args.only or sorted(MODELS):
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             patience=8,
             batch_size=64,
             learning_rate=2e-3,
-            loss=spec["loss"],
+            loss=args.loss or spec["loss"],
             seed=0,
             val_frac=0.1,
             cutoff=5.0,

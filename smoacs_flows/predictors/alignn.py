@@ -648,7 +648,7 @@ class AlignnPredictor(Predictor):
 
     @staticmethod
     def _key(batch: SoftCrystalBatch) -> tuple:
-        return (tuple(int(n) for n in batch.n_sites.cpu()), str(batch.device))
+        return (tuple(batch.n_sites.tolist()), str(batch.device))
 
     def predict(self, batch: SoftCrystalBatch) -> dict[str, torch.Tensor]:
         """``{property: (B,)}``; builds the graph on first use or when the batch shape changes."""

@@ -199,3 +199,24 @@ def test_json_dataset_with_structure_dicts(shared_data, tmp_path) -> None:
 def test_read_checkpoint_rejects_non_checkpoints(tmp_path) -> None:
     with pytest.raises(InputError, match="no such checkpoint"):
         read_checkpoint(tmp_path / "nothing")
+
+
+def test_alignn_pretrained_name_uses_alignn_cache_then_download(trained, tmp_path, monkeypatch):
+    """By name: alignn's cache (~/.alignn2_models/<name>) first, else alignn's download helper."""
+    import requests
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    name = "formation_energy_peratom_radius"
+
+    def offline(*args, **kwargs):
+        raise requests.ConnectionError("no network in this test")
+
+    monkeypatch.setattr("alignn.pretrained.requests.get", offline)
+    with pytest.raises(InputError, match=f"'{name}' is not cached and could not be downloaded"):
+        build(model=name)
+    cached = tmp_path / ".alignn2_models" / name
+    shutil.rmtree(cached, ignore_errors=True)
+    shutil.copytree(trained, cached)
+    (cached / "model_card.json").unlink()  # as alignn's zips: config.json + best_model.pt only
+    pred = build(model=name)
+    assert pred.properties == {"formation_energy_per_atom": "eV/atom"}  # from config target
