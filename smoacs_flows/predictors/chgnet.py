@@ -62,6 +62,7 @@ class ChgnetPredictor(Predictor):
         "energy_per_atom": "eV/atom",
         "site_magmoms": "μB",
         "magmom_total": "μB",
+        "energy_above_atomref": "eV/atom",
     }
     supported_z = frozenset(range(1, CHGNET_MAX_Z + 1))
     needs_graph_refresh = True
@@ -228,6 +229,7 @@ class ChgnetPredictor(Predictor):
             energy = m.mlp(crystal_feas).view(-1) * counts
         if m.is_intensive:
             energy = energy / counts
+        above_ref = energy if m.is_intensive else energy / counts
         if m.composition_model is not None:
             # AtomRef: linear in the (intensive) composition -> distribution-weighted
             site_ref = probs @ m.composition_model.fc.weight.view(-1)
@@ -240,6 +242,9 @@ class ChgnetPredictor(Predictor):
             "energy_per_atom": energy.to(out_dtype),
             "site_magmoms": site_magmoms.to(out_dtype),
             "magmom_total": magmom_total.to(out_dtype),
+            # energy relative to CHGNet's fitted per-element references (AtomRef), eV/atom:
+            # a formation-energy-like objective that does not favour heavy elements
+            "energy_above_atomref": above_ref.to(out_dtype),
         }
 
     def to(self, device: str | torch.device) -> ChgnetPredictor:
