@@ -162,9 +162,14 @@ class MatterSimEvaluator(BatchEvaluator):
 
     name = "mattersim"
 
-    def __init__(self, load_path: str | None = None, device: str = "cpu") -> None:
+    def __init__(
+        self, load_path: str | None = None, device: str = "cpu", potential: Any = None
+    ) -> None:
         from mattersim.forcefield.potential import Potential
 
+        if potential is not None:  # an already-loaded mattersim Potential
+            self.potential = potential
+            return
         load_path = load_path or os.environ.get(MATTERSIM_CHECKPOINT_ENV)
         if not load_path or not os.path.isfile(load_path):
             raise InputError(

@@ -69,3 +69,43 @@ def test_atomate2_path_agrees_with_batched():
     b = relax_batched([s], "chgnet", fmax=0.01, steps=100)[0]
     assert a.ok and b.ok and a.converged and b.converged
     assert abs(a.energy_per_atom - b.energy_per_atom) < 1e-3
+
+
+def test_mattersim_batch_evaluator_matches_its_calculator():
+    """No MatterSim weights offline: a randomly initialised MatterSim model checks the batching
+    plumbing (units, stress convention, order) against MatterSim's own ASE calculator."""
+    import torch
+    from mattersim.forcefield.m3gnet.m3gnet import M3Gnet
+    from mattersim.forcefield.potential import MatterSimCalculator, Potential
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from smoacs_flows.screening.relax import MatterSimEvaluator
+
+    torch.manual_seed(0)
+    pot = Potential(M3Gnet(device="cpu"), device="cpu")
+    structs = []
+    for i in range(3):
+        s = Structure(
+            Lattice.cubic(3.9 + 0.1 * i),
+            ["Sr", "Ti", "O", "O", "O"],
+            [[0.5, 0.5, 0.5], [0, 0, 0], [0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5]],
+        )
+        s.perturb(0.1)
+        structs.append(AseAtomsAdaptor.get_atoms(s))
+    batch = MatterSimEvaluator(potential=pot).evaluate(structs)
+    calc = MatterSimCalculator.from_potential(pot)
+    for atoms, (e, f, stress) in zip(structs, batch):
+        atoms.calc = calc
+        assert e == pytest.approx(atoms.get_potential_energy(), abs=1e-5)
+        assert np.allclose(f, atoms.get_forces(), atol=1e-5)
+        assert np.allclose(stress, atoms.get_stress(voigt=False), atol=1e-6)
+    assert len({round(b[0], 6) for b in batch}) == 3  # three different structures, in order
+
+
+def test_mattersim_without_checkpoint_is_a_clear_error(monkeypatch):
+    from smoacs_flows.errors import InputError
+    from smoacs_flows.screening.relax import make_evaluator
+
+    monkeypatch.delenv("SMOACS_MATTERSIM_CHECKPOINT", raising=False)
+    with pytest.raises(InputError, match="SMOACS_MATTERSIM_CHECKPOINT"):
+        make_evaluator("mattersim")
