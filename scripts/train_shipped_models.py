@@ -82,6 +82,50 @@ MODELS = {
 }
 
 
+def evaluation(y: np.ndarray, pred: np.ndarray, test, model, card: dict) -> dict:
+    """Held-out metrics beyond the MAE, and the MAE on the fixed subset the tests re-check."""
+    holdout = dict(card["holdout"])
+    gapped = y > 0
+    holdout["n_positive_target"] = int(gapped.sum())
+    holdout["mae_positive_target"] = mae(pred[gapped], y[gapped]) if gapped.any() else None
+    holdout["mae_zero_target"] = mae(pred[~gapped], y[~gapped]) if (~gapped).any() else None
+    if card["property"] == "band_gap":  # how well "gapped (> 0.5 eV)" is recognised
+        true, hit = y > 0.5, pred > 0.5
+        holdout["gap_gt_0.5eV"] = {
+            "n": int(true.sum()),
+            "recall": float((true & hit).sum() / max(true.sum(), 1)),
+            "precision": float((true & hit).sum() / max(hit.sum(), 1)),
+        }
+    n_sub = min(EVAL_SUBSET, len(test.targets))
+    sub = featurise(test.structures[:n_sub], test.targets[:n_sub], model.config)
+    eval_subset = {
+        "file": "test.csv",
+        "rows": f"first {n_sub} data rows",
+        "n": n_sub,
+        "mae": mae(predict_samples(model, sub), test.targets[:n_sub]),
+    }
+    return {"holdout": holdout, "eval_subset": eval_subset}
+
+
+def reevaluate(name: str, out: Path) -> None:
+    """Recompute the held-out metrics of an already trained model and rewrite its card."""
+    import json
+
+    from smoacs_flows.io import atomic_write_bytes
+    from smoacs_flows.predictors.alignn import build
+
+    card_path = out / name / "model_card.json"
+    card = json.loads(card_path.read_text())
+    test = load_dataset(DATA / "test.csv", card["target"], warn=print)
+    model = build(model=out / name, training_elements_only=False).model
+    pred = predict_samples(model, featurise(test.structures, test.targets, model.config))
+    card["mae"] = mae(pred, test.targets)
+    card["holdout"]["mae"] = card["mae"]
+    card.update(evaluation(test.targets, pred, test, model, card))
+    atomic_write_bytes(card_path, (json.dumps(card, indent=1) + "\n").encode())
+    print(f"{name}: held-out MAE {card['mae']:.4f}; subset {card['eval_subset']['mae']:.4f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Train the selected shipped models and write them with their cards."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -90,9 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=24)
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--loss", choices=["mse", "l1"], default=None, help="override the loss")
+    p.add_argument("--reevaluate", action="store_true",
+                   help="only recompute the held-out metrics of the models in --out")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     for name in args.only or sorted(MODELS):
+        if args.reevaluate:
+            reevaluate(name, args.out)
+            continue
         spec = MODELS[name]
         t0 = time.time()
         data = load_dataset(DATA / "val.csv", spec["target"], warn=print)
@@ -121,18 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             log=print,
         )
         card = result.card
-        y, pred = result.holdout_targets, result.holdout_predictions
-        gapped = y > 0
-        card["holdout"]["mae_gapped"] = mae(pred[gapped], y[gapped]) if gapped.any() else None
-        card["holdout"]["n_gapped"] = int(gapped.sum())
-        n_sub = min(EVAL_SUBSET, len(test.targets))
-        sub = featurise(test.structures[:n_sub], test.targets[:n_sub], result.config)
-        card["eval_subset"] = {
-            "file": "test.csv",
-            "rows": f"first {n_sub} data rows",
-            "n": n_sub,
-            "mae": mae(predict_samples(result.model, sub), test.targets[:n_sub]),
-        }
+        card.update(evaluation(result.holdout_targets, result.holdout_predictions, test,
+                               result.model, card))
         card["intended_use"] = SCOPE.format(n=card["split"]["train"]) + " " + spec["good_for"]
         card["limitations"] = spec["not_for"]
         card["training_data"] = "perov_5 val.csv (CDVAE split of Castelli et al. 2012), MIT"
@@ -140,12 +179,11 @@ def main(argv: list[str] | None = None) -> int:
         write_model(args.out / name, result, force=True)
         size = sum(f.stat().st_size for f in (args.out / name).iterdir())
         print(
-            f"{name}: held-out MAE {card['mae']:.4f} {spec['units']} on {len(y)} structures "
+            f"{name}: held-out MAE {card['mae']:.4f} {spec['units']} on {card['holdout']['n']} "
             f"(median baseline {card['holdout']['baseline_mae_train_median']:.4f}); "
             f"subset MAE {card['eval_subset']['mae']:.4f}; {size / 1e6:.2f} MB; "
             f"{time.time() - t0:.0f} s"
         )
-        np.random.seed(0)
     return 0
 
 
