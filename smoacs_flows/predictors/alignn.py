@@ -50,6 +50,8 @@ SHIPPED_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
 
 #: alignn config model names whose state dicts map 1:1 onto ``ALIGNNAtomWisePure``
 PURE_COMPATIBLE = ("alignn_atomwise_pure", "alignn_atomwise")
+#: graph strategies of alignn's config that this module reproduces
+GRAPH_STRATEGIES = ("pure_torch", "k-nearest")
 
 #: alignn target names -> (standard property name, units)
 TARGET_PROPERTIES: dict[str, tuple[str, str]] = {
@@ -204,6 +206,47 @@ def crystal_graph_single(
     )
 
 
+def knn_graph_single(
+    lattice: torch.Tensor,
+    frac_coords: torch.Tensor,
+    cutoff: float,
+    max_neighbors: int,
+    use_canonize: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """alignn's legacy ``k-nearest`` graph (``Graph.atom_dgl_multigraph``) of one crystal.
+
+    Edges come from alignn's own ``nearest_neighbor_edges`` (every neighbour out to the shell
+    of the ``max_neighbors``-th, canonised, then both directions, as ``build_undirected_
+    edgedata`` does); the line graph connects all edge pairs (DGL ``line_graph``, backtracking).
+    """
+    from alignn.graphs import nearest_neighbor_edges
+    from jarvis.core.atoms import Atoms
+
+    lat = lattice.detach().cpu().double().numpy()
+    frac = frac_coords.detach().cpu().double().numpy()
+    atoms = Atoms(lattice_mat=lat, coords=frac, elements=["H"] * len(frac), cartesian=False)
+    edges, _ = nearest_neighbor_edges(
+        atoms=atoms, cutoff=cutoff, max_neighbors=max_neighbors, use_canonize=use_canonize
+    )
+    src, dst, shift = [], [], []
+    for (u, v), images in edges.items():
+        for image in images:
+            img = np.asarray(image, dtype=float)
+            src += [u, v]
+            dst += [v, u]
+            shift += [img, -img]
+    src_a = np.asarray(src, dtype=np.int64)
+    dst_a = np.asarray(dst, dtype=np.int64)
+    lg_src, lg_dst = line_graph(src_a, dst_a, np.ones(len(src_a), dtype=bool))
+    return (
+        torch.from_numpy(src_a),
+        torch.from_numpy(dst_a),
+        torch.tensor(np.asarray(shift).reshape(-1, 3), dtype=torch.get_default_dtype()),
+        torch.from_numpy(lg_src),
+        torch.from_numpy(lg_dst),
+    )
+
+
 def batch_graphs(
     parts: list[tuple[torch.Tensor, ...]], n_sites: list[int], device: str | torch.device
 ) -> CrystalGraph:
@@ -235,18 +278,27 @@ def build_batch_graph(
     cutoff: float,
     three_body_cutoff: float,
     max_neighbors: int | None,
+    strategy: str = "pure_torch",
 ) -> CrystalGraph:
-    """Neighbour and line graphs for every crystal in ``batch`` (detached geometry)."""
+    """Neighbour and line graphs for every crystal in ``batch`` (detached geometry).
+
+    ``strategy`` is ``"pure_torch"`` (radius graph, triplets within ``three_body_cutoff``) or
+    ``"k-nearest"`` (alignn's legacy graph, see ``knn_graph_single``).
+    """
     lat = batch.lattice.detach().cpu()
     frac = batch.frac_coords.detach().cpu()
     counts = [int(n) for n in batch.n_sites.cpu()]
     parts, start = [], 0
     for b, n in enumerate(counts):
-        parts.append(
-            crystal_graph_single(
-                lat[b], frac[start : start + n], cutoff, three_body_cutoff, max_neighbors
+        if strategy == "k-nearest":
+            parts.append(knn_graph_single(lat[b], frac[start : start + n], cutoff,
+                                          int(max_neighbors or 12)))
+        else:
+            parts.append(
+                crystal_graph_single(
+                    lat[b], frac[start : start + n], cutoff, three_body_cutoff, max_neighbors
+                )
             )
-        )
         start += n
     return batch_graphs(parts, counts, batch.device)
 
@@ -262,6 +314,8 @@ def make_network(model_config: dict[str, Any]) -> torch.nn.Module:
 
     cfg = dict(model_config)
     name = cfg.get("name", "alignn_atomwise_pure")
+    if name == "alignn":
+        return _legacy_network(cfg)
     if name not in PURE_COMPATIBLE:
         raise InputError(
             f"ALIGNN architecture {name!r} is not supported by the DGL-free predictor "
@@ -286,6 +340,36 @@ def make_network(model_config: dict[str, Any]) -> torch.nn.Module:
         )
     if conf.extra_features:
         raise InputError("ALIGNN models with extra_features are not supported")
+    return net
+
+
+def _legacy_network(cfg: dict[str, Any]) -> torch.nn.Module:
+    """alignn's original (DGL) ``ALIGNN`` as an ``ALIGNNAtomWisePure`` with BatchNorm.
+
+    The two forwards are the same computation except for the normalisation layers (BatchNorm1d
+    in ``alignn.models.alignn``, LayerNorm in the pure model), so every LayerNorm is swapped for
+    a BatchNorm1d of the same width; module names, hence state-dict keys, then coincide.
+    """
+    from alignn.models.alignn import ALIGNNConfig
+
+    try:
+        conf = ALIGNNConfig(**cfg)
+    except Exception as exc:
+        raise InputError(f"invalid ALIGNN model config: {exc}") from None
+    if conf.classification or conf.output_features != 1 or conf.extra_features:
+        raise InputError(
+            "only single-output ALIGNN regressors without extra_features are supported"
+        )
+    fields = ("alignn_layers", "gcn_layers", "atom_input_features", "edge_input_features",
+              "triplet_input_features", "embedding_features", "hidden_features",
+              "output_features", "link")
+    pure = {f: getattr(conf, f) for f in fields}
+    net = make_network({**pure, "name": "alignn_atomwise_pure", "calculate_gradient": False,
+                        "gradwise_weight": 0.0, "use_zbl": False})
+    for module in list(net.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, torch.nn.LayerNorm):
+                setattr(module, child_name, torch.nn.BatchNorm1d(child.normalized_shape[0]))
     return net
 
 
@@ -383,6 +467,11 @@ def _read_member(zf: zipfile.ZipFile, names: list[str], suffix: str) -> bytes | 
     return zf.read(hits[0]) if hits else None
 
 
+def _epoch(name: str) -> int:
+    digits = "".join(c for c in name.rsplit("checkpoint_", 1)[-1] if c.isdigit())
+    return int(digits) if digits else -1
+
+
 def read_checkpoint(path: str | Path) -> Checkpoint:
     """Read ``config.json`` + weights (+ ``model_card.json``) from a directory or a zip.
 
@@ -393,7 +482,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     if path.is_dir():
         cfg_p, wts_p, card_p = path / CONFIG_FILE, path / WEIGHTS_FILE, path / CARD_FILE
         if not wts_p.is_file():
-            chks = sorted(path.glob("checkpoint_*.pt"))
+            chks = sorted(path.glob("checkpoint_*.pt"), key=lambda p: _epoch(p.name))
             wts_p = chks[-1] if chks else wts_p
         missing = [p.name for p in (cfg_p, wts_p) if not p.is_file()]
         if missing:
@@ -406,7 +495,8 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             cfg_b = _read_member(zf, names, CONFIG_FILE)
             wts_b = _read_member(zf, names, WEIGHTS_FILE)
             if wts_b is None:
-                chks = sorted(n for n in names if "checkpoint_" in n and n.endswith(".pt"))
+                chks = sorted((n for n in names if "checkpoint_" in n and n.endswith(".pt")),
+                              key=_epoch)
                 wts_b = zf.read(chks[-1]) if chks else None
             card_b = _read_member(zf, names, CARD_FILE)
         if cfg_b is None or wts_b is None:
@@ -578,10 +668,19 @@ class AlignnModel(torch.nn.Module):
         self.three_body_cutoff = float(tbc) if tbc is not None else self.cutoff
         mn = config.get("max_neighbors")
         self.max_neighbors = int(mn) if mn else None
+        legacy = config["model"].get("name") == "alignn"
+        strategy = str(config.get("neighbor_strategy", "k-nearest" if legacy else "pure_torch"))
+        if strategy not in GRAPH_STRATEGIES:
+            raise InputError(
+                f"neighbor_strategy {strategy!r} is not supported ({', '.join(GRAPH_STRATEGIES)})"
+            )
+        self.strategy = strategy
 
     def graph(self, batch: SoftCrystalBatch) -> CrystalGraph:
         """The neighbour/line graph for the batch's current geometry."""
-        return build_batch_graph(batch, self.cutoff, self.three_body_cutoff, self.max_neighbors)
+        return build_batch_graph(
+            batch, self.cutoff, self.three_body_cutoff, self.max_neighbors, self.strategy
+        )
 
     def forward(
         self,

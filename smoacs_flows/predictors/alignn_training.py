@@ -396,7 +396,7 @@ def train(
         "version": _alignn_version(),
         "target": target,
         "atom_features": "cgcnn",
-        "neighbor_strategy": "radius_graph",
+        "neighbor_strategy": "pure_torch",
         "cutoff": settings.cutoff,
         "three_body_cutoff": settings.three_body_cutoff,
         "max_neighbors": settings.max_neighbors,

@@ -198,3 +198,89 @@ def test_registry_builds_shipped_default() -> None:
     batch = SoftCrystalBatch.from_structures(structures()[:1])
     out = pred.predict(batch)["formation_energy_per_atom"]
     assert out.shape == (1,) and torch.isfinite(out).all()
+
+
+def legacy_model(seed: int = 0) -> AlignnModel:
+    """alignn's original ``alignn`` architecture (BatchNorm), k-nearest graph, random weights."""
+    torch.manual_seed(seed)
+    config = {
+        "neighbor_strategy": "k-nearest", "cutoff": 8.0, "max_neighbors": 12,
+        "atom_features": "cgcnn",
+        "model": {"name": "alignn", "alignn_layers": 1, "gcn_layers": 1, "hidden_features": 16,
+                  "embedding_features": 16, "edge_input_features": 16,
+                  "triplet_input_features": 8},
+    }
+    model = AlignnModel(config)
+    with torch.no_grad():  # non-trivial running statistics, as a trained checkpoint has
+        for m in model.net.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def test_legacy_alignn_state_dict_keys_match_alignn(monkeypatch) -> None:
+    """The BatchNorm variant has exactly the keys of alignn.models.alignn.ALIGNN."""
+    import alignn.models.alignn as legacy
+
+    # ALIGNN's constructor needs DGL only for its parameter-free AvgPooling readout
+    monkeypatch.setattr(legacy, "AvgPooling", torch.nn.Identity)
+    ref = legacy.ALIGNN(legacy.ALIGNNConfig(
+        name="alignn", alignn_layers=1, gcn_layers=1, hidden_features=16, embedding_features=16,
+        edge_input_features=16, triplet_input_features=8))
+    ours = legacy_model().net.state_dict()
+    ours.pop("_species_table")
+    assert {k: tuple(v.shape) for k, v in ref.state_dict().items()} == {
+        k: tuple(v.shape) for k, v in ours.items()}
+
+
+def test_legacy_knn_graph_matches_alignn_forward() -> None:
+    """k-nearest graph from alignn's nearest_neighbor_edges/build_undirected_edgedata."""
+    from alignn.graphs import build_undirected_edgedata, nearest_neighbor_edges
+    from alignn.torch_graph_builder import TorchGraph, _line_graph_edges, batch_torch_graph_pairs
+    from jarvis.core.atoms import Atoms
+
+    model = legacy_model()
+    structs = structures()
+    pairs = []
+    for s in structs:
+        atoms = Atoms(lattice_mat=s.lattice.matrix, coords=s.frac_coords,
+                      elements=[site.specie.symbol for site in s], cartesian=False)
+        edges, _ = nearest_neighbor_edges(atoms=atoms, cutoff=8.0, max_neighbors=12,
+                                          use_canonize=True)
+        u, v, r, _ = build_undirected_edgedata(atoms, edges)
+        feats = torch.stack([model.element_table[z - 1] for z in atoms.atomic_numbers])
+        g = TorchGraph(num_nodes=len(s), src=u, dst=v,
+                       ndata={"atom_features": feats}, edata={"r": r})
+        lg_src, lg_dst = _line_graph_edges(u, v, len(s))
+        pairs.append((g, TorchGraph(num_nodes=len(u), src=lg_src, dst=lg_dst)))
+    g, lg = batch_torch_graph_pairs(pairs)
+    with torch.no_grad():
+        ref = model.net([g, lg, None])["out"]
+        ours = AlignnPredictor(model, "band_gap", "eV").predict(
+            SoftCrystalBatch.from_structures(structs))["band_gap"]
+    assert torch.allclose(ours, ref, atol=1e-5, rtol=0)
+
+
+def test_legacy_figshare_style_zip_loads(tmp_path) -> None:
+    """config.json + checkpoint_<epoch>.pt ({"model": state_dict, ...}) in a sub-folder."""
+    import json
+    import zipfile
+
+    from smoacs_flows.predictors.alignn import build
+
+    model = legacy_model()
+    state = {k: v for k, v in model.net.state_dict().items() if k != "_species_table"}
+    zpath = tmp_path / "mp_gappbe_alignn.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        zf.writestr("mp_gappbe/config.json", json.dumps({**model.config, "target": "gappbe"}))
+        for epoch, st in ((9, {k: torch.zeros_like(v) for k, v in state.items()}), (10, state)):
+            path = tmp_path / f"c{epoch}.pt"
+            torch.save({"model": st, "optimizer": {"lr": torch.tensor(1e-3)}}, path)
+            zf.write(path, f"mp_gappbe/checkpoint_{epoch}.pt")
+    pred = build(model=zpath)
+    assert pred.properties == {"band_gap": "eV"}
+    batch = SoftCrystalBatch.from_structures(structures())
+    with torch.no_grad():
+        expected = model(batch, model.graph(batch))
+        assert torch.equal(pred.predict(batch)["band_gap"], expected)
