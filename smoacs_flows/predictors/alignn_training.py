@@ -391,6 +391,7 @@ def train(
 ) -> TrainResult:
     """Train an ALIGNN regressor; early stopping on the validation MAE; evaluate held out."""
     t0 = time.time()
+    revision = git_revision()  # of the code that trains, taken before any output is written
     torch.manual_seed(settings.seed)
     config = {
         "version": _alignn_version(),
@@ -526,7 +527,7 @@ def train(
             "threads": torch.get_num_threads(),
             "history": history,
         },
-        "git_revision": git_revision(),
+        "git_revision": revision,
         "alignn_version": _alignn_version(),
         "torch_version": torch.__version__,
         "python": platform.python_version(),
@@ -544,6 +545,7 @@ def train(
 def write_model(out: str | Path, result: TrainResult, force: bool = False) -> Path:
     """Write config.json, best_model.pt, model_card.json, holdout_predictions.csv atomically."""
     with atomic_output_dir(out, force=force) as tmp:
+        tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is meant to be shared
         (tmp / CONFIG_FILE).write_text(json.dumps(result.config, indent=1) + "\n")
         state = {k: v for k, v in result.model.net.state_dict().items() if k != "_species_table"}
         torch.save(state, tmp / WEIGHTS_FILE)
