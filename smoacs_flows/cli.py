@@ -21,6 +21,7 @@ COMMAND_MODULES: list[str] = [
     "smoacs_flows.predictors.cli",
     "smoacs_flows.dft.cli",
     "smoacs_flows.screening.cli",
+    "smoacs_flows.makers.cli",
 ]
 
 

@@ -14,3 +14,10 @@ def smoacs_home() -> Path:
     home = Path(os.environ.get("SMOACS_HOME") or Path.home() / ".smoacs").expanduser()
     home.mkdir(parents=True, exist_ok=True)
     return home
+
+
+def home_path(*parts: str) -> Path:
+    """A path under :func:`smoacs_home` (its parent folders created): e.g. ``home_path("runs")``."""
+    p = smoacs_home().joinpath(*parts)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return p

@@ -1,0 +1,80 @@
+"""``smoacs-flows submit`` and ``smoacs-flows run``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``submit`` and ``run`` commands."""
+    s = subparsers.add_parser(
+        "submit",
+        help="submit a campaign workflow to a FireWorks LaunchPad",
+        description="Validate a campaign, build its workflow (proposal and relaxation jobs on "
+        "the gpu category, the rest on cpu) and add it to a LaunchPad, tagged with the "
+        "campaign name. Without --launchpad: the embedded LaunchPad under $SMOACS_HOME.",
+    )
+    s.add_argument("campaign", help="campaign YAML")
+    s.add_argument("--launchpad", default=None, help="my_launchpad.yaml (MongoDB)")
+    s.add_argument("--store", default=None,
+                   help="JobStore YAML embedded in every firework (default: the embedded store "
+                   "for the embedded LaunchPad, else the worker's jobflow JOB_STORE)")
+    s.add_argument("--new-version", action="store_true",
+                   help="submit a campaign whose name is already on the LaunchPad again")
+    s.add_argument("--json", action="store_true", help="print the submission as JSON")
+    s.set_defaults(func=_submit)
+
+    r = subparsers.add_parser(
+        "run",
+        help="run a campaign here: embedded LaunchPad and local gpu/cpu workers",
+        description="Submit the campaign to the embedded LaunchPad ($SMOACS_HOME), run one "
+        "local worker per category until the campaign is done or stuck, with progress per "
+        "stage, then print the funnel and the top candidates.",
+    )
+    r.add_argument("campaign", help="campaign YAML")
+    r.add_argument("--new-version", action="store_true",
+                   help="run a campaign whose name is already on the embedded LaunchPad again")
+    r.add_argument("--timeout", type=float, default=None, help="seconds (default: none)")
+    r.add_argument("--poll", type=float, default=2.0, help="progress interval, s")
+    r.set_defaults(func=_run)
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from smoacs_flows.makers.submit import submit
+
+    store = None
+    if args.store:
+        from smoacs_flows.stores import load_job_store
+
+        store = load_job_store(args.store)
+    sub = submit(args.campaign, args.launchpad, new_version=args.new_version, store=store)
+    if args.json:
+        print(json.dumps({"campaign": sub.campaign, "version": sub.version, "tag": sub.tag,
+                          "launchpad": sub.launchpad, "fw_ids": sub.fw_ids,
+                          "categories": sub.categories, "timings": sub.timings}))
+    else:
+        cats = ", ".join(f"{k or 'none'}: {v}" for k, v in sorted(sub.categories.items()))
+        print(f"submitted {sub.campaign} v{sub.version} ({sub.tag}) to the {sub.launchpad}: "
+              f"{sub.n_fireworks} fireworks, ids {sub.fw_ids[0]}-{sub.fw_ids[-1]} ({cats}) "
+              f"in {sub.timings['total']:.1f} s")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from smoacs_flows.makers.run import run_campaign
+    from smoacs_flows.makers.stages import format_summary
+
+    res = run_campaign(args.campaign, new_version=args.new_version, poll=args.poll,
+                       timeout=args.timeout, echo=lambda s: print(s, flush=True))
+    print(f"campaign {res.submission.campaign} v{res.submission.version}: {res.state} "
+          f"after {res.wall_time:.0f} s")
+    for f in res.fizzled:
+        print(f"fizzled: {f}", file=sys.stderr)
+    if res.summary:
+        print(format_summary(res.summary))
+    if res.state != "done":
+        print(f"worker logs: {', '.join(str(p) for p in res.worker_logs)}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,181 @@
+"""Makers in atomate2's style: thin dataclasses, each wrapping one stage as jobs.
+
+``HalfMetalCampaignMaker().make(campaign)`` builds the whole campaign Flow::
+
+    propose (gpu, one job per optimiser batch, per sweep point)
+      └─ prefilter (cpu, per relax chunk) ─ relax (gpu, per chunk) ─┐
+                                                                  S.U.N. (cpu, campaign-wide)
+                                                                    └─ DFT fan-out (cpu → one
+                                                                       sub-flow per survivor,
+                                                                       own category) ─ summary
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobflow import Flow, Job, Maker
+
+from smoacs_flows.campaign import Campaign
+from smoacs_flows.makers import jobs, stages
+from smoacs_flows.makers.settings import Categories, StageSettings, stage_settings
+
+#: stage names in pipeline order (job metadata ``stage``)
+STAGES = ["propose", "prefilter", "relax", "sun", "dft", "summary"]
+
+
+@dataclass
+class SmoacsProposalMaker(Maker):
+    """One proposal job per ``batches_per_job`` optimiser batches (category gpu)."""
+
+    name: str = "propose"
+    category: str = "gpu"
+    batches_per_job: int = 1
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def make(self, campaign: Campaign, variant: dict[str, Any] | None = None) -> Flow:
+        """Proposal jobs of a campaign (or one sweep point); output = list of job outputs."""
+        payload = stages.campaign_payload(campaign)
+        n = stages.n_batches(campaign)
+        label = f" {variant['label']}" if variant and variant.get("weights") else ""
+        out: list[Job] = []
+        for start in range(0, n, self.batches_per_job):
+            idx = list(range(start, min(n, start + self.batches_per_job)))
+            j = jobs.propose_job(payload, idx, variant)
+            j.name = f"{self.name}{label} b{idx[0]:03d}" + (f"-{idx[-1]:03d}" if len(idx) > 1
+                                                              else "")
+            jobs.route(j, self.category,
+                       {"campaign": campaign.name, **self.metadata, "stage": "propose"})
+            out.append(j)
+        return Flow(out, output=[j.output for j in out], name=f"{self.name}{label}")
+
+
+@dataclass
+class PrefilterMaker(Maker):
+    """Prefilter the records of a few proposal jobs (category cpu)."""
+
+    name: str = "prefilter"
+    category: str = "cpu"
+    settings: dict[str, Any] = field(default_factory=dict)  # stages.screening
+    policy: str = "ionic"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def make(self, proposal_outputs: list[Any]) -> Job:
+        """One prefilter job over the given proposal outputs."""
+        j = jobs.prefilter_job(proposal_outputs, self.settings, self.policy)
+        j.name = self.name
+        return jobs.route(j, self.category, {**self.metadata, "stage": "prefilter"})
+
+
+@dataclass
+class MlipRelaxMaker(Maker):
+    """MLIP relaxation of one chunk of prefiltered candidates (category gpu)."""
+
+    name: str = "relax"
+    category: str = "gpu"
+    settings: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def make(self, prefiltered: Any) -> Job:
+        """One relaxation job."""
+        j = jobs.relax_job(prefiltered, self.settings)
+        j.name = self.name
+        return jobs.route(j, self.category, {**self.metadata, "stage": "relax"})
+
+
+@dataclass
+class SunFilterMaker(Maker):
+    """Stable, unique, novel: one campaign-wide job after every relaxation chunk (cpu)."""
+
+    name: str = "sun"
+    category: str = "cpu"
+    settings: dict[str, Any] = field(default_factory=dict)
+    base_dir: str = "."
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def make(self, relaxed_outputs: list[Any]) -> Job:
+        """The S.U.N. job."""
+        j = jobs.sun_job(relaxed_outputs, self.settings, self.base_dir)
+        j.name = self.name
+        return jobs.route(j, self.category, {**self.metadata, "stage": "sun"})
+
+
+@dataclass
+class HalfMetalDftMaker(Maker):
+    """DFT of the best S.U.N. survivors: a fan-out job replaced at run time by one sub-flow per
+    survivor (``engine`` gpaw | vasp), routed to ``dft_category`` (default: the cpu one)."""
+
+    name: str = "dft"
+    category: str = "cpu"
+    settings: dict[str, Any] = field(default_factory=dict)  # stages.dft
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def make(self, sun_output: Any) -> Job:
+        """The fan-out job; its output (after the run) is ``{"results": [...]}``."""
+        j = jobs.dft_fanout(sun_output, self.settings, self.category, self.metadata)
+        j.name = self.name
+        # new jobs are routed explicitly; never pass this job's category on to them
+        j.config.pass_manager_config = False
+        return jobs.route(j, self.category, {**self.metadata, "stage": "dft"})
+
+
+def sweep_variants(st: StageSettings) -> list[dict[str, Any]]:
+    """The sweep points as ``{"label", "weights"}`` (one unlabelled point without a sweep)."""
+    pts = st.orchestration.sweep.points()
+    if pts == [{}]:
+        return [{"label": "", "weights": {}}]
+    return [{"label": f"s{i:02d}", "weights": p} for i, p in enumerate(pts)]
+
+
+@dataclass
+class HalfMetalCampaignMaker(Maker):
+    """The whole campaign as one Flow, from a validated :class:`Campaign`.
+
+    Settings come from the campaign's ``stages`` section (:mod:`smoacs_flows.makers.settings`);
+    ``categories`` overrides ``stages.orchestration.categories`` when given.
+    """
+
+    name: str = "halfmetal campaign"
+    categories: Categories | None = None
+    validate: bool = True
+
+    def make(self, campaign: Campaign) -> Flow:
+        """Validate everything a worker would trip on, then build the Flow."""
+        st = stage_settings(campaign)
+        cats = self.categories or st.orchestration.categories
+        variants = sweep_variants(st)
+        if self.validate:
+            for v in variants:
+                stages.validate_proposal(stages.variant_campaign(campaign, v))
+            stages.check_references(st.screening.model_dump(), campaign.base_dir)
+        screening = st.screening.model_dump()
+        orch = st.orchestration
+        meta = {"campaign": campaign.name}
+        proposal_flows = [
+            SmoacsProposalMaker(category=cats.gpu, batches_per_job=orch.batches_per_job,
+                                metadata=meta).make(campaign, v)
+            for v in variants
+        ]
+        prop_jobs = [j for f in proposal_flows for j in f.jobs]
+        pre = PrefilterMaker(category=cats.cpu, settings=screening, policy=campaign.policy,
+                             metadata=meta)
+        rel = MlipRelaxMaker(category=cats.gpu, settings=screening, metadata=meta)
+        chunks: list[Job] = []
+        for c, start in enumerate(range(0, len(prop_jobs), orch.relax_group)):
+            group = prop_jobs[start : start + orch.relax_group]
+            p = pre.make([j.output for j in group])
+            p.name = f"prefilter {c:03d}"
+            r = rel.make(p.output)
+            r.name = f"relax {c:03d}"
+            chunks += [p, r]
+        relax_jobs = chunks[1::2]
+        sun = SunFilterMaker(category=cats.cpu, settings=screening, metadata=meta,
+                             base_dir=str(campaign.base_dir)).make([r.output for r in relax_jobs])
+        dft = HalfMetalDftMaker(category=cats.cpu, settings=st.dft.model_dump(),
+                                metadata=meta).make(sun.output)
+        summary = jobs.summary_job(sun.output, dft.output)
+        summary.name = "summary"
+        jobs.route(summary, cats.cpu, {**meta, "stage": "summary"})
+        return Flow([*proposal_flows, *chunks, sun, dft, summary], output=summary.output,
+                    name=f"{campaign.name}")

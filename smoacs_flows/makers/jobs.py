@@ -1,0 +1,123 @@
+"""jobflow jobs: each calls one stage function of :mod:`smoacs_flows.makers.stages`.
+
+Candidate records go to the JobStore's ``data`` store (``data=["records"]``), so documents in
+the main store stay small and MongoDB's 16 MB limit never bites (GridFS holds the blobs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from jobflow import Flow, Job, Response, job
+
+from smoacs_flows.makers import stages
+
+
+def route(obj: Job | Flow, category: str, metadata: dict[str, Any]) -> Job | Flow:
+    """Give every job of ``obj`` a FireWorks category and metadata (not passed on to jobs they
+    create dynamically: each dynamic job is routed explicitly)."""
+    jobs = [obj] if isinstance(obj, Job) else list(obj.iterflow())
+    for j in jobs:
+        j = j[0] if isinstance(j, tuple) else j
+        j.update_config({"manager_config": {"_category": category}}, dynamic=False)
+        j.update_metadata(dict(metadata), dynamic=False)
+    return obj
+
+
+@job(data=["records"])
+def propose_job(payload: dict, batch_indices: list[int], variant: dict | None = None) -> dict:
+    """Optimise proposal batches (GPU)."""
+    return stages.propose(payload, batch_indices, variant)
+
+
+@job(data=["records"])
+def prefilter_job(proposal_outputs: list[dict], settings: dict, policy: str) -> dict:
+    """Prefilter the records of a few proposal jobs (CPU)."""
+    return stages.prefilter(proposal_outputs, settings, policy)
+
+
+@job(data=["records"])
+def relax_job(prefiltered: dict, settings: dict) -> dict:
+    """MLIP-relax one chunk (GPU)."""
+    return stages.relax(prefiltered, settings)
+
+
+@job(data=["records"])
+def sun_job(relaxed_outputs: list[dict], settings: dict, base_dir: str) -> dict:
+    """Campaign-wide stability, uniqueness and novelty (CPU)."""
+    return stages.sun_filter(relaxed_outputs, settings, base_dir)
+
+
+@job(data=["dos", "eigenvalues"])
+def gpaw_dft_job(record: dict, dft: dict) -> dict:
+    """The GPAW half-metal chain on one survivor; logs go to the job's folder."""
+    return stages.run_gpaw(record, dft, work_dir=str(Path.cwd() / "gpaw"))
+
+
+@job
+def tag_dft_result(result: dict, candidate_id: str) -> dict:
+    """A VASP chain's DFTResult dict, tagged with its candidate (small: no DOS arrays)."""
+    out = {k: v for k, v in result.items() if k not in ("dos", "eigenvalues", "complete_dos")}
+    out["candidate_id"] = candidate_id
+    return out
+
+
+@job
+def collect_dft(results: list[dict]) -> dict:
+    """The DFT results of the campaign without their DOS arrays (those stay in ``data``)."""
+    drop = ("dos", "eigenvalues", "complete_dos")
+    return {"results": [{k: v for k, v in r.items() if k not in drop} for r in results if r]}
+
+
+@job
+def dft_fanout(sun: dict, dft: dict, cpu_category: str, metadata: dict) -> Response | dict:
+    """One DFT sub-flow per selected S.U.N. survivor, added by replacing this job.
+
+    The replacement's last job (``collect_dft``) takes this job's uuid, so references to this
+    job's output resolve to the collected results. Every new job is routed explicitly: the
+    DFT category (``stages.dft.category``, default the cpu one) for engine jobs, cpu for the
+    collector.
+    """
+    from jobflow import CURRENT_JOB
+
+    from smoacs_flows.makers.settings import DftSettings
+
+    st = DftSettings.model_validate(dft)
+    chosen = stages.select_for_dft(sun["records"], st)
+    if not chosen:
+        return {"results": []}
+    cat = st.category or cpu_category
+    cur = CURRENT_JOB.job
+    base_meta = {**cur.metadata, **metadata}
+    subs, outputs = [], []
+    for rec in chosen:
+        meta = {**base_meta, "stage": "dft", "candidate_id": rec["id"]}
+        if st.engine == "gpaw":
+            sub = gpaw_dft_job(rec, dft)
+            sub.name = f"dft gpaw {rec['id']}"
+            out = sub.output
+        else:
+            from smoacs_flows.dft.analysis import AnalysisSettings
+            from smoacs_flows.dft.vasp import SpinDOSFlowMaker, VaspChainSettings
+
+            maker = SpinDOSFlowMaker(settings=VaspChainSettings(**st.vasp),
+                                     analysis_settings=AnalysisSettings(**st.analysis))
+            chain = maker.make(stages.dft_structure(rec))
+            tag = tag_dft_result(chain.output, rec["id"])
+            sub = Flow([chain, tag], output=tag.output, name=f"dft vasp {rec['id']}")
+            out = tag.output
+        subs.append(route(sub, cat, meta))
+        outputs.append(out)
+    collect = collect_dft(outputs)
+    collect.name = cur.name
+    route(collect, cpu_category, {**base_meta, "stage": "dft"})
+    collect.set_uuid(cur.uuid)
+    collect.index = cur.index + 1
+    return Response(replace=Flow([*subs, collect], name="dft"))
+
+
+@job
+def summary_job(sun: dict, dft: dict) -> dict:
+    """The campaign's funnel and top candidates."""
+    return stages.summarise(sun, dft.get("results", []))

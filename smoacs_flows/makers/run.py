@@ -1,0 +1,179 @@
+"""The embedded run: submit to the embedded LaunchPad, run local workers, show progress.
+
+``run_campaign`` submits the campaign, starts one worker process per category (gpu, cpu, and
+the DFT category if it is another), and polls the LaunchPad: a progress line per change
+(jobs done / running / fizzled per stage), until every firework of the campaign version is
+COMPLETED (done) or nothing can run any more (stuck: fizzled fireworks block the rest).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from smoacs_flows.campaign import Campaign, load_campaign
+from smoacs_flows.config import home_path
+from smoacs_flows.makers.core import STAGES
+from smoacs_flows.makers.launchpad import EmbeddedLaunchPad
+from smoacs_flows.makers.settings import stage_settings
+from smoacs_flows.makers.submit import Submission, submit
+
+ACTIVE = {"READY", "RESERVED", "RUNNING"}
+
+
+def stage_counts(lp: EmbeddedLaunchPad, tag: str) -> dict[str, dict[str, int]]:
+    """``{stage: {state: count}}`` for the fireworks carrying ``tag``."""
+    out: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    with lp.session(write=False):
+        for d in lp.fireworks.find({"spec.tags": tag}, {"spec.stage": 1, "state": 1}):
+            out[d["spec"].get("stage", "?")][d["state"]] += 1
+    return {k: dict(v) for k, v in out.items()}
+
+
+def format_progress(counts: dict[str, dict[str, int]]) -> str:
+    """``propose 2/2 · prefilter 1/2 (1 running) · ...`` in stage order."""
+    parts = []
+    for st in [*STAGES, *sorted(set(counts) - set(STAGES))]:
+        c = counts.get(st)
+        if not c:
+            continue
+        total = sum(c.values())
+        extra = []
+        if c.get("RUNNING") or c.get("RESERVED"):
+            extra.append(f"{c.get('RUNNING', 0) + c.get('RESERVED', 0)} running")
+        if c.get("FIZZLED"):
+            extra.append(f"{c['FIZZLED']} fizzled")
+        parts.append(f"{st} {c.get('COMPLETED', 0)}/{total}"
+                     + (f" ({', '.join(extra)})" if extra else ""))
+    return " · ".join(parts)
+
+
+def fizzled_reasons(lp: EmbeddedLaunchPad, tag: str) -> list[str]:
+    """``name: last line of the exception`` for each fizzled firework of the campaign."""
+    out = []
+    with lp.session(write=False):
+        for fw in lp.fireworks.find({"spec.tags": tag, "state": "FIZZLED"}, {"fw_id": 1,
+                                                                             "name": 1}):
+            launch = lp.launches.find_one({"fw_id": fw["fw_id"], "state": "FIZZLED"},
+                                          sort=[("launch_id", -1)])
+            exc = (((launch or {}).get("action") or {}).get("stored_data") or {}).get(
+                "_exception") or {}
+            lines = [x for x in str(exc.get("_stacktrace", "")).strip().splitlines() if x]
+            out.append(f"{fw['name']} (fw {fw['fw_id']}): {lines[-1] if lines else 'unknown'}")
+    return out
+
+
+@dataclass
+class RunResult:
+    """Outcome of an embedded run."""
+
+    submission: Submission
+    state: str  # done | stuck | timeout
+    counts: dict[str, dict[str, int]]
+    fizzled: list[str] = field(default_factory=list)
+    summary: dict[str, Any] | None = None
+    wall_time: float = 0.0
+    worker_logs: list[Path] = field(default_factory=list)
+
+
+def campaign_summary(tag: str) -> dict[str, Any] | None:
+    """The summary job's output of a campaign version from the embedded JobStore."""
+    from smoacs_flows.stores import embedded_job_store
+
+    store = embedded_job_store()
+    store.connect()
+    try:
+        doc = store.query_one({"metadata.stage": "summary", "metadata.tags": tag},
+                              properties=["uuid"])
+        return None if doc is None else store.get_output(doc["uuid"], load=True)
+    finally:
+        store.close()
+
+
+def run_campaign(
+    campaign: Campaign | str | Path,
+    new_version: bool = False,
+    poll: float = 2.0,
+    timeout: float | None = None,
+    echo: Callable[[str], None] = print,
+) -> RunResult:
+    """Submit to the embedded LaunchPad and run local workers until done or stuck."""
+    t0 = time.monotonic()
+    if not isinstance(campaign, Campaign):
+        campaign = load_campaign(campaign)
+    lp = EmbeddedLaunchPad()
+    sub = submit(campaign, lp, new_version=new_version)
+    cats_txt = ", ".join(f"{k or 'none'} {v}" for k, v in sorted(sub.categories.items()))
+    echo(f"submitted {sub.campaign} v{sub.version}: {sub.n_fireworks} fireworks ({cats_txt}) "
+         f"to the {sub.launchpad}")
+    st = stage_settings(campaign)
+    cats = [st.orchestration.categories.gpu, st.orchestration.categories.cpu]
+    if st.dft.category:
+        cats.append(st.dft.category)
+    cats = list(dict.fromkeys(cats))
+    run_dir = home_path("runs", f"{campaign.name}-v{sub.version}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stop = run_dir / "STOP"
+    stop.unlink(missing_ok=True)
+    procs, logs = [], []
+    for cat in cats:
+        log = run_dir / f"worker-{cat}.log"
+        logs.append(log)
+        fh = open(log, "ab")  # noqa: SIM115 - closed after the process ends
+        procs.append((subprocess.Popen(
+            [sys.executable, "-m", "smoacs_flows.makers.worker", "--embedded", str(lp.path),
+             "--category", cat, "--tag", sub.tag, "--launch-dir", str(run_dir / cat),
+             "--stop-file", str(stop)],
+            stdout=fh, stderr=subprocess.STDOUT), fh))
+    state, last = "timeout", ""
+    try:
+        while True:
+            counts = stage_counts(lp, sub.tag)
+            line = format_progress(counts)
+            if line != last:
+                echo(f"[{time.monotonic() - t0:6.0f} s] {line}")
+                last = line
+            states = defaultdict(int)
+            for c in counts.values():
+                for k, v in c.items():
+                    states[k] += v
+            total = sum(states.values())
+            if total and states.get("COMPLETED", 0) == total:
+                state = "done"
+                break
+            if not any(states.get(s) for s in ACTIVE):
+                # nothing can run: fizzled (or defused) fireworks block the rest
+                time.sleep(poll)  # a worker may be between two launches
+                if not any(stage_counts(lp, sub.tag).get(k, {}).get(s)
+                           for k in counts for s in ACTIVE):
+                    state = "stuck"
+                    break
+            dead = [p.args[6] for p, _ in procs if p.poll() is not None]
+            if dead:
+                state = "stuck"
+                echo(f"worker(s) {', '.join(dead)} exited; see {run_dir}")
+                break
+            if timeout is not None and time.monotonic() - t0 > timeout:
+                break
+            time.sleep(poll)
+    finally:
+        stop.touch()
+        for p, fh in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.terminate()
+                p.wait(timeout=10)
+            fh.close()
+    counts = stage_counts(lp, sub.tag)
+    res = RunResult(sub, state, counts, fizzled_reasons(lp, sub.tag),
+                    wall_time=time.monotonic() - t0, worker_logs=logs)
+    if state == "done":
+        res.summary = campaign_summary(sub.tag)
+    return res

@@ -1,0 +1,178 @@
+"""Typed settings of the workflow stages, kept in the campaign's free-form ``stages`` section.
+
+```yaml
+stages:
+  screening:   {mlip: chgnet, fmax: 0.05, steps: 200, e_hull_max: 0.1, references: refs.json.gz}
+  dft:         {engine: gpaw, max_candidates: 2, category: null, gpaw: {ecut: 300}}
+  orchestration:
+    categories: {gpu: gpu, cpu: cpu}
+    batches_per_job: 1        # optimiser batches per proposal job
+    relax_group: 1            # proposal jobs feeding one prefilter + relaxation chunk
+    sweep: {mode: grid, weights: {magmom_integer: [1, 10, 100]}}
+```
+
+Every section forbids unknown keys; errors name the field path (``stages.dft.engine: ...``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from smoacs_flows.campaign import Campaign
+from smoacs_flows.errors import SpecError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PrefilterSettings(_Strict):
+    """Cheap checks before any MLIP call (see ``screening.prefilter.PrefilterConfig``)."""
+
+    band_gap_max: float | None = None
+    band_gap_key: str | None = None
+    max_elements: int | None = 5
+    min_distance: float | None = 0.5
+    neutrality_policy: str | None = Field(
+        "campaign", description="'campaign' (the campaign's policy), a policy name, or null"
+    )
+
+
+class ScreeningSettings(_Strict):
+    """Prefilter, MLIP relaxation and S.U.N. settings."""
+
+    prefilter: PrefilterSettings = PrefilterSettings()
+    mlip: Literal["chgnet", "mattersim"] = "chgnet"
+    method: Literal["batched", "atomate2"] = "batched"
+    fmax: float = Field(0.05, gt=0)
+    steps: int = Field(300, ge=1)
+    optimizer: Literal["FIRE", "BFGS"] = "FIRE"
+    e_hull_max: float = 0.1
+    references: str | None = Field(
+        None, description="JSON(.gz) file of ComputedEntries, 'store' (reference store) or null"
+    )
+    relax_references: bool = True
+    n_jobs: int = Field(1, ge=1, description="processes for structure matching")
+
+
+class DftSettings(_Strict):
+    """DFT of the S.U.N. survivors (one sub-flow per survivor)."""
+
+    engine: Literal["gpaw", "vasp"] = "gpaw"
+    max_candidates: int = Field(2, ge=0, description="survivors sent to DFT (best first)")
+    rank_by: Literal["e_above_hull", "mlip_energy_per_atom", "loss"] = "e_above_hull"
+    category: str | None = Field(None, description="FireWorks category (default: the cpu one)")
+    gpaw: dict[str, Any] = Field(default_factory=dict, description="GPAWSettings fields")
+    vasp: dict[str, Any] = Field(default_factory=dict, description="VaspChainSettings fields")
+    analysis: dict[str, Any] = Field(default_factory=dict, description="AnalysisSettings")
+
+
+class Categories(_Strict):
+    """FireWorks categories: proposal + relaxation run on ``gpu``, everything else on ``cpu``."""
+
+    gpu: str = "gpu"
+    cpu: str = "cpu"
+
+
+class SweepSettings(_Strict):
+    """A declarative sweep of loss weights: each point is a campaign variant."""
+
+    mode: Literal["grid", "zip"] = "grid"
+    weights: dict[str, list[float]] = Field(
+        default_factory=dict, description="loss term name -> weights to try"
+    )
+
+    @field_validator("weights")
+    @classmethod
+    def _non_empty(cls, v: dict[str, list[float]]) -> dict[str, list[float]]:
+        for k, vals in v.items():
+            if not vals:
+                raise ValueError(f"{k}: needs at least one weight")
+        return v
+
+    def points(self) -> list[dict[str, float]]:
+        """The sweep points, ``[{term name: weight}]`` (one empty point without a sweep)."""
+        if not self.weights:
+            return [{}]
+        names = list(self.weights)
+        if self.mode == "zip":
+            lens = {len(v) for v in self.weights.values()}
+            if len(lens) != 1:
+                raise SpecError("stages.orchestration.sweep: zip mode needs equal-length lists")
+            combos = zip(*self.weights.values())
+        else:
+            combos = itertools.product(*self.weights.values())
+        return [dict(zip(names, c)) for c in combos]
+
+
+class OrchestrationSettings(_Strict):
+    """How the campaign is cut into jobs and routed."""
+
+    categories: Categories = Categories()
+    batches_per_job: int = Field(1, ge=1, description="optimiser batches per proposal job")
+    relax_group: int = Field(1, ge=1, description="proposal jobs per relaxation chunk")
+    sweep: SweepSettings = SweepSettings()
+
+
+class StageSettings(_Strict):
+    """Everything after the proposal stage."""
+
+    screening: ScreeningSettings = ScreeningSettings()
+    dft: DftSettings = DftSettings()
+    orchestration: OrchestrationSettings = OrchestrationSettings()
+
+
+def stage_settings(campaign: Campaign) -> StageSettings:
+    """Validate ``campaign.stages``; an error names the field (``stages.dft.engine``)."""
+    known = {"screening", "dft", "orchestration"}
+    data = {k: v for k, v in campaign.stages.items() if k in known}
+    try:
+        st = StageSettings.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        raise SpecError(
+            f"campaign {campaign.name}: stages.{loc}: {err['msg'].removeprefix('Value error, ')}"
+        ) from None
+    # deeper checks of engine settings, so a typo fails at submit time, not on a worker
+    from smoacs_flows.dft.analysis import AnalysisSettings
+
+    models: list[tuple[str, Any, dict]] = [("analysis", AnalysisSettings, st.dft.analysis)]
+    if st.dft.engine == "gpaw":
+        from smoacs_flows.dft.gpaw_engine import GPAWSettings
+
+        models.append(("gpaw", GPAWSettings, st.dft.gpaw))
+    for sec, model, values in models:
+        bad = sorted(set(values) - set(model.model_fields))
+        if bad:
+            raise SpecError(f"campaign {campaign.name}: stages.dft.{sec}.{bad[0]}: unknown "
+                            f"setting (known: {', '.join(model.model_fields)})")
+    try:
+        for _, model, values in models:
+            model(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        sec = "analysis" if "Analysis" in exc.title else st.dft.engine
+        raise SpecError(f"campaign {campaign.name}: stages.dft.{sec}.{loc}: {err['msg']}") from None
+    if st.dft.engine == "vasp":
+        import dataclasses
+
+        from smoacs_flows.dft.vasp import VaspChainSettings
+
+        names = {f.name for f in dataclasses.fields(VaspChainSettings)}
+        bad = sorted(set(st.dft.vasp) - names)
+        if bad:
+            raise SpecError(f"campaign {campaign.name}: stages.dft.vasp.{bad[0]}: unknown setting")
+    terms = {loss.name or loss.term for loss in campaign.losses}
+    for name in st.orchestration.sweep.weights:
+        if name not in terms:
+            raise SpecError(
+                f"campaign {campaign.name}: stages.orchestration.sweep.weights.{name}: no loss "
+                f"term of that name (have {', '.join(sorted(terms))})"
+            )
+    st.orchestration.sweep.points()  # zip-length check
+    return st

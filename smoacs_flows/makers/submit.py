@@ -1,0 +1,110 @@
+"""Submit a campaign to a FireWorks LaunchPad: validate, build the Flow, convert, add.
+
+Everything that can be checked is checked before the LaunchPad is touched (campaign schema,
+stage settings, templates and oxidation patterns, reference file, LaunchPad reachability), so
+an invalid campaign or an unreachable server leaves no partial workflow.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fireworks import LaunchPad, Workflow
+
+from smoacs_flows.campaign import Campaign, load_campaign
+from smoacs_flows.errors import SmoacsError
+from smoacs_flows.makers.launchpad import EmbeddedLaunchPad, describe, lp_session, open_launchpad
+
+
+def campaign_tag(name: str, version: int | None = None) -> str:
+    """The FireWorks tag of a campaign (``smoacs:NAME``) or of one version (``...:vN``)."""
+    return f"smoacs:{name}" if version is None else f"smoacs:{name}:v{version}"
+
+
+@dataclass
+class Submission:
+    """What ``submit`` added."""
+
+    campaign: str
+    version: int
+    tag: str
+    launchpad: str
+    fw_ids: list[int]
+    categories: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n_fireworks(self) -> int:
+        """Fireworks added (dynamic DFT fireworks come later)."""
+        return len(self.fw_ids)
+
+
+def build_workflow(campaign: Campaign, store: Any = None) -> Workflow:
+    """The campaign's FireWorks workflow (``store`` None: the worker's jobflow JOB_STORE)."""
+    from jobflow.managers.fireworks import flow_to_workflow
+
+    from smoacs_flows.makers.core import HalfMetalCampaignMaker
+
+    flow = HalfMetalCampaignMaker().make(campaign)
+    return flow_to_workflow(flow, store=store, name=campaign.name,
+                            metadata={"smoacs_campaign": campaign.name})
+
+
+def existing_versions(lp: LaunchPad, name: str) -> list[int]:
+    """Versions of a campaign already on the LaunchPad."""
+    docs = lp.workflows.find({"metadata.smoacs_campaign": name}, {"metadata": 1})
+    return sorted(int(d["metadata"].get("smoacs_version", 1)) for d in docs)
+
+
+def submit(
+    campaign: Campaign | str | Path,
+    launchpad: LaunchPad | str | Path | None = None,
+    new_version: bool = False,
+    store: Any = None,
+) -> Submission:
+    """Validate and add a campaign workflow; refuses a campaign name already on the LaunchPad
+    unless ``new_version``. ``launchpad`` None = the embedded one; ``store`` None = the
+    embedded JobStore for the embedded LaunchPad, the worker's ``JOB_STORE`` otherwise."""
+    t0 = time.perf_counter()
+    if not isinstance(campaign, Campaign):
+        campaign = load_campaign(campaign)
+    lp = launchpad if isinstance(launchpad, LaunchPad) else open_launchpad(launchpad)
+    if store is None and isinstance(lp, EmbeddedLaunchPad):
+        from smoacs_flows.stores import embedded_job_store
+
+        store = embedded_job_store()
+    wf = build_workflow(campaign, store)
+    t_build = time.perf_counter() - t0
+    cats: dict[str, int] = {}
+    for fw in wf.fws:
+        c = fw.spec.get("_category", "")
+        cats[c] = cats.get(c, 0) + 1
+    t1 = time.perf_counter()
+    with lp_session(lp):
+        versions = existing_versions(lp, campaign.name)
+        if versions and not new_version:
+            raise SmoacsError(
+                f"campaign {campaign.name!r} is already on the {describe(lp)} (version "
+                f"{versions[-1]}); use --new-version to submit it again"
+            )
+        version = (versions[-1] + 1) if versions else 1
+        tags = [campaign_tag(campaign.name), campaign_tag(campaign.name, version)]
+        wf.metadata["smoacs_version"] = version
+        wf.metadata["tags"] = tags
+        wf.name = f"{campaign.name} v{version}"
+        for fw in wf.fws:
+            fw.spec["tags"] = list(tags)
+        mapping = lp.add_wf(wf)
+    t_add = time.perf_counter() - t1
+    return Submission(
+        campaign=campaign.name,
+        version=version,
+        tag=tags[1],
+        launchpad=describe(lp),
+        fw_ids=sorted(mapping.values()),
+        categories=cats,
+        timings={"build": t_build, "add": t_add, "total": time.perf_counter() - t0},
+    )
