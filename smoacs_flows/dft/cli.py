@@ -151,8 +151,10 @@ def _run(args: argparse.Namespace) -> int:
         cmd = configured_vasp_cmd(args.vasp_cmd)  # says how to configure VASP when absent
         vs = VaspChainSettings(vasp_cmd=cmd, max_errors=args.max_errors,
                                wall_time=args.wall_time)
+        # VASP job folders are scratch kept beside the output (custodian logs on failure)
+        jobs_dir = out.with_name(out.name + "-vasp-jobs")
         with atomic_output_dir(out, force=args.force) as tmp:
-            result = run_vasp_chain(structure, tmp / "vasp", vs, settings)
+            result = run_vasp_chain(structure, jobs_dir, vs, settings)
             result.write(tmp / "result.json")
             plot_spin_dos(result, tmp / "dos.png")
     else:

@@ -42,14 +42,16 @@ class GPAWSettings(BaseModel):
     xc: str = "PBE"
     ecut: float = Field(300.0, gt=0, description="plane-wave cutoff, eV")
     kpoint_density: float = Field(3.0, gt=0, description="SCF k-points per Å^-1 (ASE)")
-    dense_kpoint_density: float = Field(6.0, gt=0, description="non-SCF k-points per Å^-1")
+    dense_kpoint_density: float = Field(5.0, gt=0, description="non-SCF k-points per Å^-1")
     min_kpoints: int = Field(4, ge=1, description="at least this many k-points per direction")
     smearing: float = Field(0.1, gt=0, description="Fermi-Dirac width of the SCF, eV")
     scf_convergence: dict[str, float] = Field(
         default_factory=lambda: {"energy": 5e-4, "density": 1e-4, "eigenstates": 1e-6}
     )
-    nscf_eigenstates: float = Field(1e-5, gt=0, description="non-SCF eigenstate tolerance")
-    extra_bands: int = Field(8, ge=2, description="bands above the occupied ones (non-SCF)")
+    nscf_eigenstates: float = Field(
+        1e-4, gt=0, description="non-SCF eigenstate tolerance (eV^2/electron; ~0.01 eV)"
+    )
+    extra_bands: int = Field(4, ge=2, description="bands above the occupied ones (non-SCF)")
     maxiter: int = 300
     relax: bool = False
     relax_cell: bool = True
@@ -162,7 +164,7 @@ def run_gpaw(
     nscf = calc.fixed_density(
         kpts={"size": dense, "gamma": True},
         nbands=nbands,
-        convergence={"bands": nbands - 2, "eigenstates": settings.nscf_eigenstates},
+        convergence={"bands": nbands - 1, "eigenstates": settings.nscf_eigenstates},
         txt=txt("nscf.txt"),
     )
     nscf.get_potential_energy()

@@ -432,7 +432,10 @@ def run_vasp_chain(structure: Structure, work_dir: str | Path,
     store = store or make_memory_store()
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    responses = run_locally(flow, store=store, create_folders=True, root_dir=work_dir,
-                            ensure_success=True)
+    try:
+        responses = run_locally(flow, store=store, create_folders=True, root_dir=work_dir,
+                                ensure_success=True)
+    except RuntimeError as exc:  # jobflow: "Flow did not finish running successfully"
+        raise SmoacsError(f"VASP flow failed ({exc}); job folders under {work_dir}") from exc
     out = responses[flow.jobs[-1].uuid][1].output
     return DFTResult.model_validate(out)

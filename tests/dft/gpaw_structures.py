@@ -12,8 +12,8 @@ def nimnsb(a: float = 5.90) -> Structure:
     return conv.get_primitive_structure()
 
 
-def bcc_fe(a: float = 2.83) -> Structure:
-    """bcc Fe, primitive cell (1 atom)."""
+def bcc_fe(a: float = 2.8665) -> Structure:
+    """bcc Fe at the experimental lattice constant, primitive cell (1 atom)."""
     return Structure(Lattice.cubic(a), ["Fe", "Fe"], [[0, 0, 0], [0.5, 0.5, 0.5]]
                      ).get_primitive_structure()
 
