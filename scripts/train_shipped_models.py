@@ -50,7 +50,8 @@ MODELS = {
         "target": "dir_gap",
         "property": "band_gap",
         "units": "eV",
-        "loss": "mse",
+        # L1: an MSE run (same settings) reached validation MAE 0.108 eV vs 0.04 eV with L1
+        "loss": "l1",
         "good_for": (
             "Ranking/screening perovskite compositions by GLLB-SC direct gap and steering SMOACS "
             "toward gapped ABX3 compositions within the training range (0-7.3 eV)."
@@ -84,12 +85,13 @@ MODELS = {
 
 def evaluation(y: np.ndarray, pred: np.ndarray, test, model, card: dict) -> dict:
     """Held-out metrics beyond the MAE, and the MAE on the fixed subset the tests re-check."""
-    holdout = dict(card["holdout"])
-    gapped = y > 0
-    holdout["n_positive_target"] = int(gapped.sum())
-    holdout["mae_positive_target"] = mae(pred[gapped], y[gapped]) if gapped.any() else None
-    holdout["mae_zero_target"] = mae(pred[~gapped], y[~gapped]) if (~gapped).any() else None
-    if card["property"] == "band_gap":  # how well "gapped (> 0.5 eV)" is recognised
+    base = ("n", "mae", "baseline_mae_train_median", "target_mean", "sha256", "path")
+    holdout = {k: card["holdout"][k] for k in base if k in card["holdout"]}
+    if card["property"] == "band_gap":  # 96% metals: split the error, and score "is gapped"
+        gapped = y > 0
+        holdout["n_gapped"] = int(gapped.sum())
+        holdout["mae_gapped"] = mae(pred[gapped], y[gapped]) if gapped.any() else None
+        holdout["mae_metals"] = mae(pred[~gapped], y[~gapped]) if (~gapped).any() else None
         true, hit = y > 0.5, pred > 0.5
         holdout["gap_gt_0.5eV"] = {
             "n": int(true.sum()),
