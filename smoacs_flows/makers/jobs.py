@@ -65,9 +65,11 @@ def tag_dft_result(result: dict, candidate_id: str) -> dict:
 
 @job
 def collect_dft(results: list[dict]) -> dict:
-    """The DFT results of the campaign without their DOS arrays (those stay in ``data``)."""
+    """The DFT results of the campaign without their DOS arrays (those stay in ``data``);
+    ``failed`` counts candidates whose DFT job failed (their result is missing)."""
     drop = ("dos", "eigenvalues", "complete_dos")
-    return {"results": [{k: v for k, v in r.items() if k not in drop} for r in results if r]}
+    return {"results": [{k: v for k, v in r.items() if k not in drop} for r in results if r],
+            "failed": sum(1 for r in results if not r)}
 
 
 @job
@@ -79,7 +81,7 @@ def dft_fanout(sun: dict, dft: dict, cpu_category: str, metadata: dict) -> Respo
     DFT category (``stages.dft.category``, default the cpu one) for engine jobs, cpu for the
     collector.
     """
-    from jobflow import CURRENT_JOB
+    from jobflow import CURRENT_JOB, OnMissing
 
     from smoacs_flows.makers.settings import DftSettings
 
@@ -111,6 +113,8 @@ def dft_fanout(sun: dict, dft: dict, cpu_category: str, metadata: dict) -> Respo
         outputs.append(out)
     collect = collect_dft(outputs)
     collect.name = cur.name
+    # a failed DFT candidate must not block the campaign: its result is collected as None
+    collect.config.on_missing_references = OnMissing.NONE
     route(collect, cpu_category, {**base_meta, "stage": "dft"})
     collect.set_uuid(cur.uuid)
     collect.index = cur.index + 1
@@ -120,4 +124,7 @@ def dft_fanout(sun: dict, dft: dict, cpu_category: str, metadata: dict) -> Respo
 @job
 def summary_job(sun: dict, dft: dict) -> dict:
     """The campaign's funnel and top candidates."""
-    return stages.summarise(sun, dft.get("results", []))
+    out = stages.summarise(sun, dft.get("results", []))
+    if dft.get("failed"):
+        out["notes"].append(f"{dft['failed']} DFT candidate(s) failed; see the fizzled fireworks")
+    return out

@@ -144,8 +144,10 @@ def run_campaign(
                 for k, v in c.items():
                     states[k] += v
             total = sum(states.values())
-            if total and states.get("COMPLETED", 0) == total:
-                state = "done"
+            summary_done = counts.get("summary", {}).get("COMPLETED", 0) > 0
+            if total and (states.get("COMPLETED", 0) == total
+                          or (summary_done and not any(states.get(s) for s in ACTIVE))):
+                state = "done"  # fizzled DFT candidates do not block the summary
                 break
             if not any(states.get(s) for s in ACTIVE):
                 # nothing can run: fizzled (or defused) fireworks block the rest

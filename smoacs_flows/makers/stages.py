@@ -338,7 +338,8 @@ def summarise(sun: dict[str, Any], dft_results: list[dict[str, Any]],
     dft_ids = set(by_id)
     rows.sort(key=lambda r: (r["id"] not in dft_ids, r["e_above_hull"] is None,
                              r["e_above_hull"] or 0.0, r["mlip_energy_per_atom"] or 0.0))
-    return {"funnel": funnel, "counts": c, "top": rows[:top], "notes": sun.get("notes", [])}
+    return {"funnel": funnel, "counts": c, "top": rows[:top],
+            "notes": list(sun.get("notes", []))}
 
 
 def format_summary(summary: dict[str, Any]) -> str:
