@@ -325,7 +325,7 @@ def make_network(model_config: dict[str, Any]) -> torch.nn.Module:
     try:
         net = ALIGNNAtomWisePure(ALIGNNAtomWisePureConfig(**cfg))
     except Exception as exc:  # pydantic validation errors
-        raise InputError(f"invalid ALIGNN model config: {exc}") from None
+        raise InputError(_config_error(name, exc)) from None
     conf = net.config
     if conf.classification or conf.output_features != 1:
         raise InputError(
@@ -343,6 +343,17 @@ def make_network(model_config: dict[str, Any]) -> torch.nn.Module:
     return net
 
 
+def _config_error(name: str, exc: Exception) -> str:
+    """One line naming the offending config fields of a pydantic validation error."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        parts = [f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in errors()]
+        detail = "; ".join(parts[:8]) + (f" (+{len(parts) - 8} more)" if len(parts) > 8 else "")
+    else:
+        detail = str(exc)
+    return f"invalid ALIGNN model config for architecture {name!r}: {detail}"
+
+
 def _legacy_network(cfg: dict[str, Any]) -> torch.nn.Module:
     """alignn's original (DGL) ``ALIGNN`` as an ``ALIGNNAtomWisePure`` with BatchNorm.
 
@@ -355,7 +366,7 @@ def _legacy_network(cfg: dict[str, Any]) -> torch.nn.Module:
     try:
         conf = ALIGNNConfig(**cfg)
     except Exception as exc:
-        raise InputError(f"invalid ALIGNN model config: {exc}") from None
+        raise InputError(_config_error("alignn", exc)) from None
     if conf.classification or conf.output_features != 1 or conf.extra_features:
         raise InputError(
             "only single-output ALIGNN regressors without extra_features are supported"

@@ -115,7 +115,8 @@ def test_data_parallel_prefix_and_training_checkpoint_are_mapped(trained, tmp_pa
         ("extra", "unexpected keys extra_head.weight"),
         ("arch", "unexpected keys alignn_layers.0"),
         ("shape", "weight shapes differ"),
-        ("name", "architecture 'alignn' is not supported"),
+        ("name", "architecture 'mystery' is not supported"),
+        ("legacy", "config for architecture 'alignn': calculate_gradient: Extra inputs"),
         ("garbage", "cannot read the weights"),
         ("noconfig", "not an ALIGNN checkpoint directory"),
     ],
@@ -134,6 +135,8 @@ def test_bad_checkpoints_fail_loudly(trained, tmp_path, edit, message) -> None:
     elif edit == "shape":
         config["model"]["hidden_features"] = 24
     elif edit == "name":
+        config["model"]["name"] = "mystery"
+    elif edit == "legacy":  # the original ALIGNN's schema has no atomwise fields
         config["model"]["name"] = "alignn"
     if edit == "garbage":
         (d / "best_model.pt").write_bytes(b"not a torch file")
