@@ -435,6 +435,7 @@ def train(
     loss_fn = torch.nn.MSELoss() if settings.loss == "mse" else torch.nn.L1Loss()
     gen = torch.Generator().manual_seed(settings.seed)
     best = (math.inf, -1, None)
+    best_val_mae = math.nan
     history = []
     bar = _progress(settings.epochs, progress)
     stop_reason = "max epochs"
@@ -455,10 +456,18 @@ def train(
             opt.step()
             sched.step()
             total += float(loss.detach()) * len(y)
-        val_mae = mae(predict_samples(model, va), [s.y for s in va]) if va else math.nan
-        history.append({"epoch": epoch + 1, "train_loss": total / len(tr), "val_mae": val_mae})
-        if not va or val_mae < best[0]:
-            best = (val_mae, epoch + 1, {k: v.clone() for k, v in model.net.state_dict().items()})
+        val_mae = val_rmse = math.nan
+        if va:
+            p_va, y_va = predict_samples(model, va), np.array([s.y for s in va])
+            val_mae = mae(p_va, y_va)
+            val_rmse = float(np.sqrt(np.mean((p_va - y_va) ** 2)))
+        history.append({"epoch": epoch + 1, "train_loss": total / len(tr), "val_mae": val_mae,
+                        "val_rmse": val_rmse})
+        # early stopping watches the validation value of the training loss (RMSE for mse)
+        score = val_rmse if settings.loss == "mse" else val_mae
+        if not va or score < best[0]:
+            best = (score, epoch + 1, {k: v.clone() for k, v in model.net.state_dict().items()})
+            best_val_mae = val_mae
         bar.update(1)
         bar.set_postfix(loss=f"{total / len(tr):.4f}", val_mae=f"{val_mae:.4f}", best=best[1])
         if va and epoch + 1 - best[1] >= settings.patience:
@@ -512,7 +521,8 @@ def train(
             "target_mean": float(te_y.mean()) if len(te_y) else math.nan,
         },
         "mae": mae(preds, te_y),
-        "best_val_mae": best[0],
+        "best_val_mae": best_val_mae,
+        "selected_on": "validation RMSE" if settings.loss == "mse" else "validation MAE",
         "target_range_train": [float(y_tr.min()), float(y_tr.max())],
         "elements_z": elements,
         "training": {
