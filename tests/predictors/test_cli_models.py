@@ -41,6 +41,7 @@ def test_models_list_table_and_cached_models(tmp_path, monkeypatch, capsys) -> N
     cache = tmp_path / "home" / "models" / "my-model"
     shutil.copytree(SHIPPED_DIR / "perov5-band-gap", cache)
     monkeypatch.setenv("SMOACS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("COLUMNS", "200")  # rich would wrap names in a narrow table
     assert main(["models", "list"]) == 0
     out = capsys.readouterr().out
     assert "perov5-band-gap" in out and "my-model" in out and "cached" in out
