@@ -674,13 +674,13 @@ class AlignnModel(torch.nn.Module):
             )
         self.register_buffer("element_table", table, persistent=False)
         self.featurised_z = ok
+        # missing keys take alignn's TrainingConfig defaults, as alignn itself would
         self.cutoff = float(config.get("cutoff", 5.0))
-        tbc = config.get("three_body_cutoff")
-        self.three_body_cutoff = float(tbc) if tbc is not None else self.cutoff
-        mn = config.get("max_neighbors")
+        tbc = config.get("three_body_cutoff", 3.5)
+        self.three_body_cutoff = min(float(tbc), self.cutoff) if tbc is not None else self.cutoff
+        mn = config.get("max_neighbors", 12)
         self.max_neighbors = int(mn) if mn else None
-        legacy = config["model"].get("name") == "alignn"
-        strategy = str(config.get("neighbor_strategy", "k-nearest" if legacy else "pure_torch"))
+        strategy = str(config.get("neighbor_strategy", "k-nearest"))
         if strategy not in GRAPH_STRATEGIES:
             raise InputError(
                 f"neighbor_strategy {strategy!r} is not supported ({', '.join(GRAPH_STRATEGIES)})"

@@ -30,6 +30,7 @@ def tiny_model(seed: int = 0, max_neighbors: int | None = None, **cfg) -> Alignn
     """A randomly initialised small ALIGNN (weights are random but fixed by the seed)."""
     torch.manual_seed(seed)
     config = {
+        "neighbor_strategy": "pure_torch",
         "cutoff": 5.0,
         "three_body_cutoff": 3.5,
         "max_neighbors": max_neighbors,
