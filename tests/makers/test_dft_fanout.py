@@ -52,3 +52,36 @@ def test_fanout_routes_dft_and_survives_a_failed_candidate(tmp_path):
     out = store.get_output(summ.uuid)
     assert out["funnel"][4] == ["DFT", 0]
     assert "2 DFT candidate(s) failed" in " ".join(out["notes"])
+
+
+def test_vasp_fanout_builds_one_atomate2_chain_per_survivor_on_its_category():
+    """engine: vasp — the replacement holds SpinDOSFlowMaker chains routed to 'vasp' (built,
+    not run: no VASP here), and a collector with this job's uuid on the cpu queue."""
+    from jobflow import CURRENT_JOB, Response
+
+    from smoacs_flows.makers.jobs import dft_fanout
+
+    s = Structure.from_file(TEMPLATES / "half_heusler_C1b.cif")
+    recs = [{"id": f"v-{i}", "structure": s.as_dict(),
+             "screening": {"e_above_hull": 0.01 * i}} for i in range(3)]
+    dft = {"engine": "vasp", "max_candidates": 2, "category": "vasp",
+           "vasp": {"max_errors": 3}}
+    fan = HalfMetalDftMaker(settings=dft, metadata={"campaign": "t"}).make({"records": recs})
+    CURRENT_JOB.job = fan
+    try:
+        resp = dft_fanout.original({"records": recs}, dft, "cpu", {"campaign": "t"})
+    finally:
+        CURRENT_JOB.job = None
+    assert isinstance(resp, Response)
+    jobs = [j for j, _ in resp.replace.iterflow()]
+    collect = [j for j in jobs if j.uuid == fan.uuid]
+    assert len(collect) == 1 and collect[0].index == fan.index + 1
+    assert collect[0].config.manager_config == {"_category": "cpu"}
+    engine_jobs = [j for j in jobs if j.uuid != fan.uuid]
+    assert {j.metadata["candidate_id"] for j in engine_jobs} == {"v-0", "v-1"}
+    assert {j.config.manager_config["_category"] for j in engine_jobs} == {"vasp"}
+    names = " ".join(j.name for j in engine_jobs)
+    assert "relax" in names and "static" in names and "spin DOS uniform" in names
+    # custodian settings reach every VASP job
+    vasp_jobs = [j for j in engine_jobs if hasattr(j.maker, "run_vasp_kwargs")]
+    assert vasp_jobs and all(j.maker.run_vasp_kwargs["max_errors"] == 3 for j in vasp_jobs)
