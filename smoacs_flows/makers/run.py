@@ -69,6 +69,23 @@ def fizzled_reasons(lp: EmbeddedLaunchPad, tag: str) -> list[str]:
     return out
 
 
+def decide(counts: dict[str, dict[str, int]]) -> str | None:
+    """``done`` (every firework completed, or the summary completed and only failed DFT
+    candidates are left), ``stuck`` (nothing ready or running, not done) or None (running)."""
+    states: dict[str, int] = defaultdict(int)
+    for c in counts.values():
+        for k, v in c.items():
+            states[k] += v
+    total = sum(states.values())
+    active = any(states.get(s) for s in ACTIVE)
+    summary_done = counts.get("summary", {}).get("COMPLETED", 0) > 0
+    if total and (states.get("COMPLETED", 0) == total or (summary_done and not active)):
+        return "done"
+    if total and not active:
+        return "stuck"
+    return None
+
+
 @dataclass
 class RunResult:
     """Outcome of an embedded run."""
@@ -139,23 +156,13 @@ def run_campaign(
             if line != last:
                 echo(f"[{time.monotonic() - t0:6.0f} s] {line}")
                 last = line
-            states = defaultdict(int)
-            for c in counts.values():
-                for k, v in c.items():
-                    states[k] += v
-            total = sum(states.values())
-            summary_done = counts.get("summary", {}).get("COMPLETED", 0) > 0
-            if total and (states.get("COMPLETED", 0) == total
-                          or (summary_done and not any(states.get(s) for s in ACTIVE))):
-                state = "done"  # fizzled DFT candidates do not block the summary
+            verdict = decide(counts)
+            if verdict == "stuck":
+                time.sleep(poll)  # a worker may be between two launches: look again
+                verdict = decide(stage_counts(lp, sub.tag))
+            if verdict:
+                state = verdict
                 break
-            if not any(states.get(s) for s in ACTIVE):
-                # nothing can run: fizzled (or defused) fireworks block the rest
-                time.sleep(poll)  # a worker may be between two launches
-                if not any(stage_counts(lp, sub.tag).get(k, {}).get(s)
-                           for k in counts for s in ACTIVE):
-                    state = "stuck"
-                    break
             dead = [p.args[6] for p, _ in procs if p.poll() is not None]
             if dead:
                 state = "stuck"

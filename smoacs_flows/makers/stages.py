@@ -71,8 +71,37 @@ def validate_proposal(campaign: Campaign) -> int:
     without loading any predictor; returns the number of batches."""
     from smoacs_flows.smoacs.propose import ProposalRun
 
+    check_predictors(campaign)
     run = ProposalRun(campaign, predictors={})
     return len(run.batches)
+
+
+def check_predictors(campaign: Campaign) -> None:
+    """Predictor types exist and their options are accepted by the factory (no model load).
+
+    Reads the predictor registry of ``predictors.base`` (no public listing exists yet).
+    """
+    import importlib
+    import inspect
+
+    from smoacs_flows.predictors import base
+
+    for name, spec in campaign.predictors.items():
+        kind = spec.get("type")
+        factory = base._REGISTRY.get(kind)
+        if factory is None:
+            raise SpecError(f"predictors.{name}.type: {kind!r} is unknown; choose one of "
+                            f"{sorted(base._REGISTRY)}")
+        if isinstance(factory, str):
+            module, func = factory.split(":")
+            factory = getattr(importlib.import_module(module), func)
+        params = inspect.signature(factory).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            continue
+        bad = sorted(set(spec) - {"type"} - set(params))
+        if bad:
+            raise SpecError(f"predictors.{name}.{bad[0]}: not an option of the {kind} predictor "
+                            f"(options: {', '.join(k for k in params if k != 'device')})")
 
 
 # ----------------------------------------------------------------------------- stages

@@ -133,3 +133,26 @@ def test_lost_run_is_detected_and_rerun(tmp_path):
     lost_launches, lost_fws, _ = lp.detect_lostruns(expiration_secs=0, rerun=True)
     assert lost_fws == [fw.fw_id] and lost_launches == [launch_id]
     assert _states(EmbeddedLaunchPad()) == {"x": "READY"}
+
+
+def test_fizzled_firework_makes_the_run_stuck_with_its_reason(tmp_path):
+    """A job that raises fizzles; with nothing else runnable the embedded run reports it."""
+    from smoacs_flows.makers.run import decide, fizzled_reasons, stage_counts
+
+    bad = route(add("a", 1), "cpu", {"stage": "prefilter"})  # str + int: TypeError
+    bad.name = "bad"
+    after = route(add(bad.output, 1), "cpu", {"stage": "sun"})
+    lp = EmbeddedLaunchPad()
+    wf = flow_to_workflow(Flow([bad, after]), store=embedded_job_store())
+    for fw in wf.fws:
+        fw.spec["tags"] = ["smoacs:x:v1"]
+    lp.add_wf(wf)
+    assert decide(stage_counts(lp, "smoacs:x:v1")) is None  # READY: still running
+    _worker("cpu", tmp_path)
+    counts = stage_counts(lp, "smoacs:x:v1")
+    assert counts == {"prefilter": {"FIZZLED": 1}, "sun": {"WAITING": 1}}
+    assert decide(counts) == "stuck"
+    reasons = fizzled_reasons(lp, "smoacs:x:v1")
+    assert len(reasons) == 1 and reasons[0].startswith("bad (fw ")
+    assert "TypeError" in reasons[0]
+    assert decide({"dft": {"FIZZLED": 1, "COMPLETED": 2}, "summary": {"COMPLETED": 1}}) == "done"

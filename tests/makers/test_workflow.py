@@ -139,6 +139,8 @@ def test_resubmit_refused_unless_new_version(tmp_path, capsys):
         (lambda d: d["templates"][0].update({"source": "/no/such/template.cif"}),
          "template"),
         (lambda d: d.update({"exclude": ["Xx"]}), "Xx"),
+        (lambda d: d["predictors"].update({"chgnet": {"type": "chgnett"}}),
+         "predictors.chgnet.type: 'chgnett' is unknown"),
     ],
 )
 def test_invalid_campaign_adds_nothing(tmp_path, capsys, mutate, message):
