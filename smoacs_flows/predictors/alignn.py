@@ -22,6 +22,7 @@ this project's ``model_card.json`` when written by ``smoacs-flows train``.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -621,6 +622,9 @@ def resolve_model(model: str | Path, download: bool = True) -> Path:
         try:
             files = get_alignn2_model(name, download=True)
         except Exception as exc:
+            # alignn creates the cache folder before downloading; drop it if empty
+            with contextlib.suppress(OSError):
+                (Path.home() / ".alignn2_models" / name).rmdir()
             raise InputError(
                 f"ALIGNN model {name!r} is not cached and could not be downloaded "
                 f"({type(exc).__name__}); download it where the network allows and pass the "
