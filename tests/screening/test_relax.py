@@ -39,11 +39,11 @@ def test_check_structure_reasons():
 
 
 def test_batched_relaxation_lattice_constants_and_failures():
-    fe = Structure(Lattice.cubic(2.80), ["Fe", "Fe"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    fe = Structure(Lattice.cubic(2.72), ["Fe", "Fe"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     fe = fe.get_primitive_structure()
     overlapping = Structure(Lattice.cubic(4), ["Na", "Cl"], [[0, 0, 0], [0.01, 0, 0]])
     isolated = Structure(Lattice.cubic(15.0), ["Na"], [[0, 0, 0]])  # no neighbour for CHGNet
-    batch = [_nacl(5.55), overlapping, fe, isolated]
+    batch = [_nacl(5.35), overlapping, fe, isolated]  # both start > 2 % from experiment
     res = relax_batched(batch, "chgnet", fmax=0.01, steps=200)
     nacl, bad1, fe_r, bad2 = res
     assert nacl.ok and nacl.converged and fe_r.ok and fe_r.converged
@@ -51,7 +51,7 @@ def test_batched_relaxation_lattice_constants_and_failures():
     a_fe = _conventional_a(fe_r.structure, 2)
     assert abs(a_nacl / A_NACL_EXP - 1) < 0.02, a_nacl
     assert abs(a_fe / A_FE_EXP - 1) < 0.02, a_fe
-    assert nacl.structure.lattice.abc != pytest.approx(_nacl(5.55).lattice.abc)  # it moved
+    assert abs(5.35 / A_NACL_EXP - 1) > 0.02 and abs(2.72 / A_FE_EXP - 1) > 0.02
     assert nacl.energy_per_atom < 0 and np.isfinite(fe_r.energy_per_atom)
     assert not bad1.ok and "overlapping" in bad1.error
     assert not bad2.ok and "isolated" in bad2.error  # failed inside the MLIP, batch went on
