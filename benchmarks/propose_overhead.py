@@ -3,7 +3,8 @@
 Both are measured side by side, interleaved, on the same batch (CHGNet, perovskite templates),
 for several batch sizes. Goal: ratio <= 1.2. Usage:
 
-    .venv/bin/python benchmarks/propose_overhead.py [--predictor chgnet|alignn] [--sizes 32 64 128 256]
+    .venv/bin/python benchmarks/propose_overhead.py [--predictor chgnet|alignn]
+        [--sizes 32 64 128 256]
         [--reps 5]
 """
 
