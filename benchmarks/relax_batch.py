@@ -65,17 +65,55 @@ def relax_ase(structures, fmax, steps):
     return out
 
 
+def eval_only(structs, repeats: int) -> None:
+    """One relaxation step's MLIP work: one batched call vs one call per structure."""
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from smoacs_flows.screening.relax import CHGNetEvaluator
+
+    ev = CHGNetEvaluator()
+    atoms = [AseAtomsAdaptor.get_atoms(s) for s in structs]
+    ev.evaluate(atoms[:2])  # warm up
+    tb = cb = ts = cs = 0.0
+    diff = 0.0
+    for _ in range(repeats):
+        t, c = time.perf_counter(), time.process_time()
+        batched = ev.evaluate(atoms)
+        tb, cb = tb + time.perf_counter() - t, cb + time.process_time() - c
+        t, c = time.perf_counter(), time.process_time()
+        single = [ev.evaluate([a])[0] for a in atoms]
+        ts, cs = ts + time.perf_counter() - t, cs + time.process_time() - c
+        for a, x, y in zip(atoms, batched, single):
+            diff = max(diff, abs(x[0] - y[0]) / len(a))
+    print(
+        f"one step for {len(atoms)} structures, {repeats} repeats interleaved: batched "
+        f"{tb:.2f} s wall / {cb:.2f} s CPU, per-structure {ts:.2f} s wall / {cs:.2f} s CPU; "
+        f"ratio {ts / tb:.2f}x wall, {cs / cb:.2f}x CPU; max |dE| {1000 * diff:.4f} meV/atom"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--fmax", type=float, default=0.01)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--skip-atomate2", action="store_true")
+    ap.add_argument(
+        "--eval-only",
+        type=int,
+        default=0,
+        metavar="REPEATS",
+        help="only compare one batched CHGNet call with per-structure calls (the "
+        "work of one relaxation step), REPEATS times interleaved",
+    )
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     import torch
 
     structs = perov(args.n)
+    if args.eval_only:
+        eval_only(structs, args.eval_only)
+        return
     print(
         f"{args.n} perov_5 structures, CHGNet, FIRE + FrechetCellFilter, fmax={args.fmax}, "
         f"steps≤{args.steps}, torch threads={torch.get_num_threads()}"
