@@ -288,4 +288,9 @@ def test_registry_builds_chgnet() -> None:
     p = build_predictor({"type": "chgnet"})
     assert isinstance(p, ChgnetPredictor)
     assert p.needs_graph_refresh
-    assert set(p.properties) == {"energy_per_atom", "site_magmoms", "magmom_total"}
+    assert set(p.properties) == {
+        "energy_per_atom",
+        "site_magmoms",
+        "magmom_total",
+        "energy_above_atomref",
+    }
