@@ -21,33 +21,33 @@ from smoacs_flows.predictors.base import SoftCrystalBatch
 from smoacs_flows.smoacs.engine import Evaluator, SmoacsOptimizer
 from smoacs_flows.smoacs.propose import ProposalRun
 
+#: predictors and loss terms per benchmarked predictor; the rest of the campaign is shared
+DRIVERS = {
+    "chgnet": (
+        {"chgnet": {"type": "chgnet"}},
+        [
+            {"term": "energy", "predictor": "chgnet"},
+            {"term": "magmom_integer", "predictor": "chgnet"},
+            {"term": "tolerance_factor", "target": 0.9},
+        ],
+    ),
+    "alignn": (
+        {
+            "gap": {"type": "alignn", "model": "perov5-band-gap"},
+            "eform": {"type": "alignn", "model": "perov5-formation-energy"},
+        },
+        [
+            {"term": "band_gap_hinge", "predictor": "gap", "target": 1.5, "margin": 0.3},
+            {"term": "formation_energy", "predictor": "eform"},
+            {"term": "tolerance_factor", "target": 0.9},
+        ],
+    ),
+}
+
 
 def campaign(n: int, device: str, predictor: str = "chgnet") -> dict:
     """A perovskite campaign driven by CHGNet (energy, moments) or ALIGNN (gap, E_form)."""
-    if predictor == "alignn":
-        return {
-            "name": "overhead",
-            "device": device,
-            "templates": [
-                {
-                    "source": "perovskite",
-                    "count": 8,
-                    "patterns": [[2, 4, -2], [1, 2, -1]],
-                    "length_range": [3.5, 4.5],
-                }
-            ],
-            "predictors": {
-                "gap": {"type": "alignn", "model": "perov5-band-gap"},
-                "eform": {"type": "alignn", "model": "perov5-formation-energy"},
-            },
-            "losses": [
-                {"term": "band_gap_hinge", "predictor": "gap", "target": 1.5, "margin": 0.3},
-                {"term": "formation_energy", "predictor": "eform"},
-                {"term": "tolerance_factor", "target": 0.9},
-            ],
-            "geometry": {"angles": {"fixed": True}, "coords": {"mode": "bounded", "epsilon": 0.15}},
-            "schedule": {"steps": 1000, "n_candidates": n, "batch_size": n},
-        }
+    predictors, losses = DRIVERS[predictor]
     return {
         "name": "overhead",
         "device": device,
@@ -59,12 +59,8 @@ def campaign(n: int, device: str, predictor: str = "chgnet") -> dict:
                 "length_range": [3.5, 4.5],
             }
         ],
-        "predictors": {"chgnet": {"type": "chgnet"}},
-        "losses": [
-            {"term": "energy", "predictor": "chgnet"},
-            {"term": "magmom_integer", "predictor": "chgnet"},
-            {"term": "tolerance_factor", "target": 0.9},
-        ],
+        "predictors": predictors,
+        "losses": losses,
         "geometry": {"angles": {"fixed": True}, "coords": {"mode": "bounded", "epsilon": 0.15}},
         "schedule": {"steps": 1000, "n_candidates": n, "batch_size": n},
     }
