@@ -22,6 +22,7 @@ COMMAND_MODULES: list[str] = [
     "smoacs_flows.dft.cli",
     "smoacs_flows.screening.cli",
     "smoacs_flows.makers.cli",
+    "smoacs_flows.stores.cli",
 ]
 
 

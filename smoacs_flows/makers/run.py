@@ -113,28 +113,14 @@ def campaign_summary(tag: str) -> dict[str, Any] | None:
         store.close()
 
 
-def run_campaign(
-    campaign: Campaign | str | Path,
-    new_version: bool = False,
-    poll: float = 2.0,
-    timeout: float | None = None,
-    echo: Callable[[str], None] = print,
-) -> RunResult:
-    """Submit to the embedded LaunchPad and run local workers until done or stuck."""
-    t0 = time.monotonic()
-    if not isinstance(campaign, Campaign):
-        campaign = load_campaign(campaign)
-    lp = EmbeddedLaunchPad()
-    sub = submit(campaign, lp, new_version=new_version)
-    cats_txt = ", ".join(f"{k or 'none'} {v}" for k, v in sorted(sub.categories.items()))
-    echo(f"submitted {sub.campaign} v{sub.version}: {sub.n_fireworks} fireworks ({cats_txt}) "
-         f"to the {sub.launchpad}")
-    st = stage_settings(campaign)
-    cats = [st.orchestration.categories.gpu, st.orchestration.categories.cpu]
-    if st.dft.category:
-        cats.append(st.dft.category)
-    cats = list(dict.fromkeys(cats))
-    run_dir = home_path("runs", f"{campaign.name}-v{sub.version}")
+def run_workers(lp: EmbeddedLaunchPad, tag: str, categories: list[str], run_dir: Path,
+                poll: float = 2.0, timeout: float | None = None,
+                echo: Callable[[str], None] = print, t0: float | None = None
+                ) -> tuple[str, list[Path]]:
+    """One local worker process per category on the fireworks tagged ``tag``, with a
+    progress line per change, until done, stuck or ``timeout``; returns (state, logs)."""
+    t0 = time.monotonic() if t0 is None else t0
+    cats = list(dict.fromkeys(categories))
     run_dir.mkdir(parents=True, exist_ok=True)
     stop = run_dir / "STOP"
     stop.unlink(missing_ok=True)
@@ -145,13 +131,13 @@ def run_campaign(
         fh = open(log, "ab")  # noqa: SIM115 - closed after the process ends
         procs.append((subprocess.Popen(
             [sys.executable, "-m", "smoacs_flows.makers.worker", "--embedded", str(lp.path),
-             "--category", cat, "--tag", sub.tag, "--launch-dir", str(run_dir / cat),
+             "--category", cat, "--tag", tag, "--launch-dir", str(run_dir / cat),
              "--stop-file", str(stop)],
             stdout=fh, stderr=subprocess.STDOUT), fh))
     state, last = "timeout", ""
     try:
         while True:
-            counts = stage_counts(lp, sub.tag)
+            counts = stage_counts(lp, tag)
             line = format_progress(counts)
             if line != last:
                 echo(f"[{time.monotonic() - t0:6.0f} s] {line}")
@@ -159,7 +145,7 @@ def run_campaign(
             verdict = decide(counts)
             if verdict == "stuck":
                 time.sleep(poll)  # a worker may be between two launches: look again
-                verdict = decide(stage_counts(lp, sub.tag))
+                verdict = decide(stage_counts(lp, tag))
             if verdict:
                 state = verdict
                 break
@@ -180,6 +166,31 @@ def run_campaign(
                 p.terminate()
                 p.wait(timeout=10)
             fh.close()
+    return state, logs
+
+
+def run_campaign(
+    campaign: Campaign | str | Path,
+    new_version: bool = False,
+    poll: float = 2.0,
+    timeout: float | None = None,
+    echo: Callable[[str], None] = print,
+) -> RunResult:
+    """Submit to the embedded LaunchPad and run local workers until done or stuck."""
+    t0 = time.monotonic()
+    if not isinstance(campaign, Campaign):
+        campaign = load_campaign(campaign)
+    lp = EmbeddedLaunchPad()
+    sub = submit(campaign, lp, new_version=new_version)
+    cats_txt = ", ".join(f"{k or 'none'} {v}" for k, v in sorted(sub.categories.items()))
+    echo(f"submitted {sub.campaign} v{sub.version}: {sub.n_fireworks} fireworks ({cats_txt}) "
+         f"to the {sub.launchpad}")
+    st = stage_settings(campaign)
+    cats = [st.orchestration.categories.gpu, st.orchestration.categories.cpu]
+    if st.dft.category:
+        cats.append(st.dft.category)
+    run_dir = home_path("runs", f"{campaign.name}-v{sub.version}")
+    state, logs = run_workers(lp, sub.tag, cats, run_dir, poll, timeout, echo, t0)
     counts = stage_counts(lp, sub.tag)
     res = RunResult(sub, state, counts, fizzled_reasons(lp, sub.tag),
                     wall_time=time.monotonic() - t0, worker_logs=logs)

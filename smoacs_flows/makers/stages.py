@@ -193,8 +193,9 @@ def relax(prefiltered: dict[str, Any], settings: dict[str, Any]) -> dict[str, An
         kept.append(rec)
     counts = dict(prefiltered.get("counts", {}))
     counts["relaxed"] = len(kept)
+    # ``rejected`` accumulates the funnel so far; ``stage_rejected`` is this stage's own
     return {"records": kept, "rejected": {**prefiltered.get("rejected", {}), **rejected},
-            "counts": counts}
+            "stage_rejected": rejected, "counts": counts}
 
 
 def _references(st: ScreeningSettings, base_dir: Path, chemsys: set[str]) -> list | None:
@@ -228,6 +229,7 @@ def sun_filter(relaxed_outputs: list[dict[str, Any]], settings: dict[str, Any],
     rejected: dict[str, list[str]] = {}
     for out in relaxed_outputs:
         rejected.update(out.get("rejected", {}))
+    earlier = set(rejected)
     counts = _merge_counts(relaxed_outputs)
     final = {r["id"]: as_structure(r["screening"]["relaxed"]) for r in records}
     chemsys = {entry_chemsys(ComputedEntry(s.composition, 0.0)) for s in final.values()}
@@ -294,7 +296,14 @@ def sun_filter(relaxed_outputs: list[dict[str, Any]], settings: dict[str, Any],
             survivors.append(rec)
     counts["unique"] = sum(1 for r in alive if r["screening"]["unique"])
     counts["sun"] = len(survivors)
-    return {"records": survivors, "rejected": rejected, "counts": dict(counts), "notes": notes}
+    # per evaluated candidate: hull distance and S.U.N. flags (the results store reads them)
+    scores = {
+        r["id"]: {k: r["screening"].get(k) for k in ("e_above_hull", "stable", "unique", "novel")}
+        for r in records if r["id"] not in earlier
+    }
+    own = {k: v for k, v in rejected.items() if k not in earlier}
+    return {"records": survivors, "rejected": rejected, "stage_rejected": own, "scores": scores,
+            "counts": dict(counts), "notes": notes}
 
 
 def rank_key(rec: dict[str, Any], rank_by: str) -> float:

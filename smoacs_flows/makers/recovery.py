@@ -1,0 +1,258 @@
+"""Finding and rerunning failed fireworks of a campaign: ``smoacs-flows status`` / ``resume``.
+
+A firework needs a rerun when it FIZZLED (an exception, a custodian error it could not fix) or
+when it is *lost*: RUNNING, but its launch has not pinged the LaunchPad for ``lost_after``
+seconds (a killed worker, a walltime kill; FireWorks' ``detect_lostruns``). ``resume`` shows
+why each failed, optionally applies overrides to those fireworks only (INCAR settings and
+custodian's max_errors for atomate2 VASP jobs, GPAW settings for GPAW jobs, queue walltime,
+category), marks lost runs fizzled and reruns them with ``rerun_fw``. COMPLETED fireworks are
+never touched; only the failed one and the jobs waiting on it run again.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fireworks import LaunchPad
+
+from smoacs_flows.errors import SmoacsError
+from smoacs_flows.makers.launchpad import lp_session
+
+#: FireWorks' default RUN_EXPIRATION_SECS: a RUNNING launch silent this long is lost
+LOST_AFTER = 4 * 3600
+
+
+class OverrideError(SmoacsError):
+    """A malformed or inapplicable override."""
+
+
+# ----------------------------------------------------------------------------- reasons
+
+
+def _custodian_reason(launch_dir: str | None) -> str | None:
+    """The last custodian correction of a launch folder, as ``handler: errors``."""
+    if not launch_dir:
+        return None
+    path = Path(launch_dir) / "custodian.json"
+    if not path.is_file():
+        return None
+    try:
+        runs = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    for run in reversed(runs if isinstance(runs, list) else []):
+        for corr in reversed(run.get("corrections") or []):
+            handler = (corr.get("handler") or {}).get("@class", "handler")
+            errors = ", ".join(map(str, corr.get("errors") or [])) or "error"
+            return f"custodian {handler}: {errors}"
+    return None
+
+
+def failure_reason(lp: LaunchPad, fw_id: int) -> str:
+    """Why a firework failed: the custodian correction and the exception's last line."""
+    with lp_session(lp, write=False):
+        launch = lp.launches.find_one({"fw_id": fw_id}, sort=[("launch_id", -1)])
+    if launch is None:
+        return "no launch recorded"
+    if launch.get("state") == "RUNNING":
+        hist = [h for h in launch.get("state_history", []) if h.get("state") == "RUNNING"]
+        last = (hist[-1].get("updated_on") if hist else None) or "?"
+        return (f"lost run: RUNNING on {launch.get('host', '?')} with no heartbeat since "
+                f"{last} (killed worker or walltime)")
+    exc = (((launch.get("action") or {}).get("stored_data") or {}).get("_exception") or {})
+    lines = [x for x in str(exc.get("_stacktrace", "")).strip().splitlines() if x.strip()]
+    last = lines[-1].strip() if lines else "unknown error"
+    cust = _custodian_reason(launch.get("launch_dir"))
+    return f"{cust}; {last}" if cust and cust not in last else last
+
+
+# ----------------------------------------------------------------------------- overrides
+
+
+def _parse_value(raw: str) -> Any:
+    low = raw.strip().lower()
+    if low in (".true.", "true", "t"):
+        return True
+    if low in (".false.", "false", "f"):
+        return False
+    for typ in (int, float):
+        try:
+            return typ(raw)
+        except ValueError:
+            pass
+    return raw.strip()
+
+
+def parse_assignments(text: str, option: str, upper: bool = False) -> dict[str, Any]:
+    """``"ALGO=All,NELM=200"`` → ``{"ALGO": "All", "NELM": 200}``; errors name the option."""
+    out: dict[str, Any] = {}
+    for part in [p for p in text.split(",") if p.strip()]:
+        if "=" not in part:
+            raise OverrideError(f"{option} {part.strip()!r}: expected KEY=VALUE "
+                                f"(e.g. {option} ALGO=All,NELM=200)")
+        key, raw = (s.strip() for s in part.split("=", 1))
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", key) or raw == "":
+            raise OverrideError(f"{option} {part.strip()!r}: expected KEY=VALUE")
+        out[key.upper() if upper else key] = _parse_value(raw)
+    if not out:
+        raise OverrideError(f"{option}: no KEY=VALUE given")
+    return out
+
+
+def parse_walltime(text: str) -> str:
+    """``HH:MM:SS``, ``D-HH:MM:SS`` or minutes → the SLURM walltime string."""
+    t = text.strip()
+    if re.fullmatch(r"\d+", t) or re.fullmatch(r"(\d+-)?\d{1,3}:\d{2}(:\d{2})?", t):
+        return t
+    raise OverrideError(f"--walltime {text!r}: expected HH:MM:SS, D-HH:MM:SS or minutes")
+
+
+@dataclass
+class Overrides:
+    """What to change in each failed firework before its rerun."""
+
+    incar: dict[str, Any] = field(default_factory=dict)
+    max_errors: int | None = None
+    gpaw: dict[str, Any] = field(default_factory=dict)
+    walltime: str | None = None
+    category: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.incar or self.max_errors is not None or self.gpaw or self.walltime
+                    or self.category)
+
+
+def _job(spec: dict[str, Any]) -> dict[str, Any] | None:
+    tasks = spec.get("_tasks") or []
+    return tasks[0].get("job") if tasks and isinstance(tasks[0].get("job"), dict) else None
+
+
+def job_kind(spec: dict[str, Any]) -> str:
+    """``vasp`` (an atomate2 VASP maker job), ``gpaw``, or ``other``."""
+    job = _job(spec)
+    fn = (job or {}).get("function") or {}
+    bound = fn.get("@bound")
+    if isinstance(bound, dict) and "input_set_generator" in bound and \
+            str(fn.get("@module", "")).startswith("atomate2.vasp"):
+        return "vasp"
+    if fn.get("@callable") == "gpaw_dft_job":
+        return "gpaw"
+    return "other"
+
+
+def apply_overrides(spec: dict[str, Any], ov: Overrides) -> dict[str, Any]:
+    """The spec keys to update (``_tasks``, ``_queueadapter``, ``_category``) for ``ov``."""
+    from smoacs_flows.dft.gpaw_engine import GPAWSettings
+
+    upd: dict[str, Any] = {}
+    kind = job_kind(spec)
+    if (ov.incar or ov.max_errors is not None) and kind == "vasp":
+        tasks = json.loads(json.dumps(spec["_tasks"]))
+        bound = tasks[0]["job"]["function"]["@bound"]
+        if ov.incar:
+            gen = bound["input_set_generator"]
+            gen["user_incar_settings"] = {**(gen.get("user_incar_settings") or {}), **ov.incar}
+        if ov.max_errors is not None:
+            bound["run_vasp_kwargs"] = {**(bound.get("run_vasp_kwargs") or {}),
+                                        "max_errors": ov.max_errors}
+        upd["_tasks"] = tasks
+    if ov.gpaw and kind == "gpaw":
+        bad = sorted(set(ov.gpaw) - set(GPAWSettings.model_fields))
+        if bad:
+            raise OverrideError(f"--gpaw {bad[0]}: not a GPAW setting "
+                                f"({', '.join(GPAWSettings.model_fields)})")
+        tasks = json.loads(json.dumps(spec["_tasks"]))
+        args = tasks[0]["job"]["function_args"]
+        args[1] = {**args[1], "gpaw": {**(args[1].get("gpaw") or {}), **ov.gpaw}}
+        upd["_tasks"] = tasks
+    if ov.walltime:
+        upd["_queueadapter"] = {**(spec.get("_queueadapter") or {}), "walltime": ov.walltime}
+    if ov.category:
+        upd["_category"] = ov.category
+    return upd
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+@dataclass
+class Failed:
+    """A firework that needs a rerun."""
+
+    fw_id: int
+    name: str
+    stage: str
+    state: str  # FIZZLED | LOST
+    category: str
+    kind: str
+    reason: str
+    candidate_id: str | None = None
+    changes: list[str] = field(default_factory=list)
+
+
+def find_failed(lp: LaunchPad, tag: str, lost_after: float = LOST_AFTER,
+                stages: list[str] | None = None) -> list[Failed]:
+    """FIZZLED and lost fireworks of a campaign version (``stages`` restricts)."""
+    out = []
+    with lp_session(lp, write=False):
+        _, lost_ids, _ = LaunchPad.detect_lostruns(
+            lp, expiration_secs=lost_after, fizzle=False, rerun=False,
+            query={"spec.tags": tag, "state": "RUNNING"})
+        lost = set(lost_ids)
+        fws = list(lp.fireworks.find(
+            {"spec.tags": tag, "$or": [{"state": "FIZZLED"}, {"fw_id": {"$in": sorted(lost)}}]},
+            {"fw_id": 1, "name": 1, "state": 1, "spec": 1}))
+    for fw in sorted(fws, key=lambda f: f["fw_id"]):
+        stage = fw["spec"].get("stage", "?")
+        if stages and stage not in stages:
+            continue
+        out.append(Failed(
+            fw_id=fw["fw_id"], name=fw["name"], stage=stage,
+            state="LOST" if fw["fw_id"] in lost else fw["state"],
+            category=fw["spec"].get("_category", ""), kind=job_kind(fw["spec"]),
+            reason=failure_reason(lp, fw["fw_id"]),
+            candidate_id=fw["spec"].get("candidate_id")))
+    return out
+
+
+def resume(lp: LaunchPad, tag: str, overrides: Overrides | None = None,
+           stages: list[str] | None = None, lost_after: float = LOST_AFTER,
+           dry_run: bool = False, fw_ids: list[int] | None = None) -> list[Failed]:
+    """Rerun the failed fireworks of a campaign version (with ``overrides`` applied to them
+    only). Every override is checked against every firework before anything is written."""
+    ov = overrides or Overrides()
+    with lp_session(lp, write=not dry_run):
+        failed = find_failed(lp, tag, lost_after, stages)
+        if fw_ids:
+            unknown = sorted(set(fw_ids) - {f.fw_id for f in failed})
+            if unknown:
+                raise OverrideError(f"--fw {unknown[0]}: not a failed firework of {tag}")
+            failed = [f for f in failed if f.fw_id in fw_ids]
+        kinds = {f.kind for f in failed}
+        if failed and (ov.incar or ov.max_errors is not None) and "vasp" not in kinds:
+            raise OverrideError("--incar/--max-errors apply to VASP jobs; none of the "
+                                f"{len(failed)} failed fireworks is one")
+        if failed and ov.gpaw and "gpaw" not in kinds:
+            raise OverrideError(f"--gpaw applies to GPAW jobs; none of the {len(failed)} "
+                                "failed fireworks is one")
+        updates = {}
+        for f in failed:
+            spec = lp.fireworks.find_one({"fw_id": f.fw_id}, {"spec": 1})["spec"]
+            upd = apply_overrides(spec, ov)
+            f.changes = sorted(upd)
+            updates[f.fw_id] = upd
+        if dry_run or not failed:
+            return failed
+        lost = [f.fw_id for f in failed if f.state == "LOST"]
+        if lost:
+            LaunchPad.detect_lostruns(lp, expiration_secs=lost_after, fizzle=True,
+                                      query={"fw_id": {"$in": lost}})
+        for f in failed:
+            if updates[f.fw_id]:
+                lp.update_spec([f.fw_id], updates[f.fw_id])
+            lp.rerun_fw(f.fw_id)
+    return failed

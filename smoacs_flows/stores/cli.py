@@ -1,0 +1,350 @@
+"""``smoacs-flows query``, ``status``, ``resume`` and ``report``.
+
+Each reads the campaign's LaunchPad (embedded by default, ``--launchpad my_launchpad.yaml`` on
+a cluster) and results store (``--results`` YAML or ``$SMOACS_RESULTS_STORE``; embedded
+montydb by default), and brings the candidates collection up to date first (the builder is
+incremental: cheap when nothing changed; ``--no-update`` skips it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from typing import Any
+
+from smoacs_flows.errors import SmoacsError
+
+TABLE_COLUMNS = [("candidate_id", "candidate"), ("formula", "formula"), ("nelements", "n_el"),
+                 ("state", "state"), ("stage", "stage"), ("e_above_hull", "E_hull"),
+                 ("verdict", "verdict"), ("polarisation", "P(E_F)"),
+                 ("moment_per_fu", "μB/f.u.")]
+
+
+def _common(p: argparse.ArgumentParser, update: bool = True) -> None:
+    p.add_argument("--launchpad", default=None, help="my_launchpad.yaml (default: embedded)")
+    p.add_argument("--store", default=None, help="JobStore YAML (default: embedded / "
+                   "$SMOACS_JOB_STORE)")
+    p.add_argument("--results", default=None, help="results-store YAML (default: embedded / "
+                   "$SMOACS_RESULTS_STORE)")
+    if update:
+        p.add_argument("--no-update", action="store_true",
+                       help="do not run the candidates builder first")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the results commands."""
+    q = subparsers.add_parser(
+        "query", help="query the candidates of the results store",
+        description="Filter, sort and export candidates (latest version of each campaign "
+        "unless --version). Example: half-metals within 0.1 eV/atom of the hull, no Co, at "
+        "most four elements: query --verdict half_metal --e-hull-max 0.1 --exclude Co "
+        "--max-elements 4")
+    q.add_argument("--campaign", default=None)
+    q.add_argument("--version", type=int, default=None)
+    q.add_argument("--verdict", default=None, help="half_metal, near_half_metal, ...")
+    q.add_argument("--e-hull-max", type=float, default=None, help="MLIP E_hull, eV/atom")
+    q.add_argument("--include", default=None, help="elements every match contains: Fe,Mn")
+    q.add_argument("--exclude", default=None, help="elements no match contains: Co,Ni")
+    q.add_argument("--max-elements", type=int, default=None)
+    q.add_argument("--polarisation-min", type=float, default=None, help="|P(E_F)| minimum")
+    q.add_argument("--moment-min", type=float, default=None, help="μB per formula unit")
+    q.add_argument("--moment-max", type=float, default=None)
+    for flag in ("stable", "unique", "novel", "sun"):
+        q.add_argument(f"--{flag}", action="store_true", help=f"only {flag} candidates")
+    q.add_argument("--state", default=None, help="pending | failed | done")
+    q.add_argument("--where", action="append", default=[], metavar="EXPR",
+                   help="FIELD<=VALUE (also <, >, >=, =, !=; =a|b for any of); repeatable")
+    q.add_argument("--sort", default="e_above_hull", help="field to sort by (default E_hull)")
+    q.add_argument("--desc", action="store_true", help="sort descending")
+    q.add_argument("--limit", type=int, default=50, help="at most this many (0: all)")
+    q.add_argument("--format", choices=["table", "json", "csv", "cif"], default="table")
+    q.add_argument("--out", default=None, help="file (json/csv) or folder (cif)")
+    q.add_argument("--force", action="store_true", help="replace an existing --out folder")
+    _common(q)
+    q.set_defaults(func=_query)
+
+    s = subparsers.add_parser("status", help="fireworks per stage and the funnel so far",
+                              description="Counts of READY / RUNNING / COMPLETED / FIZZLED / "
+                              "lost fireworks per stage, and the candidate funnel so far.")
+    s.add_argument("campaign")
+    s.add_argument("--version", type=int, default=None, help="default: the latest")
+    s.add_argument("--lost-after", type=float, default=None,
+                   help="seconds without heartbeat after which RUNNING is lost (default 4 h)")
+    s.add_argument("--json", action="store_true")
+    _common(s)
+    s.set_defaults(func=_status)
+
+    r = subparsers.add_parser(
+        "resume", help="rerun FIZZLED and lost fireworks of a campaign, optionally with fixes",
+        description="Show why each FIZZLED or lost firework failed and rerun it (and only what "
+        "waits on it); overrides apply to those fireworks only. Completed work is never "
+        "recomputed.")
+    r.add_argument("campaign")
+    r.add_argument("--version", type=int, default=None)
+    r.add_argument("--stage", action="append", default=None,
+                   help="only these stages (propose, prefilter, relax, sun, dft, summary)")
+    r.add_argument("--fw", type=int, action="append", default=None, help="only these fw ids")
+    r.add_argument("--incar", default=None, help="VASP INCAR overrides: ALGO=All,NELM=200")
+    r.add_argument("--max-errors", type=int, default=None, help="custodian max_errors (VASP)")
+    r.add_argument("--gpaw", default=None, help="GPAW setting overrides: maxiter=300")
+    r.add_argument("--walltime", default=None, help="queue walltime for the reruns")
+    r.add_argument("--category", default=None, help="send the reruns to this worker category")
+    r.add_argument("--lost-after", type=float, default=None,
+                   help="seconds without heartbeat after which RUNNING is lost (default 4 h)")
+    r.add_argument("--dry-run", action="store_true", help="list what would rerun; change "
+                   "nothing")
+    r.add_argument("--run", action="store_true",
+                   help="embedded LaunchPad: run local workers until the campaign is done")
+    r.add_argument("--launchpad", default=None, help="my_launchpad.yaml (default: embedded)")
+    r.set_defaults(func=_resume)
+
+    p = subparsers.add_parser("report", help="self-contained HTML report of a campaign")
+    p.add_argument("campaign")
+    p.add_argument("--out", required=True, help="HTML file")
+    p.add_argument("--version", type=int, default=None)
+    p.add_argument("--compare", default=None,
+                   help="another campaign to compare element frequencies with (e.g. the same "
+                   "campaign without exclusion masks)")
+    _common(p)
+    p.set_defaults(func=_report)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _csv_list(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+def _open(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """(launchpad, job store, results store) from the common options."""
+    from smoacs_flows.makers.launchpad import open_launchpad
+    from smoacs_flows.stores.jobstore import load_job_store
+    from smoacs_flows.stores.results import load_results_store
+
+    results = load_results_store(args.results).connect()
+    lp = open_launchpad(args.launchpad)
+    return lp, load_job_store(getattr(args, "store", None)), results
+
+
+def _update(args: argparse.Namespace, lp: Any, job_store: Any, results: Any) -> None:
+    from smoacs_flows.stores.results import update_results
+
+    if not getattr(args, "no_update", False):
+        update_results(results, job_store, lp)
+
+
+def _tag(lp: Any, campaign: str, version: int | None) -> tuple[int, str]:
+    from smoacs_flows.makers.launchpad import describe, lp_session
+    from smoacs_flows.makers.submit import campaign_tag, existing_versions
+
+    with lp_session(lp, write=False):
+        versions = existing_versions(lp, campaign)
+    if not versions:
+        raise SmoacsError(f"unknown campaign {campaign!r}: not on the {describe(lp)}")
+    if version is None:
+        version = versions[-1]
+    elif version not in versions:
+        raise SmoacsError(f"campaign {campaign!r} has no version {version} (versions: "
+                          f"{', '.join(map(str, versions))})")
+    return version, campaign_tag(campaign, version)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+# ----------------------------------------------------------------------------- query
+
+
+def _query(args: argparse.Namespace) -> int:
+    from smoacs_flows.stores.results import query
+
+    lp, job_store, results = _open(args)
+    _update(args, lp, job_store, results)
+    found = query(
+        campaign=args.campaign, version=args.version, verdict=args.verdict,
+        e_hull_max=args.e_hull_max, include=_csv_list(args.include),
+        exclude=_csv_list(args.exclude), max_elements=args.max_elements,
+        polarisation_min=args.polarisation_min, moment_min=args.moment_min,
+        moment_max=args.moment_max, stable=args.stable or None, unique=args.unique or None,
+        novel=args.novel or None, sun=args.sun or None, state=args.state, where=args.where,
+        sort=args.sort, descending=args.desc, limit=args.limit or None, results=results)
+    rows = [c.summary for c in found]
+    if args.format == "cif":
+        if not args.out:
+            raise SmoacsError("--format cif needs --out FOLDER")
+        from pymatgen.io.cif import CifWriter
+
+        from smoacs_flows.io import atomic_output_dir
+
+        with atomic_output_dir(args.out, force=args.force) as tmp:
+            for c in found:
+                if c.structure is not None:
+                    CifWriter(c.structure).write_file(tmp / f"{c.candidate_id}.cif")
+        print(f"wrote {sum(c.structure is not None for c in found)} CIF files to {args.out}")
+        return 0
+    if args.format == "json":
+        text = json.dumps(rows, indent=1)
+    elif args.format == "csv":
+        buf = io.StringIO()
+        cols = [k for k in rows[0] if k != "elements"] + ["elements"] if rows else ["candidate_id"]
+        w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, "elements": " ".join(r.get("elements") or [])})
+        text = buf.getvalue()
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=f"{len(rows)} candidate(s)")
+        for _, head in TABLE_COLUMNS:
+            t.add_column(head)
+        for r in rows:
+            t.add_row(*[_fmt(r.get(k)) for k, _ in TABLE_COLUMNS])
+        Console(width=160).print(t)
+        return 0
+    if args.out:
+        from smoacs_flows.io import atomic_write_bytes
+
+        atomic_write_bytes(args.out, text.encode())
+        print(f"wrote {len(rows)} candidate(s) to {args.out}")
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+# ----------------------------------------------------------------------------- status
+
+
+def campaign_status(lp: Any, results: Any, campaign: str, version: int, tag: str,
+                    lost_after: float | None = None) -> dict[str, Any]:
+    """Fireworks per stage and state (``LOST`` counted apart from RUNNING) and the funnel."""
+    from smoacs_flows.makers.launchpad import lp_session
+    from smoacs_flows.makers.recovery import LOST_AFTER, find_failed
+    from smoacs_flows.makers.run import stage_counts
+    from smoacs_flows.stores.candidates import FUNNEL
+
+    counts = stage_counts(lp, tag)
+    with lp_session(lp, write=False):
+        after = LOST_AFTER if lost_after is None else lost_after
+        lost = [f for f in find_failed(lp, tag, after) if f.state == "LOST"]
+    for f in lost:
+        c = counts.setdefault(f.stage, {})
+        c["RUNNING"] = c.get("RUNNING", 0) - 1
+        c["LOST"] = c.get("LOST", 0) + 1
+    funnel = {s: 0 for s in FUNNEL}
+    n_hm = 0
+    for d in results.candidates.query({"campaign": campaign, "version": version},
+                                      properties=["stage", "dft.verdict"]):
+        for s in FUNNEL[: FUNNEL.index(d["stage"]) + 1]:
+            funnel[s] += 1
+        n_hm += ((d.get("dft") or {}).get("verdict") == "half_metal")
+    funnel["half_metal"] = n_hm
+    return {"campaign": campaign, "version": version, "fireworks": counts, "funnel": funnel,
+            "lost": [f.__dict__ for f in lost]}
+
+
+def _status(args: argparse.Namespace) -> int:
+    from smoacs_flows.makers.core import STAGES
+
+    lp, job_store, results = _open(args)
+    version, tag = _tag(lp, args.campaign, args.version)
+    _update(args, lp, job_store, results)
+    st = campaign_status(lp, results, args.campaign, version, tag, args.lost_after)
+    if args.json:
+        print(json.dumps(st, indent=1, default=str))
+        return 0
+    states = ["WAITING", "READY", "RESERVED", "RUNNING", "LOST", "COMPLETED", "FIZZLED"]
+    print(f"campaign {args.campaign} v{version} ({tag})")
+    print(f"{'stage':<10}" + "".join(f"{s:>10}" for s in states))
+    for stage in [*STAGES, *sorted(set(st["fireworks"]) - set(STAGES))]:
+        c = st["fireworks"].get(stage)
+        if c:
+            print(f"{stage:<10}" + "".join(f"{c.get(s, 0):>10}" for s in states))
+    print("funnel: " + " → ".join(f"{k} {v}" for k, v in st["funnel"].items()))
+    for f in st["lost"]:
+        print(f"lost: {f['name']} (fw {f['fw_id']}): {f['reason']}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from smoacs_flows.makers.launchpad import EmbeddedLaunchPad, open_launchpad
+    from smoacs_flows.makers.recovery import (
+        LOST_AFTER,
+        Overrides,
+        parse_assignments,
+        parse_walltime,
+        resume,
+    )
+
+    ov = Overrides(
+        incar=parse_assignments(args.incar, "--incar", upper=True) if args.incar else {},
+        max_errors=args.max_errors,
+        gpaw=parse_assignments(args.gpaw, "--gpaw") if args.gpaw else {},
+        walltime=parse_walltime(args.walltime) if args.walltime else None,
+        category=args.category)
+    if args.max_errors is not None and args.max_errors < 1:
+        raise SmoacsError("--max-errors: must be at least 1")
+    lp = open_launchpad(args.launchpad)
+    version, tag = _tag(lp, args.campaign, args.version)
+    after = LOST_AFTER if args.lost_after is None else args.lost_after
+    failed = resume(lp, tag, ov, args.stage, after, args.dry_run, args.fw)
+    if not failed:
+        print(f"campaign {args.campaign} v{version}: nothing to resume (no FIZZLED or lost "
+              "fireworks)")
+        return 0
+    verb = "would rerun" if args.dry_run else "rerunning"
+    for f in failed:
+        extra = f" [changes: {', '.join(f.changes)}]" if f.changes else ""
+        print(f"{verb} {f.name} (fw {f.fw_id}, {f.stage}, {f.state}, {f.category}): "
+              f"{f.reason}{extra}")
+    if args.run and not args.dry_run:
+        if not isinstance(lp, EmbeddedLaunchPad):
+            raise SmoacsError("--run works with the embedded LaunchPad; on a cluster start "
+                              "workers with rlaunch/qlaunch (docs/orchestration.md)")
+        from smoacs_flows.config import home_path
+        from smoacs_flows.makers.run import run_workers
+
+        cats = sorted(_categories(lp, tag))
+        state, logs = run_workers(lp, tag, cats, home_path("runs", f"{args.campaign}-v{version}"),
+                                  echo=lambda s: print(s, flush=True))
+        print(f"campaign {args.campaign} v{version}: {state}")
+        if state != "done":
+            print(f"worker logs: {', '.join(map(str, logs))}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _categories(lp: Any, tag: str) -> set[str]:
+    from smoacs_flows.makers.launchpad import lp_session
+
+    with lp_session(lp, write=False):
+        return {d["spec"].get("_category", "") for d in
+                lp.fireworks.find({"spec.tags": tag}, {"spec._category": 1})}
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _report(args: argparse.Namespace) -> int:
+    from smoacs_flows.stores.report_data import report_for_campaign
+
+    lp, job_store, results = _open(args)
+    version, _ = _tag(lp, args.campaign, args.version)
+    _update(args, lp, job_store, results)
+    path = report_for_campaign(results, job_store, args.campaign, version, args.out,
+                               compare=args.compare)
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,246 @@
+"""A worker killed with SIGKILL in the middle of a GPAW job: ``status`` shows the lost run,
+``resume`` reruns only it, and the candidates collection then holds every candidate exactly
+once. The same run checks the builder (idempotent, interrupted and rerun) and the queries."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from smoacs_flows.cli import main
+from smoacs_flows.makers.launchpad import EmbeddedLaunchPad
+from smoacs_flows.stores.results import (
+    QueryError,
+    QueryIndex,
+    embedded_results_store,
+    query,
+    update_results,
+)
+from tests.makers._campaign import ROOT, tiny_campaign, write_campaign
+
+STAGES = {
+    "screening": {"fmax": 0.3, "steps": 3, "prefilter": {"neutrality_policy": None}},
+    "dft": {"max_candidates": 1, "gpaw": {"ecut": 150, "kpoint_density": 0.5,
+                                           "dense_kpoint_density": 1.0, "min_kpoints": 1,
+                                           "maxiter": 60}},
+}
+
+
+def _worker(category: str, tag: str, launch_dir: Path, stop: Path) -> subprocess.Popen:
+    env = {k: os.environ[k] for k in ("SMOACS_HOME", "PATH", "HOME") if k in os.environ}
+    env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    return subprocess.Popen(
+        [sys.executable, "-m", "smoacs_flows.makers.worker", "--category", category, "--tag",
+         tag, "--launch-dir", str(launch_dir), "--stop-file", str(stop)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _fws(lp: EmbeddedLaunchPad, tag: str) -> dict[str, dict]:
+    with lp.session(write=False):
+        return {d["name"]: d for d in lp.fireworks.find({"spec.tags": tag})}
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(tmp_path_factory):
+    """Run a tiny campaign, SIGKILL the cpu worker during GPAW, resume; yields the facts."""
+    home = tmp_path_factory.mktemp("kill_home")
+    old = os.environ.get("SMOACS_HOME")
+    os.environ["SMOACS_HOME"] = str(home)
+    try:
+        tmp = tmp_path_factory.mktemp("kill")
+        path = write_campaign(tmp / "c.yaml", tiny_campaign(name="kill", n=4, batch=2,
+                                                            stages=STAGES))
+        assert main(["submit", str(path)]) == 0
+        tag = "smoacs:kill:v1"
+        lp = EmbeddedLaunchPad()
+        stop = tmp / "STOP"
+        gpu = _worker("gpu", tag, tmp / "gpu", stop)
+        cpu = _worker("cpu", tag, tmp / "cpu", stop)
+        t0 = time.monotonic()
+        running = None
+        while time.monotonic() - t0 < 600 and running is None:
+            time.sleep(0.5)
+            running = next((fw for n, fw in _fws(lp, tag).items()
+                            if n.startswith("dft gpaw ") and fw["state"] == "RUNNING"), None)
+            assert cpu.poll() is None, "the cpu worker died by itself"
+        assert running is not None, "the GPAW firework never started"
+        time.sleep(3)  # inside the SCF
+        cpu.send_signal(signal.SIGKILL)
+        cpu.wait()
+        stop.touch()
+        gpu.wait(timeout=60)
+        before = {n: fw["state"] for n, fw in _fws(lp, tag).items()}
+        yield {"lp": lp, "tag": tag, "gpaw": running["name"], "before": before,
+               "home": home, "tmp": tmp}
+    finally:
+        if old is None:
+            os.environ.pop("SMOACS_HOME", None)
+        else:
+            os.environ["SMOACS_HOME"] = old
+
+
+@pytest.fixture
+def kill_env(killed_and_resumed, monkeypatch):
+    monkeypatch.setenv("SMOACS_HOME", str(killed_and_resumed["home"]))
+    return killed_and_resumed
+
+
+@pytest.mark.slow
+def test_kill9_during_gpaw_then_resume(kill_env, capsys):
+    k = kill_env
+    lp, tag, gpaw = k["lp"], k["tag"], k["gpaw"]
+    assert k["before"][gpaw] == "RUNNING"  # what the killed worker left behind
+    # status: the run is lost (no heartbeat for 0 s), the funnel reached DFT selection
+    assert main(["status", "kill", "--lost-after", "0", "--json"]) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert st["fireworks"]["dft"].get("LOST") == 1
+    assert [f["name"] for f in st["lost"]] == [gpaw]
+    assert st["funnel"]["proposed"] == 4 and st["funnel"]["sun"] >= 1
+
+    launches_before = {n: len(fw["launches"]) for n, fw in _fws(lp, tag).items()}
+    # dry run: lists the lost run, changes nothing
+    assert main(["resume", "kill", "--lost-after", "0", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"would rerun {gpaw}" in out and "LOST" in out and "lost run" in out
+    assert _fws(lp, tag)[gpaw]["state"] == "RUNNING"
+
+    assert main(["resume", "kill", "--lost-after", "0", "--run"]) == 0
+    out = capsys.readouterr().out
+    assert f"rerunning {gpaw}" in out and "campaign kill v1: done" in out
+    fws = _fws(lp, tag)
+    assert {fw["state"] for fw in fws.values()} == {"COMPLETED"}
+    # nothing that had completed ran again; the GPAW job ran once more
+    for name, n in launches_before.items():
+        if name == gpaw:
+            assert len(fws[name]["launches"]) == 1 and len(fws[name]["archived_launches"]) == 1
+        elif k["before"][name] == "COMPLETED":
+            assert len(fws[name]["launches"]) == n == 1, name
+
+    # every candidate exactly once, the DFT'd one with its verdict
+    stats = update_results(launchpad=lp)
+    assert stats["job_outputs_processed"] > 0
+    found = query(campaign="kill", sort=None)
+    ids = [c.candidate_id for c in found]
+    assert len(ids) == len(set(ids)) == 4
+    dft = [c for c in found if c.summary["stage"] == "dft"]
+    assert len(dft) == 1 and dft[0].candidate_id == fws[gpaw]["spec"]["candidate_id"]
+    assert dft[0].summary["verdict"] and dft[0].summary["state"] == "done"
+    assert dft[0].doc["dft"]["engine"] == "gpaw" and dft[0].structure is not None
+    assert {c.summary["state"] for c in found} == {"done"}
+
+
+@pytest.mark.slow
+def test_builder_idempotent_and_interruptible(kill_env, monkeypatch):
+    lp = kill_env["lp"]
+    update_results(launchpad=lp)
+
+    def dump() -> list[dict]:
+        with embedded_results_store() as rs:
+            docs = list(rs.candidates.query({}))
+            rows = rs.index.conn.execute(
+                "SELECT candidate_id, content_hash FROM candidates ORDER BY 1").fetchall()
+        for d in docs:
+            d.pop("_id", None)
+            d.pop("last_updated", None)
+        return sorted(docs, key=lambda d: d["candidate_id"]), rows
+
+    first = dump()
+    again = update_results(launchpad=lp)
+    assert again.get("job_outputs_processed", 0) == 0 and again.get("documents_written", 0) == 0
+    assert dump() == first
+
+    # a fresh results store, interrupted after the candidates were written but before the
+    # query index and the ledger: the rerun finishes the job and loses nothing
+    import shutil
+
+    shutil.rmtree(Path(kill_env["home"]) / "results")
+    calls = {"n": 0}
+    real = QueryIndex.replace
+
+    def crash(self, *a, **kw):
+        calls["n"] += 1
+        raise KeyboardInterrupt("killed mid-build")
+
+    monkeypatch.setattr(QueryIndex, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        update_results(launchpad=lp)
+    assert calls["n"] == 1
+    monkeypatch.setattr(QueryIndex, "replace", real)
+    update_results(launchpad=lp)
+    assert dump() == first
+
+
+@pytest.mark.slow
+def test_queries_on_the_campaign(kill_env, tmp_path, capsys):
+    lp = kill_env["lp"]
+    update_results(launchpad=lp)
+    everything = query(campaign="kill", sort=None)
+    # the SQLite index and the Mongo query on the candidates store agree
+    rs = embedded_results_store().connect()
+    index, rs.index = rs.index, None
+    try:
+        for kw in ({"max_elements": 3}, {"exclude": ["Fe"]}, {"include": ["Fe"]},
+                   {"state": "done"}, {"where": ["stage=dft|sun"]}, {"sun": True}):
+            a = {c.candidate_id for c in query(campaign="kill", results=rs, **kw)}
+            rs.index = index
+            b = {c.candidate_id for c in query(campaign="kill", results=rs, **kw)}
+            rs.index = None
+            expect = {c.candidate_id for c in everything if _matches(c.summary, kw)}
+            assert a == b == expect, kw
+    finally:
+        rs.index = index
+        rs.close()
+    # sorted, limited, exported
+    by_e = [c for c in everything if c.summary["mlip_energy_per_atom"] is not None]
+    top = query(campaign="kill", sort="mlip_energy_per_atom", limit=2)
+    assert [c.candidate_id for c in top] == [
+        c.candidate_id for c in sorted(by_e, key=lambda c: c.summary["mlip_energy_per_atom"])
+    ][:2]
+    assert main(["query", "--campaign", "kill", "--format", "csv", "--out",
+                 str(tmp_path / "k.csv"), "--no-update"]) == 0
+    assert (tmp_path / "k.csv").read_text().count("\n") == 5
+    assert main(["query", "--campaign", "kill", "--format", "cif", "--out",
+                 str(tmp_path / "cif"), "--no-update"]) == 0
+    from pymatgen.core import Structure
+
+    cifs = sorted((tmp_path / "cif").glob("*.cif"))
+    assert len(cifs) == 4 and Structure.from_file(cifs[0]).num_sites > 0
+    capsys.readouterr()
+    # bad input: clear errors, non-zero exit, nothing written
+    for argv, msg in ((["--campaign", "nope"], "unknown campaign 'nope'"),
+                      (["--include", "Xx"], "'Xx' is not an element"),
+                      (["--where", "colour=red"], "unknown filter field 'colour'"),
+                      (["--where", "nelements<=many"], "is not a int"),
+                      (["--verdict", "metal"], "verdict: 'metal' is not one of")):
+        assert main(["query", *argv, "--no-update", "--format", "json", "--out",
+                     str(tmp_path / "bad.json")]) != 0
+        assert msg in capsys.readouterr().err, argv
+        assert not (tmp_path / "bad.json").exists()
+    with pytest.raises(QueryError, match="unknown campaign"):
+        query(campaign="nope")
+    assert main(["resume", "kill", "--incar", "ALGO"]) != 0
+    assert "expected KEY=VALUE" in capsys.readouterr().err
+    assert main(["status", "nope"]) != 0
+    assert "unknown campaign 'nope'" in capsys.readouterr().err
+
+
+def _matches(s: dict, kw: dict) -> bool:
+    els = set(s["elements"])
+    if "max_elements" in kw and not s["nelements"] <= kw["max_elements"]:
+        return False
+    if "exclude" in kw and els & set(kw["exclude"]):
+        return False
+    if "include" in kw and not set(kw["include"]) <= els:
+        return False
+    if "state" in kw and s["state"] != kw["state"]:
+        return False
+    if "where" in kw and s["stage"] not in ("dft", "sun"):
+        return False
+    return not ("sun" in kw and s["sun"] is not True)
