@@ -8,9 +8,10 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.smoacs-installed
 SYSDEPS_STAMP := $(VENV)/.sysdeps
 GPAW_STAMP := $(VENV)/.gpaw-installed
+BROWSER_STAMP := $(VENV)/.browser
 GPAW_VERSION := $(shell grep -E '^gpaw==' requirements/gpaw.txt | cut -d= -f3)
 
-.PHONY: setup demo test lint clean sysdeps
+.PHONY: setup demo test lint clean sysdeps browser
 
 setup: $(STAMP) $(GPAW_STAMP)
 
@@ -22,6 +23,17 @@ $(SYSDEPS_STAMP):
 	  echo "installing libxc-dev libopenblas-dev libfftw3-dev (apt)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libxc-dev libopenblas-dev libfftw3-dev; \
+	fi
+	@touch $@
+
+# The report test opens the HTML report in a real headless browser (Debian chromium).
+browser: $(BROWSER_STAMP)
+$(BROWSER_STAMP):
+	@mkdir -p $(VENV)
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  echo "installing chromium (apt, for the report test)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; \
 	fi
 	@touch $@
 
@@ -41,14 +53,18 @@ $(GPAW_STAMP): $(SYSDEPS_STAMP) $(VENV)/bin/python requirements/gpaw.txt
 	CC=g++ $(PIP) install -q --no-deps -c requirements/constraints.txt -r requirements/gpaw.txt
 	@touch $@
 
+# The main job on the embedded default: a small half-metal campaign through every stage
+# (embedded LaunchPad + local gpu/cpu workers, CHGNet, GPAW), then its HTML report.
 demo: setup
-	$(VENV)/bin/smoacs-flows propose campaigns/halfmetal_small.yaml --out demo-out --force
+	rm -rf demo-out
+	SMOACS_HOME=$(CURDIR)/demo-out/home $(VENV)/bin/smoacs-flows run campaigns/halfmetal_small.yaml
+	SMOACS_HOME=$(CURDIR)/demo-out/home $(VENV)/bin/smoacs-flows report halfmetal-small --out demo-out/report.html
 
 lint: setup
 	$(VENV)/bin/ruff check smoacs_flows tests benchmarks
 	$(VENV)/bin/ruff format --check smoacs_flows tests benchmarks
 
-test: setup
+test: setup browser
 	$(VENV)/bin/ruff check smoacs_flows tests benchmarks
 	$(PY) -m pytest -q -p no:cacheprovider --timeout=1800
 

@@ -344,7 +344,7 @@ def _report(args: argparse.Namespace) -> int:
     lp, job_store, results = _open(args)
     version, _ = _tag(lp, args.campaign, args.version)
     _update(args, lp, job_store, results)
-    path = report_for_campaign(results, job_store, args.campaign, version, args.out,
+    path = report_for_campaign(results, job_store, lp, args.campaign, version, args.out,
                                compare=args.compare)
     print(f"wrote {path}")
     return 0

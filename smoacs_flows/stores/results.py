@@ -589,11 +589,18 @@ class CandidatesBuilder(Builder):
         keys = [_job_key(d) for d in item["jobs"] if _job_key(d) not in changed]
         cached = {d["key"]: d for d in self.results.sources.query(
             {"key": {"$in": keys}})} if keys else {}
+        # one pass over the JobStore for every changed output (montydb scans per query)
+        outputs = {}
+        if changed:
+            uuids = sorted({d["uuid"] for d in item["changed"]})
+            for d in self.job_store.query({"uuid": {"$in": uuids}}, properties=[
+                    "uuid", "index", "output"], load=True):
+                outputs[f"job:{d['uuid']}:{d.get('index', 1)}"] = d.get("output")
         per_job, ledger = [], []
         for d in sorted(item["jobs"], key=lambda x: str(x.get("completed_at"))):
             k = _job_key(d)
             if k in changed:
-                out = self.job_store.get_output(d["uuid"], which=d.get("index", 1), load=True)
+                out = outputs.get(k)
                 secs = extract_sections(d["metadata"]["stage"], out, d["uuid"])
                 ledger.append({"key": k, "campaign": item["campaign"],
                                "version": item["version"],

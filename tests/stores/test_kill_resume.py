@@ -212,6 +212,11 @@ def test_queries_on_the_campaign(kill_env, tmp_path, capsys):
 
     cifs = sorted((tmp_path / "cif").glob("*.cif"))
     assert len(cifs) == 4 and Structure.from_file(cifs[0]).num_sites > 0
+    # the HTML report of the campaign, with its funnel and the DFT'd candidate
+    assert main(["report", "kill", "--out", str(tmp_path / "r.html"), "--no-update"]) == 0
+    html = (tmp_path / "r.html").read_text()
+    assert 'data-chart="funnel"' in html and 'data-chart="periodic_table"' in html
+    assert dft_id(everything) in html
     capsys.readouterr()
     # bad input: clear errors, non-zero exit, nothing written
     for argv, msg in ((["--campaign", "nope"], "unknown campaign 'nope'"),
@@ -229,6 +234,10 @@ def test_queries_on_the_campaign(kill_env, tmp_path, capsys):
     assert "expected KEY=VALUE" in capsys.readouterr().err
     assert main(["status", "nope"]) != 0
     assert "unknown campaign 'nope'" in capsys.readouterr().err
+
+
+def dft_id(cands: list) -> str:
+    return next(c.candidate_id for c in cands if c.summary["stage"] == "dft")
 
 
 def _matches(s: dict, kw: dict) -> bool:
