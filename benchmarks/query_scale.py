@@ -121,7 +121,16 @@ def main() -> None:
     docs = make_outputs(args.n)
     js = embedded_job_store()
     js.connect()
+    # as jobflow stores smoacs jobs (``@job(data=["records"])``): records in the data store
+    blobs = []
+    for d in docs:
+        recs = d["output"].pop("records", None)
+        if recs is not None:
+            info = {"@class": "", "@module": "", "blob_uuid": f"blob-{d['uuid']}"}
+            d["output"]["records"] = {**info, "store": "data"}
+            blobs.append({**info, "data": recs, "job_uuid": d["uuid"], "job_index": 1})
     js.docs_store._collection.insert_many(docs)
+    js.additional_stores["data"]._collection.insert_many(blobs)
     t_gen = time.perf_counter() - t0
     print(f"synthetic job outputs: {len(docs)} job documents for {args.n} proposals "
           f"({t_gen:.1f} s)")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -395,9 +396,11 @@ def relax_atomate2(
             t0 = time.perf_counter()
             try:
                 job = maker.make(s)
-                with warnings.catch_warnings():
+                # atomate2 writes trajectory/xyz files into the job folder: a temporary one
+                with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
                     warnings.simplefilter("ignore")
-                    responses = run_locally(job, store=store, log=False, ensure_success=True)
+                    responses = run_locally(job, store=store, log=False, ensure_success=True,
+                                            create_folders=True, root_dir=tmp)
                 doc = responses[job.uuid][1].output
                 e = float(doc.output.energy_per_atom)
                 ok = math.isfinite(e)

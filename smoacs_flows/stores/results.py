@@ -5,9 +5,10 @@
 - ``candidates`` (maggma Store, key ``candidate_id``): one document per candidate
   (:mod:`smoacs_flows.stores.candidates`); montydb under ``$SMOACS_HOME/results`` by default,
   MongoDB on clusters (indexes on every query field).
-- ``sources`` (maggma Store, key ``key``): the builder's ledger, one document per processed job
-  output (its completion time and the sections it contributed) and one per campaign version
-  (the signature of its DFT fireworks' states).
+- ``sources`` (maggma Store, key ``key``): the builder's ledger, one small document per processed
+  job output (its completion time) and one per campaign version (the signature of its DFT
+  fireworks' states); ``sections`` (same key) holds the sections each job output contributed,
+  apart, so that checking what changed never reads them.
 - for montydb only, a SQLite query index beside it (``candidates_index.sqlite``): montydb has no
   indexes and filters every document in Python (about 1.5 s per query at 50,000 candidates),
   so queries run on the index and return each candidate's summary and final structure from it.
@@ -324,10 +325,11 @@ class Candidate:
 class ResultsStore:
     """Candidates collection + builder ledger (+ SQLite query index for montydb)."""
 
-    def __init__(self, candidates: Store, sources: Store, index_path: str | Path | None = None,
-                 where: str = "") -> None:
+    def __init__(self, candidates: Store, sources: Store, sections: Store,
+                 index_path: str | Path | None = None, where: str = "") -> None:
         self.candidates = candidates
         self.sources = sources
+        self.sections = sections
         self.index_path = Path(index_path) if index_path else None
         self.where = where
         self.index: QueryIndex | None = None
@@ -342,6 +344,7 @@ class ResultsStore:
         try:
             self.candidates.connect()
             self.sources.connect()
+            self.sections.connect()
         except Exception as exc:  # noqa: BLE001 - pymongo errors
             raise SmoacsError(f"cannot reach the results store {self.where}: "
                               f"{type(exc).__name__}: {str(exc).split(',')[0][:200]}") from None
@@ -359,6 +362,7 @@ class ResultsStore:
         """Close every connection."""
         self.candidates.close()
         self.sources.close()
+        self.sections.close()
         if self.index is not None:
             self.index.close()
             self.index = None
@@ -449,6 +453,7 @@ def embedded_results_store(path: str | Path | None = None) -> ResultsStore:
     kw = {"database_path": str(path.resolve()), "database_name": "smoacs_results"}
     return ResultsStore(MontyStore("candidates", key="candidate_id", **kw),
                         MontyStore("candidate_sources", key="key", **kw),
+                        MontyStore("candidate_sections", key="key", **kw),
                         index_path=path / "candidates_index.sqlite",
                         where=f"embedded {path}")
 
@@ -468,8 +473,10 @@ def _store_from_spec(spec: dict[str, Any], source: str) -> Store:
 
 
 def load_results_store(source: str | Path | None = None) -> ResultsStore:
-    """The results store from a YAML file (``candidates`` and ``sources`` maggma store specs,
-    e.g. MongoStore), ``$SMOACS_RESULTS_STORE``, or the embedded default."""
+    """The results store from a YAML file (``candidates``, ``sources`` and optionally
+    ``sections`` maggma store specs, e.g. MongoStore; ``sections`` defaults to ``sources`` with
+    ``_sections`` appended to its collection name), ``$SMOACS_RESULTS_STORE``, or the embedded
+    default."""
     source = source or os.environ.get(RESULTS_STORE_ENV)
     if not source:
         return embedded_results_store()
@@ -491,10 +498,41 @@ def load_results_store(source: str | Path | None = None) -> ResultsStore:
             raise SpecError(f"{path}: {key}: missing (a maggma store spec, e.g. MongoStore)")
     cand = _store_from_spec(spec["candidates"], f"{path}: candidates")
     src = _store_from_spec(spec["sources"], f"{path}: sources")
-    return ResultsStore(cand, src, where=str(path))
+    sec_spec = spec.get("sections") or {
+        **spec["sources"],
+        "collection_name": str(spec["sources"].get("collection_name", "sources")) + "_sections"}
+    sec = _store_from_spec(sec_spec, f"{path}: sections")
+    return ResultsStore(cand, src, sec, where=str(path))
 
 
 # ----------------------------------------------------------------------------- builder
+
+
+def load_outputs(job_store: Any, uuids: list[str]) -> dict[str, Any]:
+    """``{"job:UUID:INDEX": output}`` with blobs resolved: one query on the outputs store and
+    one per additional store (jobflow's ``query(load=True)`` queries the blob store once per
+    job document, and a montydb query decodes the whole store)."""
+    from jobflow.utils.find import find_key, update_in_dictionary
+    from pydash import get
+
+    docs = list(job_store.query({"uuid": {"$in": uuids}},
+                                properties=["uuid", "index", "output"], load=False))
+    wanted: dict[str, list[tuple[int, tuple]]] = defaultdict(list)
+    for i, d in enumerate(docs):
+        for loc in find_key(d, "blob_uuid"):
+            ref = get(d, list(loc))
+            if isinstance(ref, dict) and ref.get("store"):
+                wanted[ref["store"]].append((i, tuple(loc)))
+    for store_name, locs in wanted.items():
+        store = job_store.additional_stores[store_name]
+        ids = {get(docs[i], list(loc))["blob_uuid"] for i, loc in locs}
+        data = {o["blob_uuid"]: o["data"] for o in store.query(
+            {"blob_uuid": {"$in": sorted(ids)}}, properties=["blob_uuid", "data"])}
+        for i, loc in locs:
+            bid = get(docs[i], list(loc))["blob_uuid"]
+            if bid in data:
+                update_in_dictionary(docs[i], {loc: data[bid]})
+    return {f"job:{d['uuid']}:{d.get('index', 1)}": d.get("output") for d in docs}
 
 
 def _job_key(doc: dict[str, Any]) -> str:
@@ -545,7 +583,8 @@ class CandidatesBuilder(Builder):
         self.launchpad = launchpad
         self.only = set(campaigns) if campaigns else None
         self.stats: dict[str, int] = defaultdict(int)
-        super().__init__(sources=[job_store], targets=[results.candidates, results.sources],
+        super().__init__(sources=[job_store],
+                         targets=[results.candidates, results.sources, results.sections],
                          chunk_size=1, **kwargs)
 
     def connect(self) -> None:
@@ -587,16 +626,14 @@ class CandidatesBuilder(Builder):
         """Load the changed outputs, merge every job's sections, assemble the documents."""
         changed = {_job_key(d) for d in item["changed"]}
         keys = [_job_key(d) for d in item["jobs"] if _job_key(d) not in changed]
-        cached = {d["key"]: d for d in self.results.sources.query(
+        cached = {d["key"]: d for d in self.results.sections.query(
             {"key": {"$in": keys}})} if keys else {}
         # one pass over the JobStore for every changed output (montydb scans per query)
         outputs = {}
         if changed:
             uuids = sorted({d["uuid"] for d in item["changed"]})
-            for d in self.job_store.query({"uuid": {"$in": uuids}}, properties=[
-                    "uuid", "index", "output"], load=True):
-                outputs[f"job:{d['uuid']}:{d.get('index', 1)}"] = d.get("output")
-        per_job, ledger = [], []
+            outputs = load_outputs(self.job_store, uuids)
+        per_job, ledger, sections = [], [], []
         for d in sorted(item["jobs"], key=lambda x: str(x.get("completed_at"))):
             k = _job_key(d)
             if k in changed:
@@ -605,9 +642,9 @@ class CandidatesBuilder(Builder):
                 ledger.append({"key": k, "campaign": item["campaign"],
                                "version": item["version"],
                                "completed_at": str(d.get("completed_at")),
-                               "stage": d["metadata"]["stage"],
-                               # JSON text: records carry keys MongoDB refuses (dots)
-                               "sections": json.dumps(secs, default=str)})
+                               "stage": d["metadata"]["stage"]})
+                # JSON text: records carry keys MongoDB refuses (dots)
+                sections.append({"key": k, "sections": json.dumps(secs, default=str)})
                 self.stats["job_outputs_processed"] += 1
             else:
                 secs = json.loads((cached.get(k) or {}).get("sections") or "{}")
@@ -618,10 +655,10 @@ class CandidatesBuilder(Builder):
                        "campaign": item["campaign"], "version": item["version"],
                        "signature": item["signature"]})
         return {"campaign": item["campaign"], "version": item["version"], "docs": docs,
-                "ledger": ledger}
+                "ledger": ledger, "sections": sections}
 
     def update_targets(self, items: list[dict[str, Any]]) -> None:
-        """Write candidates, then the query index, then the ledger (in that order)."""
+        """Write candidates, then the query index, then the sections and the ledger."""
         now = datetime.now(UTC).isoformat()
         for it in items:
             camp, ver, docs = it["campaign"], it["version"], it["docs"]
@@ -642,6 +679,8 @@ class CandidatesBuilder(Builder):
                 self.stats["documents_written"] += len(docs)
                 self.stats["documents_changed"] += sum(1 for k, h in new.items()
                                                        if old.get(k) != h)
+            if it["sections"]:
+                _bulk_replace_ledger(self.results.sections, it["sections"])
             _bulk_replace_ledger(self.results.sources, it["ledger"])
             self.stats["campaigns_built"] += 1
 

@@ -59,13 +59,15 @@ def test_batched_relaxation_lattice_constants_and_failures():
 
 
 @pytest.mark.slow
-def test_atomate2_path_agrees_with_batched():
+def test_atomate2_path_agrees_with_batched(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     s = Structure(
         Lattice([[-1.41, 1.41, 1.41], [1.41, -1.41, 1.41], [1.41, 1.41, -1.41]]),
         ["Fe"],
         [[0, 0, 0]],
     )
     a = relax_atomate2([s], "chgnet", fmax=0.01, steps=100)[0]
+    assert list(tmp_path.iterdir()) == []  # atomate2's files stayed in a temporary folder
     b = relax_batched([s], "chgnet", fmax=0.01, steps=100)[0]
     assert a.ok and b.ok and a.converged and b.converged
     assert abs(a.energy_per_atom - b.energy_per_atom) < 1e-3
