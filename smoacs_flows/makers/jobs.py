@@ -58,6 +58,8 @@ def gpaw_dft_job(record: dict, dft: dict) -> dict:
 @job
 def tag_dft_result(result: dict, candidate_id: str) -> dict:
     """A VASP chain's DFTResult dict, tagged with its candidate (small: no DOS arrays)."""
+    if not isinstance(result, dict):
+        raise RuntimeError(f"DFT chain of {candidate_id} failed upstream (no analysis result)")
     out = {k: v for k, v in result.items() if k not in ("dos", "eigenvalues", "complete_dos")}
     out["candidate_id"] = candidate_id
     return out
@@ -108,6 +110,11 @@ def dft_fanout(sun: dict, dft: dict, cpu_category: str, metadata: dict) -> Respo
             chain = maker.make(stages.dft_structure(rec))
             tag = tag_dft_result(chain.output, rec["id"])
             sub = Flow([chain, tag], output=tag.output, name=f"dft vasp {rec['id']}")
+            # a failure anywhere in the chain fizzles the jobs after it at once (each gets
+            # None and fails fast) instead of leaving them WAITING: the collector and the
+            # campaign summary still run, and `resume` reruns the failed job and its chain
+            for j, _ in sub.iterflow():
+                j.config.on_missing_references = OnMissing.NONE
             out = tag.output
         subs.append(route(sub, cat, meta))
         outputs.append(out)

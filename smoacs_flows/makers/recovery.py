@@ -194,11 +194,22 @@ class Failed:
     changes: list[str] = field(default_factory=list)
 
 
+def _parents(lp: LaunchPad, tag: str) -> dict[int, set[int]]:
+    """``{fw_id: parent fw ids}`` over the workflows of a campaign tag."""
+    out: dict[int, set[int]] = {}
+    for wf in lp.workflows.find({"metadata.tags": tag}, {"links": 1}):
+        for parent, children in (wf.get("links") or {}).items():
+            for c in children:
+                out.setdefault(int(c), set()).add(int(parent))
+    return out
+
+
 def find_failed(lp: LaunchPad, tag: str, lost_after: float = LOST_AFTER,
                 stages: list[str] | None = None) -> list[Failed]:
     """FIZZLED and lost fireworks of a campaign version (``stages`` restricts)."""
     out = []
     with lp_session(lp, write=False):
+        parents = _parents(lp, tag)
         _, lost_ids, _ = LaunchPad.detect_lostruns(
             lp, expiration_secs=lost_after, fizzle=False, rerun=False,
             query={"spec.tags": tag, "state": "RUNNING"})
@@ -206,10 +217,13 @@ def find_failed(lp: LaunchPad, tag: str, lost_after: float = LOST_AFTER,
         fws = list(lp.fireworks.find(
             {"spec.tags": tag, "$or": [{"state": "FIZZLED"}, {"fw_id": {"$in": sorted(lost)}}]},
             {"fw_id": 1, "name": 1, "state": 1, "spec": 1}))
+    fizzled = {fw["fw_id"] for fw in fws if fw["state"] == "FIZZLED"}
     for fw in sorted(fws, key=lambda f: f["fw_id"]):
         stage = fw["spec"].get("stage", "?")
         if stages and stage not in stages:
             continue
+        if parents.get(fw["fw_id"], set()) & fizzled:
+            continue  # fizzled because a parent did: reruns with it
         out.append(Failed(
             fw_id=fw["fw_id"], name=fw["name"], stage=stage,
             state="LOST" if fw["fw_id"] in lost else fw["state"],
