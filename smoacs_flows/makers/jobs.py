@@ -107,7 +107,7 @@ def dft_fanout(sun: dict, dft: dict, cpu_category: str, metadata: dict) -> Respo
 
             maker = SpinDOSFlowMaker(settings=VaspChainSettings(**st.vasp),
                                      analysis_settings=AnalysisSettings(**st.analysis))
-            chain = maker.make(stages.dft_structure(rec))
+            chain = maker.make(stages.dft_structure(rec, st.symprec))
             tag = tag_dft_result(chain.output, rec["id"])
             sub = Flow([chain, tag], output=tag.output, name=f"dft vasp {rec['id']}")
             # a failure anywhere in the chain fizzles the jobs after it at once (each gets

@@ -64,6 +64,10 @@ class DftSettings(_Strict):
     engine: Literal["gpaw", "vasp"] = "gpaw"
     max_candidates: int = Field(2, ge=0, description="survivors sent to DFT (best first)")
     rank_by: Literal["e_above_hull", "mlip_energy_per_atom", "loss"] = "e_above_hull"
+    symprec: float | None = Field(
+        0.1, gt=0, description="symmetrise the MLIP-relaxed structure within this tolerance "
+        "(Å; primitive standard cell) before DFT, so the DFT code can use its symmetry; "
+        "null: keep it as relaxed")
     category: str | None = Field(None, description="FireWorks category (default: the cpu one)")
     gpaw: dict[str, Any] = Field(default_factory=dict, description="GPAWSettings fields")
     vasp: dict[str, Any] = Field(default_factory=dict, description="VaspChainSettings fields")

@@ -324,10 +324,23 @@ def select_for_dft(survivors: list[dict[str, Any]], dft: DftSettings) -> list[di
     return sorted(survivors, key=lambda r: rank_key(r, dft.rank_by))[: dft.max_candidates]
 
 
-def dft_structure(rec: dict[str, Any]) -> Structure:
-    """The structure DFT starts from: the MLIP-relaxed one when present."""
+def dft_structure(rec: dict[str, Any], symprec: float | None = None) -> Structure:
+    """The structure DFT starts from: the MLIP-relaxed one when present, symmetrised to the
+    primitive standard cell of its space group within ``symprec`` Å when given (MLIP
+    relaxations leave tiny distortions that would cost the DFT code all its symmetry)."""
     scr = rec.get("screening") or {}
-    return as_structure(scr.get("relaxed") or rec["structure"])
+    s = as_structure(scr.get("relaxed") or rec["structure"])
+    if symprec:
+        from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+        try:
+            sym = SpacegroupAnalyzer(s, symprec=symprec).get_primitive_standard_structure()
+        except Exception:  # noqa: BLE001 - spglib found nothing usable: keep the structure
+            return s
+        if len(sym) <= len(s) and abs(sym.volume / len(sym) - s.volume / len(s)) < 0.05 * (
+                s.volume / len(s)):
+            return sym
+    return s
 
 
 def run_gpaw(rec: dict[str, Any], dft: dict[str, Any], work_dir: str | None) -> dict[str, Any]:
@@ -337,7 +350,8 @@ def run_gpaw(rec: dict[str, Any], dft: dict[str, Any], work_dir: str | None) -> 
     from smoacs_flows.dft.gpaw_engine import run_gpaw as _run
 
     st = DftSettings.model_validate(dft)
-    result = _run(dft_structure(rec), GPAWSettings(**st.gpaw), AnalysisSettings(**st.analysis),
+    result = _run(dft_structure(rec, st.symprec), GPAWSettings(**st.gpaw),
+                  AnalysisSettings(**st.analysis),
                   work_dir=work_dir)
     out = result.model_dump(mode="json")
     out["candidate_id"] = rec["id"]
