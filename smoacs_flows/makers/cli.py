@@ -74,6 +74,16 @@ def _run(args: argparse.Namespace) -> int:
         print(f"fizzled: {f}", file=sys.stderr)
     if res.summary:
         print(format_summary(res.summary))
+    try:  # the candidates collection, so that `query` and `report` answer at once
+        from smoacs_flows.makers.launchpad import EmbeddedLaunchPad
+        from smoacs_flows.stores.results import update_results
+
+        stats = update_results(launchpad=EmbeddedLaunchPad())
+        print(f"results store: {stats.get('documents_written', 0)} candidate documents "
+              f"updated; try `smoacs-flows query --campaign {res.submission.campaign}` or "
+              f"`smoacs-flows report {res.submission.campaign} --out report.html`")
+    except Exception as exc:  # noqa: BLE001 - the run itself succeeded; say why, go on
+        print(f"results store not updated: {type(exc).__name__}: {exc}", file=sys.stderr)
     if res.state != "done":
         print(f"worker logs: {', '.join(str(p) for p in res.worker_logs)}", file=sys.stderr)
         return 1

@@ -241,13 +241,16 @@ def campaign_status(lp: Any, results: Any, campaign: str, version: int, tag: str
         c = counts.setdefault(f.stage, {})
         c["RUNNING"] = c.get("RUNNING", 0) - 1
         c["LOST"] = c.get("LOST", 0) + 1
-    funnel = {s: 0 for s in FUNNEL}
-    n_hm = 0
+    funnel: dict[str, int | None] = {s: 0 for s in FUNNEL}
+    n_hm, hull = 0, False
     for d in results.candidates.query({"campaign": campaign, "version": version},
-                                      properties=["stage", "dft.verdict"]):
+                                      properties=["stage", "dft.verdict", "e_above_hull"]):
         for s in FUNNEL[: FUNNEL.index(d["stage"]) + 1]:
             funnel[s] += 1
         n_hm += ((d.get("dft") or {}).get("verdict") == "half_metal")
+        hull = hull or d.get("e_above_hull") is not None
+    if not hull:
+        funnel["stable"] = None  # no reference phases: stability not evaluated
     funnel["half_metal"] = n_hm
     return {"campaign": campaign, "version": version, "fireworks": counts, "funnel": funnel,
             "lost": [f.__dict__ for f in lost]}
@@ -270,7 +273,8 @@ def _status(args: argparse.Namespace) -> int:
         c = st["fireworks"].get(stage)
         if c:
             print(f"{stage:<10}" + "".join(f"{c.get(s, 0):>10}" for s in states))
-    print("funnel: " + " → ".join(f"{k} {v}" for k, v in st["funnel"].items()))
+    print("funnel: " + " → ".join(f"{k} {'n/a' if v is None else v}"
+                                  for k, v in st["funnel"].items()))
     for f in st["lost"]:
         print(f"lost: {f['name']} (fw {f['fw_id']}): {f['reason']}")
     return 0

@@ -30,6 +30,7 @@ def test_embedded_run_tiny_campaign(tmp_path, capsys):
     assert "campaign tiny v1: done" in out
     funnel = next(line for line in out.splitlines() if line.startswith("funnel:"))
     assert "proposed 2 → prefiltered" in funnel and "DFT 1 →" in funnel
+    assert "results store: 2 candidate documents updated" in out
 
     lp = EmbeddedLaunchPad()
     with lp.session(write=False):

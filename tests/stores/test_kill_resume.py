@@ -103,6 +103,7 @@ def test_kill9_during_gpaw_then_resume(kill_env, capsys):
     assert st["fireworks"]["dft"].get("LOST") == 1
     assert [f["name"] for f in st["lost"]] == [gpaw]
     assert st["funnel"]["proposed"] == 4 and st["funnel"]["sun"] >= 1
+    assert st["funnel"]["stable"] is None  # no reference phases: not evaluated, not "all"
 
     launches_before = {n: len(fw["launches"]) for n, fw in _fws(lp, tag).items()}
     # dry run: lists the lost run, changes nothing
