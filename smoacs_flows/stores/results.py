@@ -345,16 +345,22 @@ class ResultsStore:
             self.candidates.connect()
             self.sources.connect()
             self.sections.connect()
+            if self.index_path is None:
+                for name, (path, _, _) in FIELDS.items():
+                    if name != "candidate_id":
+                        self.candidates.ensure_index(path)
+                self.candidates.ensure_index("elements")
         except Exception as exc:  # noqa: BLE001 - pymongo errors
-            raise SmoacsError(f"cannot reach the results store {self.where}: "
-                              f"{type(exc).__name__}: {str(exc).split(',')[0][:200]}") from None
+            from smoacs_flows.makers.launchpad import redact
+
+            host = getattr(self.candidates, "host", "")
+            raise SmoacsError(
+                f"cannot reach the results store {self.where}"
+                + (f" (host {redact(host)}:{getattr(self.candidates, 'port', '')})" if host
+                   else "")
+                + f": {type(exc).__name__}: {redact(str(exc).split(',')[0])[:160]}") from None
         if self.index_path is not None:
             self.index = QueryIndex(self.index_path)
-        else:
-            for name, (path, _, _) in FIELDS.items():
-                if name != "candidate_id":
-                    self.candidates.ensure_index(path)
-            self.candidates.ensure_index("elements")
         self._connected = True
         return self
 
@@ -466,6 +472,10 @@ def _store_from_spec(spec: dict[str, Any], source: str) -> Store:
     cls = getattr(ms, str(kind), None)
     if not isinstance(cls, type) or not issubclass(cls, Store):
         raise SpecError(f"{source}.type: {kind!r} is not a maggma store")
+    if kind == "MongoStore":  # fail fast on an unreachable server
+        kw = dict(spec.get("mongoclient_kwargs") or {})
+        kw.setdefault("serverSelectionTimeoutMS", 5000)
+        spec["mongoclient_kwargs"] = kw
     try:
         return cls(**spec)
     except TypeError as exc:
