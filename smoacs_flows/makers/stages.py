@@ -374,7 +374,10 @@ def summarise(sun: dict[str, Any], dft_results: list[dict[str, Any]],
         ("half-metal", n_hm),
     ]
     rows = []
-    for rec in sun.get("records", [])[: max(top, len(by_id))]:
+    recs = sun.get("records", [])
+    # every DFT'd survivor, then the rest as they come (sorted below)
+    recs = [r for r in recs if r["id"] in by_id] + [r for r in recs if r["id"] not in by_id]
+    for rec in recs[: max(top, len(by_id))]:
         d = by_id.get(rec["id"]) or {}
         a = d.get("analysis") or {}
         scr = rec.get("screening") or {}
