@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from smoacs_flows.errors import SpecError
@@ -220,14 +219,8 @@ def campaign_from_dict(
 
 def load_campaign(path: str | Path) -> Campaign:
     """Read and validate a campaign YAML file (safe loader)."""
+    from smoacs_flows.io import load_yaml
+
     path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"{path}: no such campaign file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(f"{path}: invalid YAML{where}: {problem}") from None
+    data = load_yaml(path, "campaign file", SpecError)
     return campaign_from_dict(data, source=str(path), base_dir=path.parent.resolve())

@@ -100,3 +100,20 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def load_yaml(path: str | Path, what: str, error: type[SmoacsError] = InputError) -> Any:
+    """Safe-load a YAML file; a missing file or invalid YAML is one ``error`` naming the file
+    (``what``: e.g. "campaign file") and, for syntax errors, the line and column."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: no such {what}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise error(f"{path}: invalid YAML{where}: {problem}") from None

@@ -24,23 +24,17 @@ eigenvalues (P = ±1 for a half-metal; undefined, None, for a semiconductor).
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field
 
-from smoacs_flows.dft.schema import DOSData, HalfMetalAnalysis, SpinGap
+from smoacs_flows.dft.schema import DOSData, HalfMetalAnalysis, SpinGap, Verdict
 from smoacs_flows.errors import InputError
 
-VERDICTS = (
-    "half_metal",
-    "near_half_metal",
-    "magnetic_metal",
-    "nonmagnetic_metal",
-    "semiconductor",
-    "not_spin_polarised",
-)
+VERDICTS: tuple[str, ...] = typing.get_args(Verdict)
 
 
 class AnalysisSettings(BaseModel):

@@ -195,15 +195,10 @@ def open_launchpad(file: str | Path | None = None, timeout_ms: int = 5000) -> La
     """
     if file is None:
         return EmbeddedLaunchPad()
-    path = Path(file)
-    if not path.is_file():
-        raise SmoacsError(f"{path}: no such LaunchPad file")
-    import yaml
+    from smoacs_flows.io import load_yaml
 
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SmoacsError(f"{path}: invalid YAML ({exc})") from None
+    path = Path(file)
+    spec = load_yaml(path, "LaunchPad file", SmoacsError)
     if not isinstance(spec, dict):
         raise SmoacsError(f"{path}: expected a mapping (host, port, name, ...)")
     if spec.get("embedded"):

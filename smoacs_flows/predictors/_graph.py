@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -212,3 +213,20 @@ def ordered_pairs_by_center(center: torch.Tensor, edges: torch.Tensor) -> torch.
     second = group_start[group_of[first]] + within
     keep = first != second
     return torch.stack([e_sorted[first[keep]], e_sorted[second[keep]]], dim=1)
+
+
+def fixed_graph_inputs(predictor: Any, batch: SoftCrystalBatch, max_z: int
+                       ) -> tuple[Any, torch.dtype, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The shared start of a fixed-topology predictor's ``predict``: refresh the graph if the
+    batch no longer matches it, then move lattice, fractional coordinates and element
+    probabilities (first ``max_z`` elements) to the predictor's device and dtype.
+
+    Returns ``(graph, output dtype, lattice, frac_coords, element_probs)``.
+    """
+    if predictor._graph is None or not predictor._graph.edges.matches(batch):
+        predictor.refresh(batch)
+    g = predictor._graph
+    assert g is not None
+    dev, dt = predictor.device, predictor.dtype
+    return (g, batch.lattice.dtype, batch.lattice.to(dev, dt), batch.frac_coords.to(dev, dt),
+            batch.element_probs.to(dev, dt)[:, :max_z])

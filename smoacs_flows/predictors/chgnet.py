@@ -29,6 +29,7 @@ from smoacs_flows.errors import InputError, SpecError
 from smoacs_flows.predictors._graph import (
     PeriodicGraph,
     build_periodic_graph,
+    fixed_graph_inputs,
     ordered_pairs_by_center,
     reverse_edges,
 )
@@ -147,15 +148,8 @@ class ChgnetPredictor(Predictor):
     # ---------------------------------------------------------------- predict
     def predict(self, batch: SoftCrystalBatch) -> dict[str, torch.Tensor]:
         """Energy per atom (B,), site magnetic moments (N,) and total moment per cell (B,)."""
-        if self._graph is None or not self._graph.edges.matches(batch):
-            self.refresh(batch)
-        g = self._graph
-        assert g is not None
+        g, out_dtype, lattice, frac, probs = fixed_graph_inputs(self, batch, CHGNET_MAX_Z)
         m = self.model
-        out_dtype = batch.lattice.dtype
-        lattice = batch.lattice.to(self.device, self.dtype)
-        frac = batch.frac_coords.to(self.device, self.dtype)
-        probs = batch.element_probs.to(self.device, self.dtype)[:, :CHGNET_MAX_Z]
         n_sites = g.n_sites
         n_total = probs.shape[0]
 

@@ -30,6 +30,7 @@ from smoacs_flows.errors import InputError, SpecError
 from smoacs_flows.predictors._graph import (
     PeriodicGraph,
     build_periodic_graph,
+    fixed_graph_inputs,
     ordered_pairs_by_center,
 )
 from smoacs_flows.predictors.base import N_ELEMENTS, Predictor, SoftCrystalBatch
@@ -227,15 +228,8 @@ class MatterSimPredictor(Predictor):
 
     def predict(self, batch: SoftCrystalBatch) -> dict[str, torch.Tensor]:
         """Energy per atom (B,), eV/atom."""
-        if self._graph is None or not self._graph.edges.matches(batch):
-            self.refresh(batch)
-        g = self._graph
-        assert g is not None
+        g, out_dtype, lattice, frac, probs = fixed_graph_inputs(self, batch, self.max_z)
         m = self.model
-        out_dtype = batch.lattice.dtype
-        lattice = batch.lattice.to(self.device, self.dtype)
-        frac = batch.frac_coords.to(self.device, self.dtype)
-        probs = batch.element_probs.to(self.device, self.dtype)[:, : self.max_z]
         n_total = probs.shape[0]
         n_b = g.n_sites.shape[0]
 

@@ -77,13 +77,8 @@ def load_job_store(source: str | Path | None = None) -> JobStore:
     source = source or os.environ.get(JOB_STORE_ENV)
     if not source:
         return embedded_job_store()
-    path = Path(source).expanduser()
-    if not path.is_file():
-        raise SpecError(f"{path}: no such JobStore file")
-    import yaml
+    from smoacs_flows.io import load_yaml
 
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: invalid YAML ({exc})") from None
+    path = Path(source).expanduser()
+    spec = load_yaml(path, "JobStore file", SpecError)
     return job_store_from_spec(spec, source=str(path))

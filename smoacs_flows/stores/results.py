@@ -24,6 +24,7 @@ import json
 import os
 import re
 import sqlite3
+import typing
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from maggma.core import Builder, Store
 from pymatgen.core import Element, Structure
 
 from smoacs_flows.config import smoacs_home
+from smoacs_flows.dft.schema import Verdict
 from smoacs_flows.errors import SmoacsError, SpecError
 from smoacs_flows.stores.candidates import assemble, extract_sections, merge_sections, tag_version
 
@@ -42,8 +44,7 @@ from smoacs_flows.stores.candidates import assemble, extract_sections, merge_sec
 RESULTS_STORE_ENV = "SMOACS_RESULTS_STORE"
 STAGE_KEYS = ("propose", "prefilter", "relax", "sun", "dft", "summary")
 STATES = ("pending", "failed", "done")
-VERDICTS = ("half_metal", "near_half_metal", "magnetic_metal", "nonmagnetic_metal",
-            "semiconductor", "not_spin_polarised")
+VERDICTS: tuple[str, ...] = typing.get_args(Verdict)
 
 #: queryable fields: name -> (document path, SQL column, type)
 FIELDS: dict[str, tuple[str, str, type]] = {
@@ -490,15 +491,10 @@ def load_results_store(source: str | Path | None = None) -> ResultsStore:
     source = source or os.environ.get(RESULTS_STORE_ENV)
     if not source:
         return embedded_results_store()
-    path = Path(source).expanduser()
-    if not path.is_file():
-        raise SpecError(f"{path}: no such results-store file")
-    import yaml
+    from smoacs_flows.io import load_yaml
 
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: invalid YAML ({exc})") from None
+    path = Path(source).expanduser()
+    spec = load_yaml(path, "results-store file", SpecError)
     if not isinstance(spec, dict):
         raise SpecError(f"{path}: expected a mapping with 'candidates' and 'sources'")
     if spec.get("type") == "embedded":
