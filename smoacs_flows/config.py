@@ -21,3 +21,21 @@ def home_path(*parts: str) -> Path:
     p = smoacs_home().joinpath(*parts)
     p.parent.mkdir(parents=True, exist_ok=True)
     return p
+
+
+#: distributions whose versions a job output records (those installed)
+TRACKED = ("smoacs-flows", "torch", "pymatgen", "chgnet", "mattersim", "alignn", "ase", "gpaw",
+           "atomate2", "custodian", "jobflow", "fireworks", "maggma")
+
+
+def software_versions(names: tuple[str, ...] = TRACKED) -> dict[str, str]:
+    """``{distribution: version}`` of the tracked packages that are installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for n in names:
+        try:
+            out[n] = version(n)
+        except PackageNotFoundError:
+            continue
+    return out

@@ -20,6 +20,7 @@ from typing import Any
 from pymatgen.core import Structure
 
 from smoacs_flows.campaign import Campaign, campaign_from_dict
+from smoacs_flows.config import software_versions
 from smoacs_flows.errors import SpecError
 from smoacs_flows.makers.settings import DftSettings, ScreeningSettings
 
@@ -127,6 +128,7 @@ def propose(payload: dict[str, Any], batch_indices: list[int],
         "dropped": res.dropped,
         "stats": res.stats,
         "counts": {"proposed": len(res.records) + len(res.dropped), "exported": len(res.records)},
+        "versions": software_versions(),
         "batches": list(batch_indices),
         "variant": (variant or {}).get("label"),
     }
@@ -195,7 +197,7 @@ def relax(prefiltered: dict[str, Any], settings: dict[str, Any]) -> dict[str, An
     counts["relaxed"] = len(kept)
     # ``rejected`` accumulates the funnel so far; ``stage_rejected`` is this stage's own
     return {"records": kept, "rejected": {**prefiltered.get("rejected", {}), **rejected},
-            "stage_rejected": rejected, "counts": counts}
+            "stage_rejected": rejected, "counts": counts, "versions": software_versions()}
 
 
 def _references(st: ScreeningSettings, base_dir: Path, chemsys: set[str]) -> list | None:

@@ -70,7 +70,8 @@ def extract_sections(stage: str, output: Any, job_uuid: str) -> dict[str, dict[s
         return {}
     if stage == "propose":
         for rec in output.get("records", []):
-            out[rec["id"]]["proposal"] = {"record": rec, "job_uuid": job_uuid}
+            out[rec["id"]]["proposal"] = {"record": rec, "job_uuid": job_uuid,
+                                          "versions": output.get("versions") or {}}
     elif stage == "prefilter":
         for rec in output.get("records", []):
             out[rec["id"]]["prefilter"] = {"passed": True, "job_uuid": job_uuid}
@@ -88,6 +89,7 @@ def extract_sections(stage: str, output: Any, job_uuid: str) -> dict[str, dict[s
                 "steps": scr.get("relax_steps"),
                 "wall_time": scr.get("relax_wall_time"),
                 "job_uuid": job_uuid,
+                "versions": output.get("versions") or {},
             }
         for cid, why in (output.get("stage_rejected") or {}).items():
             out[cid]["relax"] = {"passed": False, "reasons": list(why), "job_uuid": job_uuid}
@@ -210,7 +212,8 @@ def assemble(campaign: str, version: int, sections: dict[str, dict[str, Any]],
             "smoacs": rec or None,
             "structure": structure,
             "final_structure": final,
-            "relax": ({k: v for k, v in rel.items() if k not in ("job_uuid", "passed")}
+            "relax": ({k: v for k, v in rel.items() if k not in ("job_uuid", "passed",
+                                                                 "versions")}
                       if rel.get("passed") else None),
             "e_above_hull": sun.get("e_above_hull"),
             "sun": ({k: sun.get(k) for k in ("stable", "unique", "novel", "sun")}
@@ -223,6 +226,8 @@ def assemble(campaign: str, version: int, sections: dict[str, dict[str, Any]],
                 "seed": rec.get("seed"),
                 "mlip": rel.get("mlip"),
                 "dft_settings": (dft or {}).get("settings"),
+                "versions": {"proposal": (sec.get("proposal") or {}).get("versions") or {},
+                             "relax": rel.get("versions") or {}},
             },
         }
         if doc["dft"]:

@@ -134,6 +134,9 @@ def test_kill9_during_gpaw_then_resume(kill_env, capsys):
     assert len(dft) == 1 and dft[0].candidate_id == fws[gpaw]["spec"]["candidate_id"]
     assert dft[0].summary["verdict"] and dft[0].summary["state"] == "done"
     assert dft[0].doc["dft"]["engine"] == "gpaw" and dft[0].structure is not None
+    prov = dft[0].doc["provenance"]
+    assert prov["versions"]["proposal"]["smoacs-flows"] and prov["versions"]["relax"]["chgnet"]
+    assert set(prov["job_uuids"]) == {"proposal", "prefilter", "relax", "sun", "dft"}
     assert {c.summary["state"] for c in found} == {"done"}
 
 
