@@ -10,23 +10,38 @@ angle_tol=5)``, everything else default):
   first such ``k`` (in reference order) is reported.
 
 The fast path gives the same answer because every shortcut is a *necessary* condition of
-``fit`` (a pair it rejects could never fit) or is ``fit`` itself on the same reduced structures:
+``fit`` (a pair it rejects could never fit) or is ``fit``'s own computation on the same inputs:
 
 1. ``fit`` returns False unless the comparator hashes (reduced formulas) are equal: group by it.
 2. ``fit`` reduces both structures (Niggli + primitive cell) before matching; the reduction is
-   done once per structure and ``fit(..., skip_structure_reduction=True)`` reuses it.
+   done once per structure and reused (``fit(..., skip_structure_reduction=True)`` semantics).
 3. Without ``attempt_supercell`` a mapping needs equal numbers of sites in the reduced cells.
-4. Lattice bound: after both cells are scaled to a common volume, ``find_all_mappings`` looks
-   for a basis ``c_i`` of the first lattice with ``|c_i| < (1 + ltol) · l_i`` where ``l_i`` are
-   the second cell's lengths. Since the k-th successive minimum of a lattice is at most the k-th
-   shortest vector of any basis, ``λ_k(L1)/V1^(1/3) < (1 + ltol) · sorted(l)_k / V2^(1/3)``
-   for k = 1, 2, 3 is necessary (checked with a small slack, so it can only let pairs through).
-5. Byte-identical structures: a copy of a representative maps to it (``fit`` is deterministic).
+4. Byte-identical structures: a copy of a representative maps to it (``fit`` is deterministic).
+5. With ``break_on_match`` ``fit`` is an existential: True iff some lattice mapping ``S`` (of
+   ``find_all_mappings``, |det S| = 1) and some translation (an s1 site onto s2's anchor site)
+   pass the fractional site check (``is_coord_subset_pbc`` with ``frac_tol``) *and* give
+   ``max_i |v_i − mean(v)| < stol`` in ``_cart_dists``. :func:`_surviving_mappings` enumerates
+   a superset of those mappings from cached lattice vectors (length and angle tests widened by
+   a relative 1e-6 / 1e-4°, where float error is ~1e-14) and checks, vectorised over mappings
+   and translations, conditions every success must meet:
+
+   * the site check itself, tolerance widened by 1e-6;
+   * with ρ = stol·(V/n)^(1/3) in the average lattice: a success has all |v_i − m| < ρ, so
+     relative to the anchor site every displacement u_i = v_i − v_anchor has |u_i| < 2ρ. When
+     all ``frac_tol`` < 1/2 the only lattice image that short is the nearest one, so u_i is
+     determined by the pairing σ alone and ``max |u_i − mean(u)| < ρ`` must hold for some
+     species-respecting bijection σ (all tried; if there are over 512 the mapping is kept).
+
+   Mappings that fail are dropped; if none is left, ``fit`` is False.
+6. :func:`_replay_fit` is pymatgen's ``fit`` → ``_preprocess`` → ``_strict_match`` (pymatgen
+   2026.10) for equal-size reduced cells, line for line, except that it skips the mappings the
+   filter dropped; by 5. they cannot give a match, so the answer is ``fit``'s.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import multiprocessing as mp
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -34,12 +49,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from pymatgen.analysis.structure_matcher import StructureMatcher
-from pymatgen.core import Structure
+from pymatgen.core import Element, Lattice, Structure
+from pymatgen.core.structure_matcher import get_linear_assignment_solution
 
 #: MatterGen's evaluation settings
 MATCHER_SETTINGS = {"ltol": 0.2, "stol": 0.3, "angle_tol": 5}
 
-_SLACK = 1e-3  # relative slack on the lattice bound: only ever admits more pairs
+_EPS = 1e-6  # relative slack of the mapping filter (float error is ~1e-14): admits more only
+_ANGLE_SLACK = 1e-4  # degrees, same purpose for the angle test
+_MASKS: dict[tuple, tuple] = {}  # _get_mask results by the two site-element sequences
 
 
 def make_matcher() -> StructureMatcher:
@@ -92,11 +110,19 @@ class Prepared:
     ident: str  # digest of the exact structure (byte-identical copies share it)
     reduced: Structure | None = None
     n_sites: int = 0
-    minima: np.ndarray = field(default_factory=lambda: np.zeros(3))  # λ_k / V^(1/3)
-    lengths: np.ndarray = field(default_factory=lambda: np.zeros(3))  # sorted abc / V^(1/3)
+    # reduced cell data for the mapping filter; lattice vectors cached up to _radius
+    _frac: np.ndarray | None = field(default=None, repr=False)
+    _abc: np.ndarray | None = field(default=None, repr=False)
+    _angles: np.ndarray | None = field(default=None, repr=False)
+    _volume: float = field(default=0.0, repr=False)
+    _radius: float = field(default=0.0, repr=False)
+    _vec_int: np.ndarray | None = field(default=None, repr=False)
+    _vec_len: np.ndarray | None = field(default=None, repr=False)
+    _vec_unit: np.ndarray | None = field(default=None, repr=False)
+    _elements: tuple[str, ...] | None = field(default=None, repr=False)
 
     def reduce(self, matcher: StructureMatcher) -> None:
-        """Compute the matcher's reduced structure and the lattice invariants (once)."""
+        """Compute the matcher's reduced structure and its lattice data (once)."""
         if self.reduced is not None:
             return
         red = matcher._get_reduced_structure(  # the exact reduction fit() performs
@@ -104,9 +130,32 @@ class Prepared:
         )
         self.reduced = red
         self.n_sites = len(red)
-        norm = red.volume ** (1 / 3)
-        self.minima = successive_minima(red.lattice.matrix) / norm
-        self.lengths = np.sort(np.array(red.lattice.abc)) / norm
+        self._frac = np.array(red.frac_coords)
+        self._abc = np.array(red.lattice.abc)
+        self._angles = np.array(red.lattice.angles)
+        self._volume = red.volume
+        self._elements = _site_elements(red)
+
+    def vectors(self, radius: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All nonzero vectors of the reduced lattice no longer than ``radius`` (Å), cached.
+
+        Returns integer (fractional) coordinates, lengths and unit vectors.
+        """
+        if radius > self._radius:
+            radius = max(radius, 1.25 * self._radius)
+            matrix = self.reduced.lattice.matrix
+            # |n_i| <= radius / d_i, d_i the spacing of the lattice planes (1 / |row of inv.T|)
+            inv_d = np.linalg.norm(np.linalg.inv(matrix), axis=0)
+            n_max = np.floor(radius * inv_d).astype(int) + 1
+            axes = [np.arange(-k, k + 1) for k in n_max]
+            ints = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+            cart = ints @ matrix
+            lens = np.linalg.norm(cart, axis=1)
+            keep = (lens > 0) & (lens <= radius)
+            self._vec_int, self._vec_len = ints[keep], lens[keep]
+            self._vec_unit = cart[keep] / lens[keep, None]
+            self._radius = radius
+        return self._vec_int, self._vec_len, self._vec_unit
 
 
 def prepare(structure: Structure, matcher: StructureMatcher | None = None) -> Prepared:
@@ -122,15 +171,222 @@ def prepare(structure: Structure, matcher: StructureMatcher | None = None) -> Pr
     )
 
 
-def _may_fit(a: Prepared, b: Prepared, ltol: float) -> bool:
-    """Necessary condition for ``fit(a, b)`` on reduced structures (see module docstring)."""
-    if a.n_sites != b.n_sites:
+def _lattice_from_parameters(p: np.ndarray) -> np.ndarray:
+    """``Lattice.from_parameters`` (pymatgen's default, non-VESTA convention) for rows of p."""
+    a, b, c = p[:, 0], p[:, 1], p[:, 2]
+    ang = np.radians(p[:, 3:])
+    cos_a, cos_b, cos_g = np.cos(ang).T
+    sin_a, sin_b, _ = np.sin(ang).T
+    gamma_star = np.arccos(np.clip((cos_a * cos_b - cos_g) / (sin_a * sin_b), -1, 1))
+    m = np.zeros((len(p), 3, 3))
+    m[:, 0, 0], m[:, 0, 2] = a * sin_b, a * cos_b
+    m[:, 1, 0] = -b * sin_a * np.cos(gamma_star)
+    m[:, 1, 1] = b * sin_a * np.sin(gamma_star)
+    m[:, 1, 2] = b * cos_a
+    m[:, 2, 2] = c
+    return m
+
+
+def _site_elements(s: Structure) -> tuple[str, ...] | None:
+    """Element symbols per site when every site is one plain element at occupancy 1."""
+    out = []
+    for comp in s.species_and_occu:
+        if len(comp) != 1:
+            return None
+        ((sp, amt),) = comp.items()
+        if type(sp) is not Element or amt != 1:
+            return None
+        out.append(sp.symbol)
+    return tuple(out)
+
+
+def _cached_mask(matcher: StructureMatcher, a: Prepared, b: Prepared) -> tuple:
+    """``matcher._get_mask(a.reduced, b.reduced, 1, True)``, memoised when both cells hold only
+    plain elements (then the mask depends on nothing but the two symbol sequences)."""
+    if a._elements is None or b._elements is None:
+        return matcher._get_mask(a.reduced, b.reduced, 1, True)
+    key = (a._elements, b._elements)
+    hit = _MASKS.get(key)
+    if hit is None:
+        if len(_MASKS) > 100_000:
+            _MASKS.clear()
+        hit = _MASKS[key] = matcher._get_mask(a.reduced, b.reduced, 1, True)
+    return hit
+
+
+def _surviving_mappings(matcher: StructureMatcher, a: Prepared, b: Prepared) -> set[bytes]:
+    """Scale matrices (int64 bytes) of the lattice mappings that may let ``fit(a, b)`` succeed.
+
+    Mirrors ``fit`` on the reduced cells (``a`` is struct1, whose lattice is mapped onto
+    ``b``'s): volume scaling, ``find_all_mappings`` (|det| = 1), the translations of
+    ``_strict_match`` and its ``is_coord_subset_pbc`` check, all with slack (module docstring,
+    point 5). An empty set proves ``fit`` is False.
+    """
+    ltol, stol = matcher.ltol, matcher.stol
+    mask, s1_t_inds, s2_t_ind = _cached_mask(matcher, a, b)
+    if mask.shape[0] != mask.shape[1] or get_linear_assignment_solution(mask)[1] > 0:
+        return set()
+    ratio = (b._volume / a._volume) ** (1 / 6)  # _preprocess scales a by ratio, b by 1 / ratio
+    lb = b._abc / ratio
+    ints, lens, unit = a.vectors(lb.max() * (1 + ltol) * (1 + _EPS) / ratio)
+    lens = lens * ratio
+    q = lens[None, :] / lb[:, None]
+    near = (q < (1 + ltol) * (1 + _EPS)) & (q > (1 - _EPS) / (1 + ltol))
+    ia, ib, ic = (np.flatnonzero(row) for row in near)
+    if not (len(ia) and len(ib) and len(ic)):
+        return set()
+
+    def angles(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        return np.rad2deg(np.arccos(np.clip(unit[i] @ unit[j].T, -1, 1)))
+
+    g_ab, g_ac, g_bc = angles(ia, ib), angles(ia, ic), angles(ib, ic)
+    alpha, beta, gamma = b._angles
+    tol = matcher.angle_tol + _ANGLE_SLACK
+    ok = (
+        (np.abs(g_ab - gamma) <= tol)[:, :, None]
+        & (np.abs(g_ac - beta) <= tol)[:, None, :]
+        & (np.abs(g_bc - alpha) <= tol)[None, :, :]
+    )
+    x, y, z = np.nonzero(ok)
+    if not len(x):
+        return set()
+    scale = np.stack([ints[ia[x]], ints[ib[y]], ints[ic[z]]], axis=1)
+    unimodular = np.abs(np.rint(np.linalg.det(scale))) == 1  # _get_lattices: |det| ≈ 1
+    if not unimodular.any():
+        return set()
+    x, y, z, scale = x[unimodular], y[unimodular], z[unimodular], scale[unimodular]
+    # the average lattice of _get_supercells (mean of the two parameter sets)
+    params = np.stack(
+        [
+            (lens[ia[x]] + lb[0]) / 2,
+            (lens[ib[y]] + lb[1]) / 2,
+            (lens[ic[z]] + lb[2]) / 2,
+            (g_bc[y, z] + alpha) / 2,
+            (g_ac[x, z] + beta) / 2,
+            (g_ab[x, y] + gamma) / 2,
+        ],
+        axis=1,
+    )
+    avg = _lattice_from_parameters(params)
+    volume = np.abs(np.linalg.det(avg))
+    inv_abc = np.linalg.norm(np.linalg.inv(avg), axis=-2) * 2 * np.pi  # reciprocal lengths
+    normalization = (a.n_sites / volume) ** (1 / 3)
+    frac_tol = inv_abc * stol / (np.pi * normalization[:, None])
+    frac_tol_slack = frac_tol * (1 + _EPS) + 1e-9
+    # a's sites in each mapped lattice (= cart @ inv(S · M) of sc_generator), b's translated
+    fc1 = np.einsum("nl,klm->knm", a._frac, np.linalg.inv(scale))
+    fc2 = b._frac
+    shift = fc1[:, s1_t_inds, :] - fc2[s2_t_ind]  # (K, T, 3)
+    diff = fc2[None, None, :, None, :] + shift[:, :, None, None, :] - fc1[:, None, None, :, :]
+    diff -= np.rint(diff)  # (K, T, n2, n1, 3)
+    hit = np.all(np.abs(diff) <= frac_tol_slack[:, None, None, None, :], axis=-1)
+    hit &= ~mask.astype(bool)
+    if not np.all(np.any(hit, axis=-1), axis=-1).any():  # pymatgen's site check fails everywhere
+        return set()
+    # ball test; its nearest image is the rint one when every frac_tol < 1/2
+    ball = 2 * stol / normalization * (1 + _EPS) + 1e-9
+    dist = np.linalg.norm(np.einsum("ktijl,klm->ktijm", diff, avg), axis=-1)
+    hit &= (dist <= ball[:, None, None, None]) | ~np.all(frac_tol < 0.5 - 1e-6, axis=1)[
+        :, None, None, None
+    ]
+    n_opts = hit.sum(axis=-1)  # (K, T, n2): candidate s1 sites per s2 site
+    alive = np.all(n_opts > 0, axis=-1)  # (K, T)
+    small = np.all(frac_tol < 0.5 - 1e-6, axis=1)
+    rho = stol / normalization * (1 + _EPS) + 1e-9
+    # common case, vectorised: every s2 site has exactly one candidate, so σ is forced
+    forced = alive & np.all(n_opts == 1, axis=-1) & small[:, None]
+    sigma = np.argmax(hit, axis=-1)  # (K, T, n2)
+    n = len(fc2)
+    v = np.take_along_axis(diff, sigma[..., None, None], axis=3)[:, :, :, 0, :]  # (K,T,n2,3)
+    v = np.einsum("ktil,klm->ktim", v, avg)
+    spread = np.max(np.linalg.norm(v - v.mean(axis=2, keepdims=True), axis=-1), axis=-1)
+    bijective = np.sort(sigma, axis=-1) == np.arange(n)
+    forced_pass = forced & np.all(bijective, axis=-1) & (spread < rho[:, None])
+    keep = set(np.flatnonzero(forced_pass.any(axis=1)).tolist())
+    for k, t in zip(*np.nonzero(alive & ~forced)):
+        if k in keep:
+            continue
+        if not small[k] or _may_pass_distances(hit[k, t], diff[k, t] @ avg[k], rho[k]):
+            keep.add(k)
+    return {scale[k].astype(np.int64).tobytes() for k in keep}
+
+
+def _may_pass_distances(hit: np.ndarray, cart: np.ndarray, rho: float) -> bool:
+    """Necessary condition for ``_cart_dists`` to give max distance < stol (module point 5).
+
+    ``hit[i, j]``: s2 site i may pair with s1 site j; ``cart[i, j]``: their displacement (the
+    nearest image, which is the only one within 2ρ when all frac tolerances are < 1/2) after
+    the translation that puts s2's anchor site on an s1 site. If pymatgen's assignment σ
+    succeeds, its vectors are these displacements up to one common shift (the anchor's own
+    displacement), and ``max |v_i − mean(v)| < ρ``: try every bijection ``σ`` inside ``hit``.
+    Too many bijections to try (> 512): say True.
+    """
+    options = [np.flatnonzero(row) for row in hit]
+    total = 1
+    for o in options:
+        total *= len(o)
+    if total > 512:
+        return True
+    n = len(options)
+    for sigma in itertools.product(*options):
+        if len(set(sigma)) != n:
+            continue
+        v = cart[np.arange(n), sigma]
+        if np.max(np.linalg.norm(v - v.mean(axis=0), axis=1)) < rho:
+            return True
+    return False
+
+
+def _replay_fit(
+    matcher: StructureMatcher, a: Structure, b: Structure, keep: set[bytes] | None = None
+) -> bool:
+    """``matcher.fit(a, b, skip_structure_reduction=True)`` for equal-size reduced cells.
+
+    The same calls in the same order as pymatgen's ``fit`` → ``_preprocess`` → ``_match`` →
+    ``_strict_match`` (break_on_match) → ``_get_supercells`` (fu = 1), except that lattice
+    mappings whose scale matrix is not in ``keep`` are skipped (``None`` keeps all).
+    """
+    s1, s2 = matcher._process_species([a, b])
+    if matcher._comparator.get_hash(s1.composition) != matcher._comparator.get_hash(s2.composition):
         return False
-    return bool(np.all(a.minima < (1 + ltol) * b.lengths * (1 + _SLACK)))
+    s1, s2, fu, s1_supercell = matcher._preprocess(s1, s2, skip_structure_reduction=True)
+    if fu != 1 or not s1_supercell or len(s1) != len(s2):
+        return bool(matcher.fit(a, b, skip_structure_reduction=True))  # not our case: delegate
+    mask, s1_t_inds, s2_t_ind = matcher._get_mask(s1, s2, fu, s1_supercell)
+    if mask.shape[0] != mask.shape[1] or get_linear_assignment_solution(mask)[1] > 0:
+        return False
+    s2fc = np.array(s2.frac_coords)
+    cc = np.array(s1.cart_coords)
+    for latt, sc_m in matcher._get_lattices(s2.lattice, s1, fu):
+        if keep is not None and np.asarray(sc_m, dtype=np.int64).tobytes() not in keep:
+            continue
+        s1fc = latt.get_fractional_coords(cc)
+        s1fc -= np.floor(s1fc)
+        params = (np.array(latt.parameters) + np.array(s2.lattice.parameters)) / 2
+        avg_l = Lattice.from_parameters(*params)
+        normalization = (len(s1fc) / avg_l.volume) ** (1 / 3)
+        inv_abc = np.array(avg_l.reciprocal_lattice.abc)
+        frac_tol = inv_abc * matcher.stol / (np.pi * normalization)
+        for s1i in s1_t_inds:
+            t = s1fc[s1i] - s2fc[s2_t_ind]
+            t_s2fc = s2fc + t
+            if matcher._cmp_fstruct(s1fc, t_s2fc, frac_tol, mask):
+                inv_lll_abc = np.array(avg_l.get_lll_reduced_lattice().reciprocal_lattice.abc)
+                lll_frac_tol = inv_lll_abc * matcher.stol / (np.pi * normalization)
+                dist, _, _ = matcher._cart_dists(
+                    s1fc, t_s2fc, avg_l, mask, normalization, lll_frac_tol
+                )
+                if max(dist) < matcher.stol:
+                    return True
+    return False
 
 
 def _fit(matcher: StructureMatcher, a: Prepared, b: Prepared) -> bool:
-    return bool(matcher.fit(a.reduced, b.reduced, skip_structure_reduction=True))
+    """``matcher.fit(a.reduced, b.reduced, skip_structure_reduction=True)``, faster."""
+    keep = _surviving_mappings(matcher, a, b)
+    if not keep:
+        return False
+    return _replay_fit(matcher, a.reduced, b.reduced, keep)
 
 
 def _solve_group(
@@ -138,7 +394,6 @@ def _solve_group(
 ) -> tuple[dict[int, int], dict[int, int | None], int]:
     """Uniqueness and novelty inside one formula group; returns (rep_of, ref_match, n_fits)."""
     matcher = make_matcher()
-    ltol = matcher.ltol
     rep_of: dict[int, int] = {}
     ref_match: dict[int, int | None] = {}
     reps: list[tuple[int, Prepared]] = []
@@ -160,7 +415,7 @@ def _solve_group(
             continue
         found = None
         for j, r in reps:
-            if _may_fit(r, p, ltol):
+            if r.n_sites == p.n_sites:
                 n_fits += 1
                 if _fit(matcher, r, p):
                     found = j
@@ -172,7 +427,7 @@ def _solve_group(
         if novelty:
             hit = None
             for k, r in refs:
-                if _may_fit(r, p, ltol):
+                if r.n_sites == p.n_sites:
                     n_fits += 1
                     if _fit(matcher, r, p):
                         hit = k

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import csv
+import itertools
+from pathlib import Path
+
 import numpy as np
 from pymatgen.core import Lattice, Structure
 
 from smoacs_flows.screening.matching import (
+    _fit,
+    _replay_fit,
+    make_matcher,
     naive_unique_and_novel,
+    prepare,
     successive_minima,
     unique_and_novel,
 )
@@ -70,3 +78,97 @@ def test_parallel_equals_serial_and_no_refs():
     assert a.representative == b.representative
     assert a.reference_match is None and a.novel is None
     assert a.representative == naive_unique_and_novel(cands).representative
+
+
+def _perov_test_split(shared_data: Path, n: int) -> list[Structure]:
+    """The first ``n`` real perov_5 test-split structures (CIF column)."""
+    csv.field_size_limit(10**7)
+    with open(shared_data / "perov_5" / "test.csv", newline="") as fh:
+        rows = list(itertools.islice(csv.DictReader(fh), n))
+    return [Structure.from_str(r["cif"], fmt="cif") for r in rows]
+
+
+def _same_formula_family(templates: list[Structure], rng: np.random.Generator) -> list[Structure]:
+    """One formula (SrTiO3) on every template: genuinely different structures that share a
+    reduced formula, plus near-duplicates and variants near the stol/ltol/angle limits."""
+    out = []
+    for t in templates:
+        s = t.copy()
+        # 5-site ABX3 cells: species by role (A most isolated, B farthest from A, rest X)
+        d = s.distance_matrix + np.eye(len(s)) * 1e9
+        a = int(np.argmax(d.min(axis=1)))
+        b = max((i for i in range(len(s)) if i != a), key=lambda i: d[a, i])
+        s = Structure(
+            s.lattice,
+            ["Sr" if i == a else "Ti" if i == b else "O" for i in range(len(s))],
+            s.frac_coords,
+        )
+        out.append(s)
+        swap = s.copy()
+        swap.replace(a, "Ti")
+        swap.replace(b, "Sr")
+        out.append(swap)
+        for amp in (0.02, 0.3, 0.45):  # 0.3-0.45 Å sits around stol·(V/n)^(1/3) ≈ 0.7 Å
+            p = s.copy()
+            p.perturb(amp)
+            out.append(p)
+        for strain in (0.15, 0.19, 0.21):  # around ltol = 0.2 on one axis
+            st = s.copy()
+            st.apply_strain([strain, 0, 0])
+            out.append(st)
+        sh = s.copy()  # shear a few degrees: around angle_tol = 5
+        m = sh.lattice.matrix.copy()
+        m[1] += (
+            np.tan(np.radians(rng.uniform(3.5, 6.5)))
+            * np.linalg.norm(m[1])
+            * (m[0] / np.linalg.norm(m[0]))
+        )
+        out.append(Structure(Lattice(m), sh.species, sh.frac_coords))
+        sc = s.copy()
+        sc.make_supercell([1, 2, 1])
+        sc.translate_sites(list(range(len(sc))), rng.random(3))
+        out.append(Structure.from_sites([sc[i] for i in rng.permutation(len(sc))]))
+    return out
+
+
+def test_fast_fit_equals_structurematcher_fit_pairwise(shared_data):
+    """Every same-formula pair: the filtered replay equals plain ``StructureMatcher.fit``
+    (on the original structures one way round, on the reduced cells the other way)."""
+    rng = np.random.default_rng(7)
+    family = _same_formula_family(_perov_test_split(shared_data, 5), rng)
+    sm = make_matcher()
+    prepared = [prepare(s, sm) for s in family]
+    for p in prepared:
+        p.reduce(sm)
+    n_true = n_pairs = 0
+    for i, j in itertools.combinations(range(len(family)), 2):
+        want = sm.fit(family[i], family[j])
+        assert _fit(sm, prepared[i], prepared[j]) == want, (i, j)
+        back = sm.fit(prepared[j].reduced, prepared[i].reduced, skip_structure_reduction=True)
+        assert _fit(sm, prepared[j], prepared[i]) == back, (j, i)
+        n_pairs += 1
+        n_true += want
+    # the unfiltered replay is pymatgen's own fit on the reduced cells
+    for i in range(0, len(family), 7):
+        for j in range(len(family)):
+            a, b = prepared[i].reduced, prepared[j].reduced
+            assert _replay_fit(sm, a, b) == sm.fit(a, b, skip_structure_reduction=True)
+    assert 0 < n_true < n_pairs  # both outcomes exercised
+    assert n_pairs - n_true > n_pairs // 3  # mostly the hard case: same formula, no match
+
+
+def test_unique_and_novel_equals_naive_on_perov5_test_split(shared_data):
+    rng = np.random.default_rng(3)
+    templates = _perov_test_split(shared_data, 30)
+    cands = _same_formula_family(templates[:6], rng)
+    for s in templates[6:14]:
+        cands.extend(near_duplicates(s, rng)[:4])
+        cands.append(_swap_ab(s))
+    cands = [cands[i] for i in rng.permutation(len(cands))]
+    refs = templates[10:30] + _same_formula_family(templates[6:8], rng)[::3]
+    fast = unique_and_novel(cands, refs)
+    naive = naive_unique_and_novel(cands, refs)
+    assert fast.representative == naive.representative
+    assert fast.reference_match == naive.reference_match
+    assert 0 < sum(fast.unique) < len(cands)
+    assert 0 < sum(fast.novel) < len(cands)
