@@ -108,3 +108,62 @@ def test_read_entries_accepts_list_dict_and_wrapped(tmp_path):
         p = tmp_path / name
         p.write_text(json.dumps(obj))
         assert len(read_entries_file(p)) == 4
+
+
+def _alexandria_dump(path) -> str:
+    """A bz2 JSON dump in Alexandria's layout ({"entries": [ComputedStructureEntry dicts]})."""
+    import bz2
+
+    docs = []
+    for i, r in enumerate(perov_rows("test", 20)):
+        s = Structure.from_str(r["cif"], fmt="cif")
+        docs.append(ComputedStructureEntry(s, -6.0 * len(s), entry_id=f"agm{i:09d}").as_dict())
+    with bz2.open(path, "wt", encoding="utf-8") as fh:
+        json.dump({"entries": docs}, fh)
+    s0 = Structure.from_str(perov_rows("test", 1)[0]["cif"], fmt="cif")
+    return "-".join(sorted(el.symbol for el in s0.composition.elements))
+
+
+def test_alexandria_download_over_http_is_cached(tmp_path, monkeypatch, capsys):
+    """The real download path against a local HTTP server serving a dump we made."""
+    import functools
+    import http.server
+    import threading
+
+    from smoacs_flows.config import smoacs_home
+
+    served = tmp_path / "www"
+    served.mkdir()
+    cs = _alexandria_dump(served / "convex_hull_pbe.json.bz2")
+    hits: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *a):  # quiet
+            hits.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        monkeypatch.setenv("SMOACS_ALEXANDRIA_URLS", f"{base}/convex_hull_pbe.json.bz2")
+        assert main(["refs", "fetch", "--source", "alexandria", "--chemsys", cs]) == 0
+        n_hits = len(hits)
+        assert n_hits >= 1
+        cached = smoacs_home() / "downloads" / "alexandria" / "convex_hull_pbe.json.bz2"
+        assert cached.is_file() and not list(cached.parent.glob("*.part"))
+        with ReferenceStore() as store:
+            got = store.get(cs)
+        assert got and all(e.entry_id.startswith("agm") for e in got)
+        # a second fetch reads the cache, not the network
+        assert main(["refs", "fetch", "--source", "alexandria", "--chemsys", cs]) == 0
+        assert len(hits) == n_hits
+        # a missing file on the server: a clear error, nothing cached
+        monkeypatch.setenv("SMOACS_ALEXANDRIA_URLS", f"{base}/nope.json.bz2")
+        capsys.readouterr()
+        assert main(["refs", "fetch", "--source", "alexandria", "--chemsys", cs]) == 2
+        assert "cannot download" in capsys.readouterr().err
+        assert not (cached.parent / "nope.json.bz2").exists()
+        assert not list(cached.parent.glob("*.part"))
+    finally:
+        server.shutdown()
