@@ -55,18 +55,15 @@ def format_progress(counts: dict[str, dict[str, int]]) -> str:
 
 
 def fizzled_reasons(lp: EmbeddedLaunchPad, tag: str) -> list[str]:
-    """``name: last line of the exception`` for each fizzled firework of the campaign."""
-    out = []
+    """``name (fw N): reason`` for each fizzled firework of the campaign (the reason as
+    ``smoacs-flows resume`` shows it: custodian's correction and the exception's last line)."""
+    from smoacs_flows.makers.recovery import failure_reason
+
     with lp.session(write=False):
-        for fw in lp.fireworks.find({"spec.tags": tag, "state": "FIZZLED"}, {"fw_id": 1,
-                                                                             "name": 1}):
-            launch = lp.launches.find_one({"fw_id": fw["fw_id"], "state": "FIZZLED"},
-                                          sort=[("launch_id", -1)])
-            exc = (((launch or {}).get("action") or {}).get("stored_data") or {}).get(
-                "_exception") or {}
-            lines = [x for x in str(exc.get("_stacktrace", "")).strip().splitlines() if x]
-            out.append(f"{fw['name']} (fw {fw['fw_id']}): {lines[-1] if lines else 'unknown'}")
-    return out
+        fws = list(lp.fireworks.find({"spec.tags": tag, "state": "FIZZLED"},
+                                     {"fw_id": 1, "name": 1}))
+        return [f"{fw['name']} (fw {fw['fw_id']}): {failure_reason(lp, fw['fw_id'])}"
+                for fw in fws]
 
 
 def decide(counts: dict[str, dict[str, int]]) -> str | None:

@@ -31,6 +31,15 @@ def _swap_ab(s: Structure) -> Structure:
     return t
 
 
+def _fast_equals_naive(cands: list, refs: list) -> tuple:
+    """Run both paths and assert the same representatives and reference matches."""
+    fast = unique_and_novel(cands, refs)
+    naive = naive_unique_and_novel(cands, refs)
+    assert fast.representative == naive.representative
+    assert fast.reference_match == naive.reference_match
+    return fast, naive
+
+
 def test_successive_minima_of_known_lattices():
     # fcc conventional a=4: primitive minima all a/√2
     fcc = Structure(
@@ -58,10 +67,7 @@ def test_equals_naive_on_perov5_and_near_duplicates():
     order = rng.permutation(len(cands))
     cands = [cands[i] for i in order]
     refs = base[4:12] + [_swap_ab(s) for s in base[8:10]]
-    fast = unique_and_novel(cands, refs)
-    naive = naive_unique_and_novel(cands, refs)
-    assert fast.representative == naive.representative
-    assert fast.reference_match == naive.reference_match
+    fast, naive = _fast_equals_naive(cands, refs)
     # the test must exercise both outcomes of each question
     assert 8 < sum(fast.unique) < len(cands)
     assert 0 < sum(fast.novel) < len(cands)
@@ -166,9 +172,6 @@ def test_unique_and_novel_equals_naive_on_perov5_test_split(shared_data):
         cands.append(_swap_ab(s))
     cands = [cands[i] for i in rng.permutation(len(cands))]
     refs = templates[10:30] + _same_formula_family(templates[6:8], rng)[::3]
-    fast = unique_and_novel(cands, refs)
-    naive = naive_unique_and_novel(cands, refs)
-    assert fast.representative == naive.representative
-    assert fast.reference_match == naive.reference_match
+    fast, _ = _fast_equals_naive(cands, refs)
     assert 0 < sum(fast.unique) < len(cands)
     assert 0 < sum(fast.novel) < len(cands)
