@@ -35,9 +35,18 @@ def main() -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     out = {
         "system": "NiMnSb (C1b, a=5.90 Å, primitive, 3 atoms)",
-        "settings": {k: result.settings[k] for k in
-                     ("ecut", "kpoint_density", "dense_kpoint_density", "scf_kpts", "nscf_kpts",
-                      "nscf_ibz_kpoints", "smearing")},
+        "settings": {
+            k: result.settings[k]
+            for k in (
+                "ecut",
+                "kpoint_density",
+                "dense_kpoint_density",
+                "scf_kpts",
+                "nscf_kpts",
+                "nscf_ibz_kpoints",
+                "smearing",
+            )
+        },
         "wall_s": round(wall, 1),
         "scf_s": round(result.timings.get("scf", float("nan")), 1),
         "nscf_s": round(result.timings.get("nscf", float("nan")), 1),

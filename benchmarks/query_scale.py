@@ -25,11 +25,39 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ELEMENTS = ["Fe", "Mn", "Cr", "V", "Ti", "Cu", "Zn", "Al", "Si", "Ge", "Sn", "Sb", "In", "Co",
-            "Ni", "Mg", "Ca", "Sr", "Ba", "Y", "Zr", "Nb", "Mo", "Ru", "Rh", "Pd", "Ag"]
+ELEMENTS = [
+    "Fe",
+    "Mn",
+    "Cr",
+    "V",
+    "Ti",
+    "Cu",
+    "Zn",
+    "Al",
+    "Si",
+    "Ge",
+    "Sn",
+    "Sb",
+    "In",
+    "Co",
+    "Ni",
+    "Mg",
+    "Ca",
+    "Sr",
+    "Ba",
+    "Y",
+    "Zr",
+    "Nb",
+    "Mo",
+    "Ru",
+    "Rh",
+    "Pd",
+    "Ag",
+]
 QUERIES = {
-    "half-metals, E_hull<=0.1, no Co, <=4 el.": dict(verdict="half_metal", e_hull_max=0.1,
-                                                     exclude=["Co"], max_elements=4),
+    "half-metals, E_hull<=0.1, no Co, <=4 el.": dict(
+        verdict="half_metal", e_hull_max=0.1, exclude=["Co"], max_elements=4
+    ),
     "S.U.N., contains Fe, top 50 by E_hull": dict(sun=True, include=["Fe"], limit=50),
     "failed DFT": dict(state="failed"),
     "|P|>=0.9, moment 2..4 μB/f.u.": dict(polarisation_min=0.9, moment_min=2.0, moment_max=4.0),
@@ -48,8 +76,14 @@ def make_outputs(n: int, seed: int = 0) -> list[dict]:
     docs, sun_records, scores, rejected = [], [], {}, {}
 
     def jobdoc(stage: str, output: dict, i: int) -> dict:
-        return {"uuid": f"{stage}-{i:05d}", "index": 1, "output": output, "completed_at": now,
-                "name": stage, "metadata": {"campaign": "bench", "stage": stage, "tags": tags}}
+        return {
+            "uuid": f"{stage}-{i:05d}",
+            "index": 1,
+            "output": output,
+            "completed_at": now,
+            "name": stage,
+            "metadata": {"campaign": "bench", "stage": stage, "tags": tags},
+        }
 
     per = 512
     for j, start in enumerate(range(0, n, per)):
@@ -58,42 +92,83 @@ def make_outputs(n: int, seed: int = 0) -> list[dict]:
             els = rng.sample(ELEMENTS, 3)
             s = tmpl.copy()
             s.replace_species({sp: e for sp, e in zip(sorted(tmpl.composition), els)})
-            recs.append({"id": f"bench-{i:06d}", "batch": j, "template_id": "half_heusler_C1b",
-                         "formula": s.composition.formula,
-                         "reduced_formula": s.composition.reduced_formula,
-                         "elements": sorted(els), "n_elements": 3, "n_sites": len(s),
-                         "structure": s.as_dict(),
-                         "predicted": {"chgnet": rng.uniform(-8, -3)},
-                         "losses": {"total": rng.uniform(0, 3)}, "success": {"all": True}})
+            recs.append(
+                {
+                    "id": f"bench-{i:06d}",
+                    "batch": j,
+                    "template_id": "half_heusler_C1b",
+                    "formula": s.composition.formula,
+                    "reduced_formula": s.composition.reduced_formula,
+                    "elements": sorted(els),
+                    "n_elements": 3,
+                    "n_sites": len(s),
+                    "structure": s.as_dict(),
+                    "predicted": {"chgnet": rng.uniform(-8, -3)},
+                    "losses": {"total": rng.uniform(0, 3)},
+                    "success": {"all": True},
+                }
+            )
         docs.append(jobdoc("propose", {"records": recs}, j))
         kept = [r for r in recs if rng.random() < 0.6]
-        docs.append(jobdoc("prefilter", {"records": kept, "rejected": {
-            r["id"]: ["band gap 0.4 > 0.1"] for r in recs if r not in kept}}, j))
+        docs.append(
+            jobdoc(
+                "prefilter",
+                {
+                    "records": kept,
+                    "rejected": {r["id"]: ["band gap 0.4 > 0.1"] for r in recs if r not in kept},
+                },
+                j,
+            )
+        )
         relaxed = []
         for r in kept:
             r = dict(r)
-            r["screening"] = {"mlip": "CHGNet", "relaxed": r["structure"],
-                              "mlip_energy_per_atom": rng.uniform(-8, -3),
-                              "relax_converged": True, "relax_steps": 40, "relax_wall_time": 1.0}
+            r["screening"] = {
+                "mlip": "CHGNet",
+                "relaxed": r["structure"],
+                "mlip_energy_per_atom": rng.uniform(-8, -3),
+                "relax_converged": True,
+                "relax_steps": 40,
+                "relax_wall_time": 1.0,
+            }
             relaxed.append(r)
             eh = rng.expovariate(8.0)
-            scores[r["id"]] = {"e_above_hull": eh, "stable": eh <= 0.1, "unique": True,
-                               "novel": rng.random() < 0.9}
+            scores[r["id"]] = {
+                "e_above_hull": eh,
+                "stable": eh <= 0.1,
+                "unique": True,
+                "novel": rng.random() < 0.9,
+            }
             if scores[r["id"]]["stable"] and scores[r["id"]]["novel"]:
                 sun_records.append(r)
             else:
                 rejected[r["id"]] = ["not S.U.N."]
         docs.append(jobdoc("relax", {"records": relaxed, "stage_rejected": {}}, j))
-    docs.append(jobdoc("sun", {"records": sun_records, "scores": scores,
-                               "stage_rejected": rejected}, 0))
+    docs.append(
+        jobdoc("sun", {"records": sun_records, "scores": scores, "stage_rejected": rejected}, 0)
+    )
     for k, r in enumerate(sun_records[:20]):
         p = rng.uniform(0.5, 1.0)
-        docs.append(jobdoc("dft", {
-            "candidate_id": r["id"], "engine": "gpaw", "structure": r["structure"],
-            "formula": r["formula"], "reduced_formula": r["reduced_formula"],
-            "moment_per_fu": rng.choice([1.0, 2.0, 3.0, 2.6]), "total_moment": 3.0,
-            "analysis": {"verdict": "half_metal" if p > 0.95 else "magnetic_metal",
-                         "polarisation": p, "gaps": {}}}, k))
+        docs.append(
+            jobdoc(
+                "dft",
+                {
+                    "candidate_id": r["id"],
+                    "engine": "gpaw",
+                    "structure": r["structure"],
+                    "formula": r["formula"],
+                    "reduced_formula": r["reduced_formula"],
+                    "moment_per_fu": rng.choice([1.0, 2.0, 3.0, 2.6]),
+                    "total_moment": 3.0,
+                    "analysis": {
+                        "verdict": "half_metal" if p > 0.95 else "magnetic_metal",
+                        "polarisation": p,
+                        "gaps": {},
+                    },
+                },
+                k,
+            )
+        )
     return docs
 
 
@@ -132,8 +207,9 @@ def main() -> None:
     js.docs_store._collection.insert_many(docs)
     js.additional_stores["data"]._collection.insert_many(blobs)
     t_gen = time.perf_counter() - t0
-    print(f"synthetic job outputs: {len(docs)} job documents for {args.n} proposals "
-          f"({t_gen:.1f} s)")
+    print(
+        f"synthetic job outputs: {len(docs)} job documents for {args.n} proposals ({t_gen:.1f} s)"
+    )
 
     rs = embedded_results_store()
     t = time.perf_counter()
@@ -143,9 +219,11 @@ def main() -> None:
     t = time.perf_counter()
     stats2 = update_results(rs, embedded_job_store())
     t_noop = time.perf_counter() - t
-    print(f"builder: {n_docs} candidate documents in {t_build:.1f} s = "
-          f"{n_docs / t_build:.0f} documents/s; rerun with nothing new: {t_noop:.2f} s "
-          f"({stats2.get('job_outputs_processed', 0)} outputs processed)")
+    print(
+        f"builder: {n_docs} candidate documents in {t_build:.1f} s = "
+        f"{n_docs / t_build:.0f} documents/s; rerun with nothing new: {t_noop:.2f} s "
+        f"({stats2.get('job_outputs_processed', 0)} outputs processed)"
+    )
 
     rs.connect()
     index = rs.index
@@ -156,8 +234,10 @@ def main() -> None:
         t_ix = timed(lambda kw=kw: query(campaign="bench", results=rs, **kw), args.repeat)
         rs.index = None
         t_mdb = timed(lambda kw=kw: query(campaign="bench", results=rs, **kw), 1)
-        print(f"{name:<44} {hits:>6} {t_ix * 1e3:>10.0f} ms {t_mdb * 1e3:>10.0f} ms "
-              f"{t_mdb / t_ix:>5.0f}x")
+        print(
+            f"{name:<44} {hits:>6} {t_ix * 1e3:>10.0f} ms {t_mdb * 1e3:>10.0f} ms "
+            f"{t_mdb / t_ix:>5.0f}x"
+        )
     rs.index = index
 
 

@@ -78,8 +78,9 @@ def main() -> None:
     camp = load_campaign(ROOT / "campaigns" / "perovskite.yaml")
     camp.schedule.n_candidates = args.n
     camp.schedule.batch_size = args.batch_size
-    camp.stages = {"orchestration": {"batches_per_job": args.batches_per_job,
-                                     "relax_group": args.relax_group}}
+    camp.stages = {
+        "orchestration": {"batches_per_job": args.batches_per_job, "relax_group": args.relax_group}
+    }
     t0 = time.perf_counter()
     sub = submit(camp)
     wall = time.perf_counter() - t0

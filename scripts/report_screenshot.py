@@ -26,19 +26,37 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "report.png")
     ap.add_argument("--height", type=int, default=3200)
     args = ap.parse_args()
-    docs, dos = synthetic_campaign(args.n, seed=7, excluded=SUPPLY_RISK, campaign="hm-demo",
-                                   n_half_metals=4, evil=False)
+    docs, dos = synthetic_campaign(
+        args.n, seed=7, excluded=SUPPLY_RISK, campaign="hm-demo", n_half_metals=4, evil=False
+    )
     base, _ = synthetic_campaign(args.n, seed=8, campaign="hm-demo-nomask", evil=False)
     with tempfile.TemporaryDirectory() as tmp:
         html = args.html or Path(tmp) / "report.html"
-        write_report(docs, html, "Half-metal campaign hm-demo (synthetic data)", dos=dos,
-                     excluded=SUPPLY_RISK, compare_docs=base,
-                     compare_label="same campaign, no exclusion mask")
-        subprocess.run(["chromium", "--headless=new", "--no-sandbox", "--disable-gpu",
-                        "--hide-scrollbars", f"--user-data-dir={tmp}/profile",
-                        "--virtual-time-budget=5000", f"--screenshot={args.out.resolve()}",
-                        f"--window-size=1280,{args.height}", html.resolve().as_uri()],
-                       check=True, capture_output=True)
+        write_report(
+            docs,
+            html,
+            "Half-metal campaign hm-demo (synthetic data)",
+            dos=dos,
+            excluded=SUPPLY_RISK,
+            compare_docs=base,
+            compare_label="same campaign, no exclusion mask",
+        )
+        subprocess.run(
+            [
+                "chromium",
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                f"--user-data-dir={tmp}/profile",
+                "--virtual-time-budget=5000",
+                f"--screenshot={args.out.resolve()}",
+                f"--window-size=1280,{args.height}",
+                html.resolve().as_uri(),
+            ],
+            check=True,
+            capture_output=True,
+        )
     print(args.out)
 
 

@@ -137,8 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=24)
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--loss", choices=["mse", "l1"], default=None, help="override the loss")
-    p.add_argument("--reevaluate", action="store_true",
-                   help="only recompute the held-out metrics of the models in --out")
+    p.add_argument(
+        "--reevaluate",
+        action="store_true",
+        help="only recompute the held-out metrics of the models in --out",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     for name in args.only or sorted(MODELS):
@@ -173,8 +176,9 @@ def main(argv: list[str] | None = None) -> int:
             log=print,
         )
         card = result.card
-        card.update(evaluation(result.holdout_targets, result.holdout_predictions, test,
-                               result.model, card))
+        card.update(
+            evaluation(result.holdout_targets, result.holdout_predictions, test, result.model, card)
+        )
         card["intended_use"] = SCOPE.format(n=card["split"]["train"]) + " " + spec["good_for"]
         card["limitations"] = spec["not_for"]
         card["training_data"] = "perov_5 val.csv (CDVAE split of Castelli et al. 2012), MIT"

@@ -24,8 +24,21 @@ def home_path(*parts: str) -> Path:
 
 
 #: distributions whose versions a job output records (those installed)
-TRACKED = ("smoacs-flows", "torch", "pymatgen", "chgnet", "mattersim", "alignn", "ase", "gpaw",
-           "atomate2", "custodian", "jobflow", "fireworks", "maggma")
+TRACKED = (
+    "smoacs-flows",
+    "torch",
+    "pymatgen",
+    "chgnet",
+    "mattersim",
+    "alignn",
+    "ase",
+    "gpaw",
+    "atomate2",
+    "custodian",
+    "jobflow",
+    "fireworks",
+    "maggma",
+)
 
 
 def software_versions(names: tuple[str, ...] = TRACKED) -> dict[str, str]:

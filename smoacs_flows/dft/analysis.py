@@ -70,23 +70,40 @@ def _spin_gap_from_eigenvalues(
     cbm = float(eig[~below].min()) if (~below).any() else None
     if n_below.min() != n_below.max():
         return SpinGap(
-            spin=spin, gapped=False, vbm=vbm, cbm=cbm, source="eigenvalues",
+            spin=spin,
+            gapped=False,
+            vbm=vbm,
+            cbm=cbm,
+            source="eigenvalues",
             reason=f"bands cross E_F ({int(n_below.min())}-{int(n_below.max())} states below "
             "E_F per k-point)",
         )
     if vbm is None or cbm is None:
         return SpinGap(
-            spin=spin, gapped=False, vbm=vbm, cbm=cbm, source="eigenvalues",
+            spin=spin,
+            gapped=False,
+            vbm=vbm,
+            cbm=cbm,
+            source="eigenvalues",
             reason="E_F outside the computed bands",
         )
     gap = cbm - vbm
     if gap < settings.min_gap:
         return SpinGap(
-            spin=spin, gapped=False, vbm=vbm, cbm=cbm, source="eigenvalues",
+            spin=spin,
+            gapped=False,
+            vbm=vbm,
+            cbm=cbm,
+            source="eigenvalues",
             reason=f"CBM-VBM = {gap:.3f} eV < min_gap {settings.min_gap} eV",
         )
     return SpinGap(
-        spin=spin, gapped=True, vbm=vbm, cbm=cbm, gap=gap, source="eigenvalues",
+        spin=spin,
+        gapped=True,
+        vbm=vbm,
+        cbm=cbm,
+        gap=gap,
+        source="eigenvalues",
         reason=f"no band crosses E_F; CBM-VBM = {gap:.3f} eV",
     )
 
@@ -104,18 +121,30 @@ def _spin_gap_from_dos(
     vbm = float(energies[lo[-1]]) if lo.size else None
     cbm = float(energies[i_f + hi[0]]) if hi.size else None
     if vbm is None or cbm is None:
-        return SpinGap(spin=spin, gapped=False, vbm=vbm, cbm=cbm, source="dos",
-                       reason="E_F at the edge of the DOS energy range")
+        return SpinGap(
+            spin=spin,
+            gapped=False,
+            vbm=vbm,
+            cbm=cbm,
+            source="dos",
+            reason="E_F at the edge of the DOS energy range",
+        )
     gap = cbm - vbm
     gapped = gap >= settings.min_gap
     return SpinGap(
-        spin=spin, gapped=gapped, vbm=vbm, cbm=cbm, gap=gap if gapped else None, source="dos",
+        spin=spin,
+        gapped=gapped,
+        vbm=vbm,
+        cbm=cbm,
+        gap=gap if gapped else None,
+        source="dos",
         reason=f"zero-DOS interval around E_F = {gap:.3f} eV (from the DOS only)",
     )
 
 
-def dos_at_fermi(energies: Sequence[float], dos: Sequence[float], efermi: float,
-                 window: float) -> float:
+def dos_at_fermi(
+    energies: Sequence[float], dos: Sequence[float], efermi: float, window: float
+) -> float:
     """Mean DOS over [E_F - window, E_F + window] (trapezoidal; interpolated at the ends)."""
     e = np.asarray(energies, dtype=float)
     d = np.asarray(dos, dtype=float)
@@ -130,8 +159,9 @@ def dos_at_fermi(energies: Sequence[float], dos: Sequence[float], efermi: float,
     return float(np.trapezoid(vals, grid) / (hi - lo))
 
 
-def gaussian_dos(eigenvalues: np.ndarray, weights: np.ndarray | None, energies: np.ndarray,
-                 width: float) -> np.ndarray:
+def gaussian_dos(
+    eigenvalues: np.ndarray, weights: np.ndarray | None, energies: np.ndarray, width: float
+) -> np.ndarray:
     """Gaussian-broadened DOS of one channel (states/eV/cell; weights sum to 1)."""
     eig = np.asarray(eigenvalues, dtype=float)
     nk = eig.shape[0]
@@ -167,7 +197,8 @@ def analyse_spin_channels(
     common: dict[str, Any] = {
         "efermi": efermi,
         "moment_per_fu": moment_fu,
-        "moment_integer_distance": None if moment_fu is None
+        "moment_integer_distance": None
+        if moment_fu is None
         else abs(abs(moment_fu) - round(abs(moment_fu))),
         "settings": settings.model_dump(),
     }
@@ -175,8 +206,9 @@ def analyse_spin_channels(
     has_dos_down = dos is not None and dos.down is not None
     if not (has_eig_down or has_dos_down):
         why = "no spin-down channel (ISPIN=1 or a DOS without spin)"
-        return HalfMetalAnalysis(verdict="not_spin_polarised", spin_polarised=False,
-                                 warnings=[why], **common)
+        return HalfMetalAnalysis(
+            verdict="not_spin_polarised", spin_polarised=False, warnings=[why], **common
+        )
     if efermi is None:
         raise InputError("the calculation has no Fermi level; cannot analyse spin channels")
 
@@ -203,8 +235,9 @@ def analyse_spin_channels(
     elif eigenvalues is not None:
         grid = np.linspace(efermi - settings.fermi_window, efermi + settings.fermi_window, 21)
         n_up, n_dn = (
-            float(np.mean(gaussian_dos(np.asarray(eigenvalues[s]), None, grid,
-                                       settings.fermi_window)))
+            float(
+                np.mean(gaussian_dos(np.asarray(eigenvalues[s]), None, grid, settings.fermi_window))
+            )
             for s in ("up", "down")
         )
     # a channel gapped by its eigenvalues has no states at E_F (a smeared DOS may show tails)

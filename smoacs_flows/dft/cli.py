@@ -20,15 +20,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="run one candidate through GPAW or the atomate2 VASP chain")
     run.add_argument("structure", help="candidate structure (CIF, POSCAR or pymatgen JSON)")
     run.add_argument("--engine", choices=["gpaw", "vasp"], default="gpaw")
-    run.add_argument("--out", default=None,
-                     help="output directory (default: dft-<structure name>)")
+    run.add_argument("--out", default=None, help="output directory (default: dft-<structure name>)")
     run.add_argument("--force", action="store_true", help="replace an existing --out")
     run.add_argument("--relax", action="store_true", help="GPAW: relax positions and cell first")
     run.add_argument("--ecut", type=float, default=None, help="GPAW plane-wave cutoff (eV)")
-    run.add_argument("--kpoint-density", type=float, default=None,
-                     help="GPAW SCF k-points per Å^-1")
-    run.add_argument("--dense-kpoint-density", type=float, default=None,
-                     help="GPAW non-SCF k-points per Å^-1")
+    run.add_argument(
+        "--kpoint-density", type=float, default=None, help="GPAW SCF k-points per Å^-1"
+    )
+    run.add_argument(
+        "--dense-kpoint-density", type=float, default=None, help="GPAW non-SCF k-points per Å^-1"
+    )
     run.add_argument("--vasp-cmd", default=None, help="VASP command (else atomate2 settings)")
     run.add_argument("--max-errors", type=int, default=5, help="VASP: custodian max errors")
     run.add_argument("--wall-time", type=int, default=None, help="VASP: wall time, seconds")
@@ -47,8 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _analysis_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--min-gap", type=float, default=None, help="smallest spin gap, eV (0.1)")
-    p.add_argument("--near-hm", type=float, default=None,
-                   help="|P| threshold for near_half_metal (0.9)")
+    p.add_argument(
+        "--near-hm", type=float, default=None, help="|P| threshold for near_half_metal (0.9)"
+    )
 
 
 def _settings(args: argparse.Namespace) -> AnalysisSettings:
@@ -74,14 +76,21 @@ def analyse_path(path: str | Path, settings: AnalysisSettings | None = None) -> 
         if result.spin_polarised and (result.eigenvalues or result.dos):
             n_k = len(result.eigenvalues["up"]) if result.eigenvalues else None
             result.analysis = analyse_spin_channels(
-                result.efermi, eigenvalues=result.eigenvalues, dos=result.dos,
-                total_moment=result.total_moment, n_formula_units=result.n_formula_units,
-                site_moments=result.site_moments, n_kpoints=n_k, settings=settings,
+                result.efermi,
+                eigenvalues=result.eigenvalues,
+                dos=result.dos,
+                total_moment=result.total_moment,
+                n_formula_units=result.n_formula_units,
+                site_moments=result.site_moments,
+                n_kpoints=n_k,
+                settings=settings,
             )
         else:
             result.analysis = analyse_spin_channels(
-                result.efermi, total_moment=result.total_moment,
-                n_formula_units=result.n_formula_units, settings=settings,
+                result.efermi,
+                total_moment=result.total_moment,
+                n_formula_units=result.n_formula_units,
+                settings=settings,
             )
         return result
     from smoacs_flows.dft.vasp import parse_vasp_output
@@ -96,14 +105,33 @@ def _fmt(x: float | None, spec: str = ".3f") -> str:
 def print_table(results: list[DFTResult], file=None) -> None:
     """The verdict table: verdict, P at E_F, per-spin gaps, half-metallic gap, moments."""
     file = file or sys.stdout
-    head = ("formula", "engine", "verdict", "P(E_F)", "gap↑ eV", "gap↓ eV", "HM gap eV",
-            "μB/cell", "μB/f.u.")
+    head = (
+        "formula",
+        "engine",
+        "verdict",
+        "P(E_F)",
+        "gap↑ eV",
+        "gap↓ eV",
+        "HM gap eV",
+        "μB/cell",
+        "μB/f.u.",
+    )
     rows = []
     for r in results:
         s = r.summary()
-        rows.append((s["formula"], s["engine"], s["verdict"] or "—", _fmt(s["polarisation"]),
-                     _fmt(s["gap_up"]), _fmt(s["gap_down"]), _fmt(s["half_metallic_gap"]),
-                     _fmt(s["total_moment"]), _fmt(s["moment_per_fu"])))
+        rows.append(
+            (
+                s["formula"],
+                s["engine"],
+                s["verdict"] or "—",
+                _fmt(s["polarisation"]),
+                _fmt(s["gap_up"]),
+                _fmt(s["gap_down"]),
+                _fmt(s["half_metallic_gap"]),
+                _fmt(s["total_moment"]),
+                _fmt(s["moment_per_fu"]),
+            )
+        )
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
     print("  ".join(h.ljust(w) for h, w in zip(head, widths)), file=file)
     for row in rows:
@@ -116,8 +144,9 @@ def print_table(results: list[DFTResult], file=None) -> None:
 def _emit(result: DFTResult, as_json: bool) -> None:
     if as_json:
         out = result.summary()
-        out["gaps"] = ({k: v.model_dump() for k, v in result.analysis.gaps.items()}
-                       if result.analysis else {})
+        out["gaps"] = (
+            {k: v.model_dump() for k, v in result.analysis.gaps.items()} if result.analysis else {}
+        )
         out["dos_at_ef"] = result.analysis.dos_at_ef if result.analysis else {}
         out["site_moments"] = result.site_moments
         out["source"] = result.source
@@ -149,8 +178,7 @@ def _run(args: argparse.Namespace) -> int:
         from smoacs_flows.dft.vasp import VaspChainSettings, configured_vasp_cmd, run_vasp_chain
 
         cmd = configured_vasp_cmd(args.vasp_cmd)  # says how to configure VASP when absent
-        vs = VaspChainSettings(vasp_cmd=cmd, max_errors=args.max_errors,
-                               wall_time=args.wall_time)
+        vs = VaspChainSettings(vasp_cmd=cmd, max_errors=args.max_errors, wall_time=args.wall_time)
         # VASP job folders are scratch kept beside the output (custodian logs on failure)
         jobs_dir = out.with_name(out.name + "-vasp-jobs")
         with atomic_output_dir(out, force=args.force) as tmp:

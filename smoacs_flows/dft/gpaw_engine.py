@@ -148,8 +148,10 @@ def run_gpaw(
     try:
         energy = float(atoms.get_potential_energy())
     except Exception as exc:  # GPAW raises its own KohnShamConvergenceError etc.
-        raise SmoacsError(f"GPAW SCF failed for {structure.composition.reduced_formula}: "
-                          f"{type(exc).__name__}: {exc}") from exc
+        raise SmoacsError(
+            f"GPAW SCF failed for {structure.composition.reduced_formula}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     timings["scf"] = time.perf_counter() - t0
     efermi = float(calc.get_fermi_level())
     total_moment = float(calc.get_magnetic_moment())
@@ -198,8 +200,9 @@ def run_gpaw(
     final = structure.copy()
     final.add_site_property("magmom", site_moments)
     run_settings = settings.model_dump()
-    run_settings.update(scf_kpts=list(kpts), nscf_kpts=list(dense), nscf_ibz_kpoints=n_ibz,
-                        nbands_nscf=nbands)
+    run_settings.update(
+        scf_kpts=list(kpts), nscf_kpts=list(dense), nscf_ibz_kpoints=n_ibz, nbands_nscf=nbands
+    )
     result = DFTResult(
         engine="gpaw",
         settings=run_settings,

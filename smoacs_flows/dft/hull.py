@@ -40,12 +40,14 @@ def vasp_entry(result: DFTResult) -> ComputedStructureEntry:
     else:
         run_type = "GGA+U" if is_u else "GGA"
     params = {"run_type": run_type, "is_hubbard": is_u, "hubbards": hubbards}
-    return ComputedStructureEntry(structure, result.energy, parameters=params,
-                                  entry_id=f"dft-{result.reduced_formula}")
+    return ComputedStructureEntry(
+        structure, result.energy, parameters=params, entry_id=f"dft-{result.reduced_formula}"
+    )
 
 
-def dft_hull(result: DFTResult,
-             reference_entries: Sequence[ComputedEntry] | None = None) -> dict[str, Any]:
+def dft_hull(
+    result: DFTResult, reference_entries: Sequence[ComputedEntry] | None = None
+) -> dict[str, Any]:
     """``{"comparable_to_mp", "e_above_hull" (eV/atom), "n_references", "note"}``.
 
     Reference entries must already carry MP2020 corrections. Without them, the reference
@@ -54,8 +56,12 @@ def dft_hull(result: DFTResult,
     if result.engine != "vasp":
         from smoacs_flows.dft.gpaw_engine import GPAW_HULL_NOTE
 
-        return {"comparable_to_mp": False, "e_above_hull": None, "n_references": 0,
-                "note": GPAW_HULL_NOTE}
+        return {
+            "comparable_to_mp": False,
+            "e_above_hull": None,
+            "n_references": 0,
+            "note": GPAW_HULL_NOTE,
+        }
     from pymatgen.analysis.phase_diagram import PhaseDiagram
 
     from smoacs_flows.screening.references import apply_mp2020
@@ -63,8 +69,12 @@ def dft_hull(result: DFTResult,
     try:
         entry = apply_mp2020([vasp_entry(result)], where=f"{result.reduced_formula}: ")[0]
     except InputError as exc:  # e.g. r2SCAN runs, or U values other than MP's
-        return {"comparable_to_mp": False, "e_above_hull": None, "n_references": 0,
-                "note": str(exc)}
+        return {
+            "comparable_to_mp": False,
+            "e_above_hull": None,
+            "n_references": 0,
+            "note": str(exc),
+        }
     chemsys = "-".join(sorted(el.symbol for el in entry.composition.elements))
     if reference_entries is None:
         from smoacs_flows.screening.references import ReferenceStore
@@ -72,16 +82,22 @@ def dft_hull(result: DFTResult,
         with ReferenceStore() as store:
             reference_entries = store.get(chemsys)
     elements = {el.symbol for el in entry.composition.elements}
-    refs = [e for e in reference_entries
-            if {el.symbol for el in e.composition.elements} <= elements]
-    have = {el.symbol for e in refs for el in e.composition.elements
-            if e.composition.is_element}
+    refs = [
+        e for e in reference_entries if {el.symbol for el in e.composition.elements} <= elements
+    ]
+    have = {el.symbol for e in refs for el in e.composition.elements if e.composition.is_element}
     if not elements <= have:
-        return {"comparable_to_mp": True, "e_above_hull": None, "n_references": len(refs),
-                "note": f"no elemental references for {sorted(elements - have)} in {chemsys}; "
-                        "fetch them with the screening reference store"}
-    pd = PhaseDiagram([*refs, entry])
-    return {"comparable_to_mp": True,
-            "e_above_hull": float(pd.get_e_above_hull(entry, allow_negative=True)),
+        return {
+            "comparable_to_mp": True,
+            "e_above_hull": None,
             "n_references": len(refs),
-            "note": "VASP energy with MP2020 corrections against MP2020-corrected references"}
+            "note": f"no elemental references for {sorted(elements - have)} in {chemsys}; "
+            "fetch them with the screening reference store",
+        }
+    pd = PhaseDiagram([*refs, entry])
+    return {
+        "comparable_to_mp": True,
+        "e_above_hull": float(pd.get_e_above_hull(entry, allow_negative=True)),
+        "n_references": len(refs),
+        "note": "VASP energy with MP2020 corrections against MP2020-corrected references",
+    }

@@ -12,8 +12,9 @@ from smoacs_flows.errors import InputError
 from smoacs_flows.io import atomic_write_bytes
 
 
-def plot_spin_dos(result: DFTResult, path: str | Path, emin: float = -4.0,
-                  emax: float = 4.0) -> Path:
+def plot_spin_dos(
+    result: DFTResult, path: str | Path, emin: float = -4.0, emax: float = 4.0
+) -> Path:
     """Write a PNG of the spin-resolved total DOS of ``result`` (written atomically)."""
     import matplotlib
 
@@ -27,8 +28,9 @@ def plot_spin_dos(result: DFTResult, path: str | Path, emin: float = -4.0,
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     ax.fill_between(e, np.asarray(result.dos.up), color="tab:red", alpha=0.6, label="spin up")
     if result.dos.down is not None:
-        ax.fill_between(e, -np.asarray(result.dos.down), color="tab:blue", alpha=0.6,
-                        label="spin down")
+        ax.fill_between(
+            e, -np.asarray(result.dos.down), color="tab:blue", alpha=0.6, label="spin down"
+        )
     ax.axhline(0.0, color="k", lw=0.8)
     ax.axvline(0.0, color="k", ls="--", lw=0.8, label="E_F")
     ax.set_xlim(emin, emax)

@@ -14,18 +14,42 @@ from smoacs_flows.errors import InputError
 #: ion (Mn2+/Fe3+ d5: 5, Co2+ d7: 3, Ni2+ d8: 2, ...; 4f ions by their 4f count). Every other
 #: element starts at ``DEFAULT_INITIAL_MOMENT`` so a ferromagnetic start can polarise it.
 HIGH_SPIN_MOMENTS: dict[str, float] = {
-    "Ti": 2.0, "V": 3.0, "Cr": 4.0, "Mn": 5.0, "Fe": 5.0, "Co": 3.0, "Ni": 2.0, "Cu": 1.0,
-    "Mo": 3.0, "Ru": 3.0, "Rh": 2.0, "Pd": 1.0,
-    "Ce": 5.0, "Pr": 5.0, "Nd": 5.0, "Sm": 5.0, "Eu": 7.0, "Gd": 7.0, "Tb": 7.0, "Dy": 7.0,
-    "Ho": 7.0, "Er": 5.0, "Tm": 5.0, "Yb": 5.0, "U": 5.0, "Np": 5.0, "Pu": 5.0,
+    "Ti": 2.0,
+    "V": 3.0,
+    "Cr": 4.0,
+    "Mn": 5.0,
+    "Fe": 5.0,
+    "Co": 3.0,
+    "Ni": 2.0,
+    "Cu": 1.0,
+    "Mo": 3.0,
+    "Ru": 3.0,
+    "Rh": 2.0,
+    "Pd": 1.0,
+    "Ce": 5.0,
+    "Pr": 5.0,
+    "Nd": 5.0,
+    "Sm": 5.0,
+    "Eu": 7.0,
+    "Gd": 7.0,
+    "Tb": 7.0,
+    "Dy": 7.0,
+    "Ho": 7.0,
+    "Er": 5.0,
+    "Tm": 5.0,
+    "Yb": 5.0,
+    "U": 5.0,
+    "Np": 5.0,
+    "Pu": 5.0,
 }
 DEFAULT_INITIAL_MOMENT = 0.6
 #: Atoms closer than this (Å) are overlapping: no DFT code can start from them.
 MIN_DISTANCE = 0.5
 
 
-def initial_moments(structure: Structure,
-                    overrides: Mapping[str, float] | None = None) -> list[float]:
+def initial_moments(
+    structure: Structure, overrides: Mapping[str, float] | None = None
+) -> list[float]:
     """Ferromagnetic high-spin start: site ``magmom`` properties win, else the element table."""
     table = {**HIGH_SPIN_MOMENTS, **(overrides or {})}
     props = structure.site_properties.get("magmom")
@@ -39,8 +63,9 @@ def initial_moments(structure: Structure,
     return out
 
 
-def check_structure(structure: Structure, name: str = "structure",
-                    min_distance: float = MIN_DISTANCE) -> None:
+def check_structure(
+    structure: Structure, name: str = "structure", min_distance: float = MIN_DISTANCE
+) -> None:
     """Refuse structures no DFT code can start from (overlapping atoms, disorder, empty cell)."""
     if len(structure) == 0:
         raise InputError(f"{name}: has no sites")

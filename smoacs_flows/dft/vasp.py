@@ -223,8 +223,9 @@ def _finish(result: DFTResult, settings: AnalysisSettings) -> DFTResult:
     return result
 
 
-def result_from_taskdoc(task_doc: Any, settings: AnalysisSettings | None = None,
-                        source: str | None = None) -> DFTResult:
+def result_from_taskdoc(
+    task_doc: Any, settings: AnalysisSettings | None = None, source: str | None = None
+) -> DFTResult:
     """An atomate2/emmet ``TaskDoc`` (model or dict) → analysed :class:`DFTResult`."""
     settings = settings or AnalysisSettings()
     calc = _get(task_doc, "calcs_reversed")[0]
@@ -271,10 +272,21 @@ def _moment_from_dos(dos: DOSData | None, efermi: float | None) -> float | None:
     return float(np.trapezoid(diff, e[m]))
 
 
-def _build_result(*, structure: Structure, energy: float | None, efermi: float | None,
-                  ispin: int, total_moment: float | None, site_moments: list[float] | None,
-                  dos: DOSData | None, eigenvalues: dict | None, incar: dict, source: str | None,
-                  parser: str, settings: AnalysisSettings) -> DFTResult:
+def _build_result(
+    *,
+    structure: Structure,
+    energy: float | None,
+    efermi: float | None,
+    ispin: int,
+    total_moment: float | None,
+    site_moments: list[float] | None,
+    dos: DOSData | None,
+    eigenvalues: dict | None,
+    incar: dict,
+    source: str | None,
+    parser: str,
+    settings: AnalysisSettings,
+) -> DFTResult:
     factor = structure.composition.get_reduced_composition_and_factor()[1]
     spin_pol = ispin == 2
     incar_json = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in incar.items()}
@@ -309,8 +321,11 @@ def _hull_or_note(result: DFTResult) -> dict[str, Any]:
     try:
         return dft_hull(result)
     except Exception as exc:  # the reference store is optional here
-        return {"comparable_to_mp": True, "e_above_hull": None,
-                "note": f"reference store unavailable ({type(exc).__name__}: {exc})"}
+        return {
+            "comparable_to_mp": True,
+            "e_above_hull": None,
+            "note": f"reference store unavailable ({type(exc).__name__}: {exc})",
+        }
 
 
 def _zpath(directory: Path, name: str) -> Path | None:
@@ -341,8 +356,10 @@ def parse_vasp_output(path: str | Path, settings: AnalysisSettings | None = None
         directory, vasprun = path.parent, path
         if not path.name.startswith("vasprun.xml"):
             raise InputError(f"{path}: expected a VASP directory or a vasprun.xml[.gz] file")
-    if _zpath(directory, "OUTCAR") and _zpath(directory, "CONTCAR") and (
-        vasprun.name.startswith("vasprun.xml") and vasprun == _zpath(directory, "vasprun.xml")
+    if (
+        _zpath(directory, "OUTCAR")
+        and _zpath(directory, "CONTCAR")
+        and (vasprun.name.startswith("vasprun.xml") and vasprun == _zpath(directory, "vasprun.xml"))
     ):
         from emmet.core.tasks import TaskDoc
 
@@ -418,23 +435,28 @@ def make_memory_store():
     return JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
 
 
-def run_vasp_chain(structure: Structure, work_dir: str | Path,
-                   settings: VaspChainSettings | None = None,
-                   analysis_settings: AnalysisSettings | None = None,
-                   store: Any = None) -> DFTResult:
+def run_vasp_chain(
+    structure: Structure,
+    work_dir: str | Path,
+    settings: VaspChainSettings | None = None,
+    analysis_settings: AnalysisSettings | None = None,
+    store: Any = None,
+) -> DFTResult:
     """Run :class:`SpinDOSFlowMaker` locally (jobflow ``run_locally``) and return the result."""
     from jobflow import run_locally
 
     settings = settings or VaspChainSettings()
-    maker = SpinDOSFlowMaker(settings=settings,
-                             analysis_settings=analysis_settings or AnalysisSettings())
+    maker = SpinDOSFlowMaker(
+        settings=settings, analysis_settings=analysis_settings or AnalysisSettings()
+    )
     flow = maker.make(structure)
     store = store or make_memory_store()
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     try:
-        responses = run_locally(flow, store=store, create_folders=True, root_dir=work_dir,
-                                ensure_success=True)
+        responses = run_locally(
+            flow, store=store, create_folders=True, root_dir=work_dir, ensure_success=True
+        )
     except RuntimeError as exc:  # jobflow: "Flow did not finish running successfully"
         raise SmoacsError(f"VASP flow failed ({exc}); job folders under {work_dir}") from exc
     out = responses[flow.jobs[-1].uuid][1].output

@@ -18,11 +18,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     s.add_argument("campaign", help="campaign YAML")
     s.add_argument("--launchpad", default=None, help="my_launchpad.yaml (MongoDB)")
-    s.add_argument("--store", default=None,
-                   help="JobStore YAML embedded in every firework (default: the embedded store "
-                   "for the embedded LaunchPad, else the worker's jobflow JOB_STORE)")
-    s.add_argument("--new-version", action="store_true",
-                   help="submit a campaign whose name is already on the LaunchPad again")
+    s.add_argument(
+        "--store",
+        default=None,
+        help="JobStore YAML embedded in every firework (default: the embedded store "
+        "for the embedded LaunchPad, else the worker's jobflow JOB_STORE)",
+    )
+    s.add_argument(
+        "--new-version",
+        action="store_true",
+        help="submit a campaign whose name is already on the LaunchPad again",
+    )
     s.add_argument("--json", action="store_true", help="print the submission as JSON")
     s.set_defaults(func=_submit)
 
@@ -34,8 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "stage, then print the funnel and the top candidates.",
     )
     r.add_argument("campaign", help="campaign YAML")
-    r.add_argument("--new-version", action="store_true",
-                   help="run a campaign whose name is already on the embedded LaunchPad again")
+    r.add_argument(
+        "--new-version",
+        action="store_true",
+        help="run a campaign whose name is already on the embedded LaunchPad again",
+    )
     r.add_argument("--timeout", type=float, default=None, help="seconds (default: none)")
     r.add_argument("--poll", type=float, default=2.0, help="progress interval, s")
     r.set_defaults(func=_run)
@@ -51,14 +60,26 @@ def _submit(args: argparse.Namespace) -> int:
         store = load_job_store(args.store)
     sub = submit(args.campaign, args.launchpad, new_version=args.new_version, store=store)
     if args.json:
-        print(json.dumps({"campaign": sub.campaign, "version": sub.version, "tag": sub.tag,
-                          "launchpad": sub.launchpad, "fw_ids": sub.fw_ids,
-                          "categories": sub.categories, "timings": sub.timings}))
+        print(
+            json.dumps(
+                {
+                    "campaign": sub.campaign,
+                    "version": sub.version,
+                    "tag": sub.tag,
+                    "launchpad": sub.launchpad,
+                    "fw_ids": sub.fw_ids,
+                    "categories": sub.categories,
+                    "timings": sub.timings,
+                }
+            )
+        )
     else:
         cats = ", ".join(f"{k or 'none'}: {v}" for k, v in sorted(sub.categories.items()))
-        print(f"submitted {sub.campaign} v{sub.version} ({sub.tag}) to the {sub.launchpad}: "
-              f"{sub.n_fireworks} fireworks, ids {sub.fw_ids[0]}-{sub.fw_ids[-1]} ({cats}) "
-              f"in {sub.timings['total']:.1f} s")
+        print(
+            f"submitted {sub.campaign} v{sub.version} ({sub.tag}) to the {sub.launchpad}: "
+            f"{sub.n_fireworks} fireworks, ids {sub.fw_ids[0]}-{sub.fw_ids[-1]} ({cats}) "
+            f"in {sub.timings['total']:.1f} s"
+        )
     return 0
 
 
@@ -66,10 +87,17 @@ def _run(args: argparse.Namespace) -> int:
     from smoacs_flows.makers.run import run_campaign
     from smoacs_flows.makers.stages import format_summary
 
-    res = run_campaign(args.campaign, new_version=args.new_version, poll=args.poll,
-                       timeout=args.timeout, echo=lambda s: print(s, flush=True))
-    print(f"campaign {res.submission.campaign} v{res.submission.version}: {res.state} "
-          f"after {res.wall_time:.0f} s")
+    res = run_campaign(
+        args.campaign,
+        new_version=args.new_version,
+        poll=args.poll,
+        timeout=args.timeout,
+        echo=lambda s: print(s, flush=True),
+    )
+    print(
+        f"campaign {res.submission.campaign} v{res.submission.version}: {res.state} "
+        f"after {res.wall_time:.0f} s"
+    )
     for f in res.fizzled:
         print(f"fizzled: {f}", file=sys.stderr)
     if res.summary:
@@ -79,9 +107,11 @@ def _run(args: argparse.Namespace) -> int:
         from smoacs_flows.stores.results import update_results
 
         stats = update_results(launchpad=EmbeddedLaunchPad())
-        print(f"results store: {stats.get('documents_written', 0)} candidate documents "
-              f"updated; try `smoacs-flows query --campaign {res.submission.campaign}` or "
-              f"`smoacs-flows report {res.submission.campaign} --out report.html`")
+        print(
+            f"results store: {stats.get('documents_written', 0)} candidate documents "
+            f"updated; try `smoacs-flows query --campaign {res.submission.campaign}` or "
+            f"`smoacs-flows report {res.submission.campaign} --out report.html`"
+        )
     except Exception as exc:  # noqa: BLE001 - the run itself succeeded; say why, go on
         print(f"results store not updated: {type(exc).__name__}: {exc}", file=sys.stderr)
     if res.state != "done":

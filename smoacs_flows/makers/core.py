@@ -43,10 +43,12 @@ class SmoacsProposalMaker(Maker):
         for start in range(0, n, self.batches_per_job):
             idx = list(range(start, min(n, start + self.batches_per_job)))
             j = jobs.propose_job(payload, idx, variant)
-            j.name = f"{self.name}{label} b{idx[0]:03d}" + (f"-{idx[-1]:03d}" if len(idx) > 1
-                                                              else "")
-            jobs.route(j, self.category,
-                       {"campaign": campaign.name, **self.metadata, "stage": "propose"})
+            j.name = f"{self.name}{label} b{idx[0]:03d}" + (
+                f"-{idx[-1]:03d}" if len(idx) > 1 else ""
+            )
+            jobs.route(
+                j, self.category, {"campaign": campaign.name, **self.metadata, "stage": "propose"}
+            )
             out.append(j)
         return Flow(out, output=[j.output for j in out], name=f"{self.name}{label}")
 
@@ -153,13 +155,15 @@ class HalfMetalCampaignMaker(Maker):
         orch = st.orchestration
         meta = {"campaign": campaign.name}
         proposal_flows = [
-            SmoacsProposalMaker(category=cats.gpu, batches_per_job=orch.batches_per_job,
-                                metadata=meta).make(campaign, v)
+            SmoacsProposalMaker(
+                category=cats.gpu, batches_per_job=orch.batches_per_job, metadata=meta
+            ).make(campaign, v)
             for v in variants
         ]
         prop_jobs = [j for f in proposal_flows for j in f.jobs]
-        pre = PrefilterMaker(category=cats.cpu, settings=screening, policy=campaign.policy,
-                             metadata=meta)
+        pre = PrefilterMaker(
+            category=cats.cpu, settings=screening, policy=campaign.policy, metadata=meta
+        )
         rel = MlipRelaxMaker(category=cats.gpu, settings=screening, metadata=meta)
         chunks: list[Job] = []
         for c, start in enumerate(range(0, len(prop_jobs), orch.relax_group)):
@@ -170,12 +174,17 @@ class HalfMetalCampaignMaker(Maker):
             r.name = f"relax {c:03d}"
             chunks += [p, r]
         relax_jobs = chunks[1::2]
-        sun = SunFilterMaker(category=cats.cpu, settings=screening, metadata=meta,
-                             base_dir=str(campaign.base_dir)).make([r.output for r in relax_jobs])
-        dft = HalfMetalDftMaker(category=cats.cpu, settings=st.dft.model_dump(),
-                                metadata=meta).make(sun.output)
+        sun = SunFilterMaker(
+            category=cats.cpu, settings=screening, metadata=meta, base_dir=str(campaign.base_dir)
+        ).make([r.output for r in relax_jobs])
+        dft = HalfMetalDftMaker(
+            category=cats.cpu, settings=st.dft.model_dump(), metadata=meta
+        ).make(sun.output)
         summary = jobs.summary_job(sun.output, dft.output)
         summary.name = "summary"
         jobs.route(summary, cats.cpu, {**meta, "stage": "summary"})
-        return Flow([*proposal_flows, *chunks, sun, dft, summary], output=summary.output,
-                    name=f"{campaign.name}")
+        return Flow(
+            [*proposal_flows, *chunks, sun, dft, summary],
+            output=summary.output,
+            name=f"{campaign.name}",
+        )

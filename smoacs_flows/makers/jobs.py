@@ -70,8 +70,10 @@ def collect_dft(results: list[dict]) -> dict:
     """The DFT results of the campaign without their DOS arrays (those stay in ``data``);
     ``failed`` counts candidates whose DFT job failed (their result is missing)."""
     drop = ("dos", "eigenvalues", "complete_dos")
-    return {"results": [{k: v for k, v in r.items() if k not in drop} for r in results if r],
-            "failed": sum(1 for r in results if not r)}
+    return {
+        "results": [{k: v for k, v in r.items() if k not in drop} for r in results if r],
+        "failed": sum(1 for r in results if not r),
+    }
 
 
 @job
@@ -105,8 +107,10 @@ def dft_fanout(sun: dict, dft: dict, cpu_category: str, metadata: dict) -> Respo
             from smoacs_flows.dft.analysis import AnalysisSettings
             from smoacs_flows.dft.vasp import SpinDOSFlowMaker, VaspChainSettings
 
-            maker = SpinDOSFlowMaker(settings=VaspChainSettings(**st.vasp),
-                                     analysis_settings=AnalysisSettings(**st.analysis))
+            maker = SpinDOSFlowMaker(
+                settings=VaspChainSettings(**st.vasp),
+                analysis_settings=AnalysisSettings(**st.analysis),
+            )
             chain = maker.make(stages.dft_structure(rec, st.symprec))
             tag = tag_dft_result(chain.output, rec["id"])
             sub = Flow([chain, tag], output=tag.output, name=f"dft vasp {rec['id']}")

@@ -28,13 +28,27 @@ from smoacs_flows.config import smoacs_home
 from smoacs_flows.errors import SmoacsError
 
 #: LaunchPad methods that never write (no save after them)
-READ_ONLY = frozenset({
-    "get_launch_by_id", "get_fw_dict_by_id", "get_fw_by_id", "get_wf_by_fw_id",
-    "get_wf_by_fw_id_lzyfw", "get_wf_summary_dict", "get_fw_ids", "get_wf_ids",
-    "get_fw_ids_in_wfs", "run_exists", "future_run_exists", "get_fw_ids_from_reservation_id",
-    "get_reservation_id_from_fw_id", "get_logdir", "get_tracker_data", "get_launchdir",
-    "to_dict",
-})
+READ_ONLY = frozenset(
+    {
+        "get_launch_by_id",
+        "get_fw_dict_by_id",
+        "get_fw_by_id",
+        "get_wf_by_fw_id",
+        "get_wf_by_fw_id_lzyfw",
+        "get_wf_summary_dict",
+        "get_fw_ids",
+        "get_wf_ids",
+        "get_fw_ids_in_wfs",
+        "run_exists",
+        "future_run_exists",
+        "get_fw_ids_from_reservation_id",
+        "get_reservation_id_from_fw_id",
+        "get_logdir",
+        "get_tracker_data",
+        "get_launchdir",
+        "to_dict",
+    }
+)
 #: seconds to wait for the embedded LaunchPad's lock before giving up with an error
 LOCK_TIMEOUT = float(os.environ.get("SMOACS_LAUNCHPAD_LOCK_TIMEOUT", "600"))
 

@@ -61,9 +61,11 @@ def failure_reason(lp: LaunchPad, fw_id: int) -> str:
     if launch.get("state") == "RUNNING":
         hist = [h for h in launch.get("state_history", []) if h.get("state") == "RUNNING"]
         last = (hist[-1].get("updated_on") if hist else None) or "?"
-        return (f"lost run: RUNNING on {launch.get('host', '?')} with no heartbeat since "
-                f"{last} (killed worker or walltime)")
-    exc = (((launch.get("action") or {}).get("stored_data") or {}).get("_exception") or {})
+        return (
+            f"lost run: RUNNING on {launch.get('host', '?')} with no heartbeat since "
+            f"{last} (killed worker or walltime)"
+        )
+    exc = ((launch.get("action") or {}).get("stored_data") or {}).get("_exception") or {}
     lines = [x for x in str(exc.get("_stacktrace", "")).strip().splitlines() if x.strip()]
     last = lines[-1].strip() if lines else "unknown error"
     cust = _custodian_reason(launch.get("launch_dir"))
@@ -92,8 +94,9 @@ def parse_assignments(text: str, option: str, upper: bool = False) -> dict[str, 
     out: dict[str, Any] = {}
     for part in [p for p in text.split(",") if p.strip()]:
         if "=" not in part:
-            raise OverrideError(f"{option} {part.strip()!r}: expected KEY=VALUE "
-                                f"(e.g. {option} ALGO=All,NELM=200)")
+            raise OverrideError(
+                f"{option} {part.strip()!r}: expected KEY=VALUE (e.g. {option} ALGO=All,NELM=200)"
+            )
         key, raw = (s.strip() for s in part.split("=", 1))
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", key) or raw == "":
             raise OverrideError(f"{option} {part.strip()!r}: expected KEY=VALUE")
@@ -122,8 +125,9 @@ class Overrides:
     category: str | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.incar or self.max_errors is not None or self.gpaw or self.walltime
-                    or self.category)
+        return bool(
+            self.incar or self.max_errors is not None or self.gpaw or self.walltime or self.category
+        )
 
 
 def _job(spec: dict[str, Any]) -> dict[str, Any] | None:
@@ -136,8 +140,11 @@ def job_kind(spec: dict[str, Any]) -> str:
     job = _job(spec)
     fn = (job or {}).get("function") or {}
     bound = fn.get("@bound")
-    if isinstance(bound, dict) and "input_set_generator" in bound and \
-            str(fn.get("@module", "")).startswith("atomate2.vasp"):
+    if (
+        isinstance(bound, dict)
+        and "input_set_generator" in bound
+        and str(fn.get("@module", "")).startswith("atomate2.vasp")
+    ):
         return "vasp"
     if fn.get("@callable") == "gpaw_dft_job":
         return "gpaw"
@@ -157,14 +164,17 @@ def apply_overrides(spec: dict[str, Any], ov: Overrides) -> dict[str, Any]:
             gen = bound["input_set_generator"]
             gen["user_incar_settings"] = {**(gen.get("user_incar_settings") or {}), **ov.incar}
         if ov.max_errors is not None:
-            bound["run_vasp_kwargs"] = {**(bound.get("run_vasp_kwargs") or {}),
-                                        "max_errors": ov.max_errors}
+            bound["run_vasp_kwargs"] = {
+                **(bound.get("run_vasp_kwargs") or {}),
+                "max_errors": ov.max_errors,
+            }
         upd["_tasks"] = tasks
     if ov.gpaw and kind == "gpaw":
         bad = sorted(set(ov.gpaw) - set(GPAWSettings.model_fields))
         if bad:
-            raise OverrideError(f"--gpaw {bad[0]}: not a GPAW setting "
-                                f"({', '.join(GPAWSettings.model_fields)})")
+            raise OverrideError(
+                f"--gpaw {bad[0]}: not a GPAW setting ({', '.join(GPAWSettings.model_fields)})"
+            )
         tasks = json.loads(json.dumps(spec["_tasks"]))
         args = tasks[0]["job"]["function_args"]
         args[1] = {**args[1], "gpaw": {**(args[1].get("gpaw") or {}), **ov.gpaw}}
@@ -204,19 +214,27 @@ def _parents(lp: LaunchPad, tag: str) -> dict[int, set[int]]:
     return out
 
 
-def find_failed(lp: LaunchPad, tag: str, lost_after: float = LOST_AFTER,
-                stages: list[str] | None = None) -> list[Failed]:
+def find_failed(
+    lp: LaunchPad, tag: str, lost_after: float = LOST_AFTER, stages: list[str] | None = None
+) -> list[Failed]:
     """FIZZLED and lost fireworks of a campaign version (``stages`` restricts)."""
     out = []
     with lp_session(lp, write=False):
         parents = _parents(lp, tag)
         _, lost_ids, _ = LaunchPad.detect_lostruns(
-            lp, expiration_secs=lost_after, fizzle=False, rerun=False,
-            query={"spec.tags": tag, "state": "RUNNING"})
+            lp,
+            expiration_secs=lost_after,
+            fizzle=False,
+            rerun=False,
+            query={"spec.tags": tag, "state": "RUNNING"},
+        )
         lost = set(lost_ids)
-        fws = list(lp.fireworks.find(
-            {"spec.tags": tag, "$or": [{"state": "FIZZLED"}, {"fw_id": {"$in": sorted(lost)}}]},
-            {"fw_id": 1, "name": 1, "state": 1, "spec": 1}))
+        fws = list(
+            lp.fireworks.find(
+                {"spec.tags": tag, "$or": [{"state": "FIZZLED"}, {"fw_id": {"$in": sorted(lost)}}]},
+                {"fw_id": 1, "name": 1, "state": 1, "spec": 1},
+            )
+        )
     fizzled = {fw["fw_id"] for fw in fws if fw["state"] == "FIZZLED"}
     for fw in sorted(fws, key=lambda f: f["fw_id"]):
         stage = fw["spec"].get("stage", "?")
@@ -224,18 +242,30 @@ def find_failed(lp: LaunchPad, tag: str, lost_after: float = LOST_AFTER,
             continue
         if parents.get(fw["fw_id"], set()) & fizzled:
             continue  # fizzled because a parent did: reruns with it
-        out.append(Failed(
-            fw_id=fw["fw_id"], name=fw["name"], stage=stage,
-            state="LOST" if fw["fw_id"] in lost else fw["state"],
-            category=fw["spec"].get("_category", ""), kind=job_kind(fw["spec"]),
-            reason=failure_reason(lp, fw["fw_id"]),
-            candidate_id=fw["spec"].get("candidate_id")))
+        out.append(
+            Failed(
+                fw_id=fw["fw_id"],
+                name=fw["name"],
+                stage=stage,
+                state="LOST" if fw["fw_id"] in lost else fw["state"],
+                category=fw["spec"].get("_category", ""),
+                kind=job_kind(fw["spec"]),
+                reason=failure_reason(lp, fw["fw_id"]),
+                candidate_id=fw["spec"].get("candidate_id"),
+            )
+        )
     return out
 
 
-def resume(lp: LaunchPad, tag: str, overrides: Overrides | None = None,
-           stages: list[str] | None = None, lost_after: float = LOST_AFTER,
-           dry_run: bool = False, fw_ids: list[int] | None = None) -> list[Failed]:
+def resume(
+    lp: LaunchPad,
+    tag: str,
+    overrides: Overrides | None = None,
+    stages: list[str] | None = None,
+    lost_after: float = LOST_AFTER,
+    dry_run: bool = False,
+    fw_ids: list[int] | None = None,
+) -> list[Failed]:
     """Rerun the failed fireworks of a campaign version (with ``overrides`` applied to them
     only). Every override is checked against every firework before anything is written."""
     ov = overrides or Overrides()
@@ -248,11 +278,14 @@ def resume(lp: LaunchPad, tag: str, overrides: Overrides | None = None,
             failed = [f for f in failed if f.fw_id in fw_ids]
         kinds = {f.kind for f in failed}
         if failed and (ov.incar or ov.max_errors is not None) and "vasp" not in kinds:
-            raise OverrideError("--incar/--max-errors apply to VASP jobs; none of the "
-                                f"{len(failed)} failed fireworks is one")
+            raise OverrideError(
+                "--incar/--max-errors apply to VASP jobs; none of the "
+                f"{len(failed)} failed fireworks is one"
+            )
         if failed and ov.gpaw and "gpaw" not in kinds:
-            raise OverrideError(f"--gpaw applies to GPAW jobs; none of the {len(failed)} "
-                                "failed fireworks is one")
+            raise OverrideError(
+                f"--gpaw applies to GPAW jobs; none of the {len(failed)} failed fireworks is one"
+            )
         updates = {}
         for f in failed:
             spec = lp.fireworks.find_one({"fw_id": f.fw_id}, {"spec": 1})["spec"]
@@ -263,8 +296,9 @@ def resume(lp: LaunchPad, tag: str, overrides: Overrides | None = None,
             return failed
         lost = [f.fw_id for f in failed if f.state == "LOST"]
         if lost:
-            LaunchPad.detect_lostruns(lp, expiration_secs=lost_after, fizzle=True,
-                                      query={"fw_id": {"$in": lost}})
+            LaunchPad.detect_lostruns(
+                lp, expiration_secs=lost_after, fizzle=True, query={"fw_id": {"$in": lost}}
+            )
         for f in failed:
             if updates[f.fw_id]:
                 lp.update_spec([f.fw_id], updates[f.fw_id])

@@ -49,8 +49,9 @@ def format_progress(counts: dict[str, dict[str, int]]) -> str:
             extra.append(f"{c.get('RUNNING', 0) + c.get('RESERVED', 0)} running")
         if c.get("FIZZLED"):
             extra.append(f"{c['FIZZLED']} fizzled")
-        parts.append(f"{st} {c.get('COMPLETED', 0)}/{total}"
-                     + (f" ({', '.join(extra)})" if extra else ""))
+        parts.append(
+            f"{st} {c.get('COMPLETED', 0)}/{total}" + (f" ({', '.join(extra)})" if extra else "")
+        )
     return " · ".join(parts)
 
 
@@ -60,10 +61,10 @@ def fizzled_reasons(lp: EmbeddedLaunchPad, tag: str) -> list[str]:
     from smoacs_flows.makers.recovery import failure_reason
 
     with lp.session(write=False):
-        fws = list(lp.fireworks.find({"spec.tags": tag, "state": "FIZZLED"},
-                                     {"fw_id": 1, "name": 1}))
-        return [f"{fw['name']} (fw {fw['fw_id']}): {failure_reason(lp, fw['fw_id'])}"
-                for fw in fws]
+        fws = list(
+            lp.fireworks.find({"spec.tags": tag, "state": "FIZZLED"}, {"fw_id": 1, "name": 1})
+        )
+        return [f"{fw['name']} (fw {fw['fw_id']}): {failure_reason(lp, fw['fw_id'])}" for fw in fws]
 
 
 def decide(counts: dict[str, dict[str, int]]) -> str | None:
@@ -103,17 +104,24 @@ def campaign_summary(tag: str) -> dict[str, Any] | None:
     store = embedded_job_store()
     store.connect()
     try:
-        doc = store.query_one({"metadata.stage": "summary", "metadata.tags": tag},
-                              properties=["uuid"])
+        doc = store.query_one(
+            {"metadata.stage": "summary", "metadata.tags": tag}, properties=["uuid"]
+        )
         return None if doc is None else store.get_output(doc["uuid"], load=True)
     finally:
         store.close()
 
 
-def run_workers(lp: EmbeddedLaunchPad, tag: str, categories: list[str], run_dir: Path,
-                poll: float = 2.0, timeout: float | None = None,
-                echo: Callable[[str], None] = print, t0: float | None = None
-                ) -> tuple[str, list[Path]]:
+def run_workers(
+    lp: EmbeddedLaunchPad,
+    tag: str,
+    categories: list[str],
+    run_dir: Path,
+    poll: float = 2.0,
+    timeout: float | None = None,
+    echo: Callable[[str], None] = print,
+    t0: float | None = None,
+) -> tuple[str, list[Path]]:
     """One local worker process per category on the fireworks tagged ``tag``, with a
     progress line per change, until done, stuck or ``timeout``; returns (state, logs)."""
     t0 = time.monotonic() if t0 is None else t0
@@ -126,11 +134,30 @@ def run_workers(lp: EmbeddedLaunchPad, tag: str, categories: list[str], run_dir:
         log = run_dir / f"worker-{cat}.log"
         logs.append(log)
         fh = open(log, "ab")  # noqa: SIM115 - closed after the process ends
-        procs.append((subprocess.Popen(
-            [sys.executable, "-m", "smoacs_flows.makers.worker", "--embedded", str(lp.path),
-             "--category", cat, "--tag", tag, "--launch-dir", str(run_dir / cat),
-             "--stop-file", str(stop)],
-            stdout=fh, stderr=subprocess.STDOUT), fh))
+        procs.append(
+            (
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "smoacs_flows.makers.worker",
+                        "--embedded",
+                        str(lp.path),
+                        "--category",
+                        cat,
+                        "--tag",
+                        tag,
+                        "--launch-dir",
+                        str(run_dir / cat),
+                        "--stop-file",
+                        str(stop),
+                    ],
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                ),
+                fh,
+            )
+        )
     state, last = "timeout", ""
     try:
         while True:
@@ -180,8 +207,10 @@ def run_campaign(
     lp = EmbeddedLaunchPad()
     sub = submit(campaign, lp, new_version=new_version)
     cats_txt = ", ".join(f"{k or 'none'} {v}" for k, v in sorted(sub.categories.items()))
-    echo(f"submitted {sub.campaign} v{sub.version}: {sub.n_fireworks} fireworks ({cats_txt}) "
-         f"to the {sub.launchpad}")
+    echo(
+        f"submitted {sub.campaign} v{sub.version}: {sub.n_fireworks} fireworks ({cats_txt}) "
+        f"to the {sub.launchpad}"
+    )
     st = stage_settings(campaign)
     cats = [st.orchestration.categories.gpu, st.orchestration.categories.cpu]
     if st.dft.category:
@@ -189,8 +218,14 @@ def run_campaign(
     run_dir = home_path("runs", f"{campaign.name}-v{sub.version}")
     state, logs = run_workers(lp, sub.tag, cats, run_dir, poll, timeout, echo, t0)
     counts = stage_counts(lp, sub.tag)
-    res = RunResult(sub, state, counts, fizzled_reasons(lp, sub.tag),
-                    wall_time=time.monotonic() - t0, worker_logs=logs)
+    res = RunResult(
+        sub,
+        state,
+        counts,
+        fizzled_reasons(lp, sub.tag),
+        wall_time=time.monotonic() - t0,
+        worker_logs=logs,
+    )
     if state == "done":
         res.summary = campaign_summary(sub.tag)
     return res

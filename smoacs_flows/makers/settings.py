@@ -65,9 +65,12 @@ class DftSettings(_Strict):
     max_candidates: int = Field(2, ge=0, description="survivors sent to DFT (best first)")
     rank_by: Literal["e_above_hull", "mlip_energy_per_atom", "loss"] = "e_above_hull"
     symprec: float | None = Field(
-        0.1, gt=0, description="symmetrise the MLIP-relaxed structure within this tolerance "
+        0.1,
+        gt=0,
+        description="symmetrise the MLIP-relaxed structure within this tolerance "
         "(Å; primitive standard cell) before DFT, so the DFT code can use its symmetry; "
-        "null: keep it as relaxed")
+        "null: keep it as relaxed",
+    )
     category: str | None = Field(None, description="FireWorks category (default: the cpu one)")
     gpaw: dict[str, Any] = Field(default_factory=dict, description="GPAWSettings fields")
     vasp: dict[str, Any] = Field(default_factory=dict, description="VaspChainSettings fields")
@@ -152,8 +155,10 @@ def stage_settings(campaign: Campaign) -> StageSettings:
     for sec, model, values in models:
         bad = sorted(set(values) - set(model.model_fields))
         if bad:
-            raise SpecError(f"campaign {campaign.name}: stages.dft.{sec}.{bad[0]}: unknown "
-                            f"setting (known: {', '.join(model.model_fields)})")
+            raise SpecError(
+                f"campaign {campaign.name}: stages.dft.{sec}.{bad[0]}: unknown "
+                f"setting (known: {', '.join(model.model_fields)})"
+            )
     try:
         for _, model, values in models:
             model(**values)

@@ -57,8 +57,9 @@ def variant_campaign(campaign: Campaign, variant: dict[str, Any] | None) -> Camp
         if key in variant["weights"]:
             loss["weight"] = float(variant["weights"][key])
     data["name"] = f"{campaign.name}.{variant['label']}"
-    return campaign_from_dict(data, source=f"campaign variant {variant['label']}",
-                              base_dir=campaign.base_dir)
+    return campaign_from_dict(
+        data, source=f"campaign variant {variant['label']}", base_dir=campaign.base_dir
+    )
 
 
 def n_batches(campaign: Campaign) -> int:
@@ -91,8 +92,10 @@ def check_predictors(campaign: Campaign) -> None:
         kind = spec.get("type")
         factory = base._REGISTRY.get(kind)
         if factory is None:
-            raise SpecError(f"predictors.{name}.type: {kind!r} is unknown; choose one of "
-                            f"{sorted(base._REGISTRY)}")
+            raise SpecError(
+                f"predictors.{name}.type: {kind!r} is unknown; choose one of "
+                f"{sorted(base._REGISTRY)}"
+            )
         if isinstance(factory, str):
             module, func = factory.split(":")
             factory = getattr(importlib.import_module(module), func)
@@ -101,15 +104,18 @@ def check_predictors(campaign: Campaign) -> None:
             continue
         bad = sorted(set(spec) - {"type"} - set(params))
         if bad:
-            raise SpecError(f"predictors.{name}.{bad[0]}: not an option of the {kind} predictor "
-                            f"(options: {', '.join(k for k in params if k != 'device')})")
+            raise SpecError(
+                f"predictors.{name}.{bad[0]}: not an option of the {kind} predictor "
+                f"(options: {', '.join(k for k in params if k != 'device')})"
+            )
 
 
 # ----------------------------------------------------------------------------- stages
 
 
-def propose(payload: dict[str, Any], batch_indices: list[int],
-            variant: dict[str, Any] | None = None) -> dict[str, Any]:
+def propose(
+    payload: dict[str, Any], batch_indices: list[int], variant: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Optimise the given batches of a (variant) campaign; returns records and counts."""
     from smoacs_flows.smoacs.propose import ProposalRun
 
@@ -141,16 +147,21 @@ def _merge_counts(outputs: list[dict[str, Any]]) -> Counter:
     return c
 
 
-def prefilter(proposal_outputs: list[dict[str, Any]], settings: dict[str, Any],
-              policy: str) -> dict[str, Any]:
+def prefilter(
+    proposal_outputs: list[dict[str, Any]], settings: dict[str, Any], policy: str
+) -> dict[str, Any]:
     """Prefilter the records of one or more proposal jobs."""
     from smoacs_flows.screening.prefilter import PrefilterConfig, prefilter_one
 
     st = ScreeningSettings.model_validate(settings).prefilter
     pol = policy if st.neutrality_policy == "campaign" else st.neutrality_policy
-    cfg = PrefilterConfig(band_gap_max=st.band_gap_max, band_gap_key=st.band_gap_key,
-                          max_elements=st.max_elements, min_distance=st.min_distance,
-                          neutrality_policy=pol)
+    cfg = PrefilterConfig(
+        band_gap_max=st.band_gap_max,
+        band_gap_key=st.band_gap_key,
+        max_elements=st.max_elements,
+        min_distance=st.min_distance,
+        neutrality_policy=pol,
+    )
     kept, rejected, reasons = [], {}, Counter()
     n_in = 0
     for out in proposal_outputs:
@@ -164,8 +175,7 @@ def prefilter(proposal_outputs: list[dict[str, Any]], settings: dict[str, Any],
                 kept.append(rec)
     counts = _merge_counts(proposal_outputs)
     counts["prefiltered"] = len(kept)
-    return {"records": kept, "rejected": rejected, "reasons": dict(reasons),
-            "counts": dict(counts)}
+    return {"records": kept, "rejected": rejected, "reasons": dict(reasons), "counts": dict(counts)}
 
 
 def relax(prefiltered: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
@@ -196,8 +206,13 @@ def relax(prefiltered: dict[str, Any], settings: dict[str, Any]) -> dict[str, An
     counts = dict(prefiltered.get("counts", {}))
     counts["relaxed"] = len(kept)
     # ``rejected`` accumulates the funnel so far; ``stage_rejected`` is this stage's own
-    return {"records": kept, "rejected": {**prefiltered.get("rejected", {}), **rejected},
-            "stage_rejected": rejected, "counts": counts, "versions": software_versions()}
+    return {
+        "records": kept,
+        "rejected": {**prefiltered.get("rejected", {}), **rejected},
+        "stage_rejected": rejected,
+        "counts": counts,
+        "versions": software_versions(),
+    }
 
 
 def _references(st: ScreeningSettings, base_dir: Path, chemsys: set[str]) -> list | None:
@@ -217,8 +232,9 @@ def _references(st: ScreeningSettings, base_dir: Path, chemsys: set[str]) -> lis
     return load_references(path)
 
 
-def sun_filter(relaxed_outputs: list[dict[str, Any]], settings: dict[str, Any],
-               base_dir: str) -> dict[str, Any]:
+def sun_filter(
+    relaxed_outputs: list[dict[str, Any]], settings: dict[str, Any], base_dir: str
+) -> dict[str, Any]:
     """Stability, uniqueness and novelty over every relaxed candidate of the campaign."""
     from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
 
@@ -248,8 +264,9 @@ def sun_filter(relaxed_outputs: list[dict[str, Any]], settings: dict[str, Any],
                 from smoacs_flows.screening.relax import relax as relax_structures
 
                 def relax_fn(structs: list[Structure]) -> list[Any]:
-                    return relax_structures(structs, st.mlip, st.method, st.fmax, st.steps,
-                                            st.optimizer)
+                    return relax_structures(
+                        structs, st.mlip, st.method, st.fmax, st.steps, st.optimizer
+                    )
 
                 with ReferenceStore() as store:
                     refs, c = mlip_reference_entries(refs, st.mlip, relax_fn, store)
@@ -259,8 +276,9 @@ def sun_filter(relaxed_outputs: list[dict[str, Any]], settings: dict[str, Any],
             for rec in alive:
                 scr = rec["screening"]
                 try:
-                    entry = mlip_entry(final[rec["id"]], scr["mlip_energy_per_atom"], st.mlip,
-                                       entry_id=rec["id"])
+                    entry = mlip_entry(
+                        final[rec["id"]], scr["mlip_energy_per_atom"], st.mlip, entry_id=rec["id"]
+                    )
                     eh = hull.e_above_hull(entry)
                 except Exception as exc:  # noqa: BLE001 - per candidate, reported
                     rejected[rec["id"]] = [f"stability failed: {exc}"[:300]]
@@ -301,11 +319,18 @@ def sun_filter(relaxed_outputs: list[dict[str, Any]], settings: dict[str, Any],
     # per evaluated candidate: hull distance and S.U.N. flags (the results store reads them)
     scores = {
         r["id"]: {k: r["screening"].get(k) for k in ("e_above_hull", "stable", "unique", "novel")}
-        for r in records if r["id"] not in earlier
+        for r in records
+        if r["id"] not in earlier
     }
     own = {k: v for k, v in rejected.items() if k not in earlier}
-    return {"records": survivors, "rejected": rejected, "stage_rejected": own, "scores": scores,
-            "counts": dict(counts), "notes": notes}
+    return {
+        "records": survivors,
+        "rejected": rejected,
+        "stage_rejected": own,
+        "scores": scores,
+        "counts": dict(counts),
+        "notes": notes,
+    }
 
 
 def rank_key(rec: dict[str, Any], rank_by: str) -> float:
@@ -340,7 +365,8 @@ def dft_structure(rec: dict[str, Any], symprec: float | None = None) -> Structur
         except Exception:  # noqa: BLE001 - spglib found nothing usable: keep the structure
             return s
         if len(sym) <= len(s) and abs(sym.volume / len(sym) - s.volume / len(s)) < 0.05 * (
-                s.volume / len(s)):
+            s.volume / len(s)
+        ):
             return sym
     return s
 
@@ -352,21 +378,26 @@ def run_gpaw(rec: dict[str, Any], dft: dict[str, Any], work_dir: str | None) -> 
     from smoacs_flows.dft.gpaw_engine import run_gpaw as _run
 
     st = DftSettings.model_validate(dft)
-    result = _run(dft_structure(rec, st.symprec), GPAWSettings(**st.gpaw),
-                  AnalysisSettings(**st.analysis),
-                  work_dir=work_dir)
+    result = _run(
+        dft_structure(rec, st.symprec),
+        GPAWSettings(**st.gpaw),
+        AnalysisSettings(**st.analysis),
+        work_dir=work_dir,
+    )
     out = result.model_dump(mode="json")
     out["candidate_id"] = rec["id"]
     return out
 
 
-def summarise(sun: dict[str, Any], dft_results: list[dict[str, Any]],
-              top: int = 10) -> dict[str, Any]:
+def summarise(
+    sun: dict[str, Any], dft_results: list[dict[str, Any]], top: int = 10
+) -> dict[str, Any]:
     """The campaign funnel and top candidates (with their DFT verdicts where run)."""
     c = dict(sun.get("counts", {}))
     by_id = {d.get("candidate_id"): d for d in dft_results if d}
-    n_hm = sum(1 for d in by_id.values()
-               if ((d.get("analysis") or {}).get("verdict")) == "half_metal")
+    n_hm = sum(
+        1 for d in by_id.values() if ((d.get("analysis") or {}).get("verdict")) == "half_metal"
+    )
     funnel = [
         ("proposed", c.get("proposed", 0)),
         ("prefiltered", c.get("prefiltered", 0)),
@@ -383,20 +414,27 @@ def summarise(sun: dict[str, Any], dft_results: list[dict[str, Any]],
         d = by_id.get(rec["id"]) or {}
         a = d.get("analysis") or {}
         scr = rec.get("screening") or {}
-        rows.append({
-            "id": rec["id"],
-            "formula": rec.get("reduced_formula"),
-            "e_above_hull": scr.get("e_above_hull"),
-            "mlip_energy_per_atom": scr.get("mlip_energy_per_atom"),
-            "verdict": a.get("verdict"),
-            "moment_per_fu": d.get("moment_per_fu"),
-            "polarisation": a.get("polarisation"),
-        })
+        rows.append(
+            {
+                "id": rec["id"],
+                "formula": rec.get("reduced_formula"),
+                "e_above_hull": scr.get("e_above_hull"),
+                "mlip_energy_per_atom": scr.get("mlip_energy_per_atom"),
+                "verdict": a.get("verdict"),
+                "moment_per_fu": d.get("moment_per_fu"),
+                "polarisation": a.get("polarisation"),
+            }
+        )
     dft_ids = set(by_id)
-    rows.sort(key=lambda r: (r["id"] not in dft_ids, r["e_above_hull"] is None,
-                             r["e_above_hull"] or 0.0, r["mlip_energy_per_atom"] or 0.0))
-    return {"funnel": funnel, "counts": c, "top": rows[:top],
-            "notes": list(sun.get("notes", []))}
+    rows.sort(
+        key=lambda r: (
+            r["id"] not in dft_ids,
+            r["e_above_hull"] is None,
+            r["e_above_hull"] or 0.0,
+            r["mlip_energy_per_atom"] or 0.0,
+        )
+    )
+    return {"funnel": funnel, "counts": c, "top": rows[:top], "notes": list(sun.get("notes", []))}
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -423,4 +461,3 @@ def check_references(settings: dict[str, Any], base_dir: Path) -> None:
         path = path if path.is_absolute() else base_dir / path
         if not path.is_file():
             raise SpecError(f"stages.screening.references: {path}: no such file")
-

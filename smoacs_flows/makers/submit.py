@@ -49,8 +49,9 @@ def build_workflow(campaign: Campaign, store: Any = None) -> Workflow:
     from smoacs_flows.makers.core import HalfMetalCampaignMaker
 
     flow = HalfMetalCampaignMaker().make(campaign)
-    return flow_to_workflow(flow, store=store, name=campaign.name,
-                            metadata={"smoacs_campaign": campaign.name})
+    return flow_to_workflow(
+        flow, store=store, name=campaign.name, metadata={"smoacs_campaign": campaign.name}
+    )
 
 
 def existing_versions(lp: LaunchPad, name: str) -> list[int]:

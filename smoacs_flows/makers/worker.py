@@ -24,9 +24,16 @@ def make_fworker(category: str, tag: str | None = None) -> FWorker:
     return FWorker(name=f"smoacs-{category}", category=category, query=query)
 
 
-def work(lp: LaunchPad, category: str, launch_dir: Path, tag: str | None = None,
-         stop_file: Path | None = None, until_idle: bool = False, poll: float = 0.5,
-         timeout: float | None = None) -> int:
+def work(
+    lp: LaunchPad,
+    category: str,
+    launch_dir: Path,
+    tag: str | None = None,
+    stop_file: Path | None = None,
+    until_idle: bool = False,
+    poll: float = 0.5,
+    timeout: float | None = None,
+) -> int:
     """Run rockets until stopped; returns the number of rockets launched."""
     from fireworks.core.rocket_launcher import launch_rocket
     from fireworks.utilities.fw_utilities import create_datestamp_dir, get_fw_logger
@@ -69,9 +76,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=None)
     args = p.parse_args(argv)
     lp = EmbeddedLaunchPad(args.embedded) if args.embedded else open_launchpad(args.launchpad)
-    n = work(lp, args.category, Path(args.launch_dir).resolve(), args.tag,
-             Path(args.stop_file) if args.stop_file else None, args.until_idle,
-             timeout=args.timeout)
+    n = work(
+        lp,
+        args.category,
+        Path(args.launch_dir).resolve(),
+        args.tag,
+        Path(args.stop_file) if args.stop_file else None,
+        args.until_idle,
+        timeout=args.timeout,
+    )
     print(f"worker {args.category}: {n} rockets", file=sys.stderr)
     return 0
 

@@ -215,8 +215,9 @@ def ordered_pairs_by_center(center: torch.Tensor, edges: torch.Tensor) -> torch.
     return torch.stack([e_sorted[first[keep]], e_sorted[second[keep]]], dim=1)
 
 
-def fixed_graph_inputs(predictor: Any, batch: SoftCrystalBatch, max_z: int
-                       ) -> tuple[Any, torch.dtype, torch.Tensor, torch.Tensor, torch.Tensor]:
+def fixed_graph_inputs(
+    predictor: Any, batch: SoftCrystalBatch, max_z: int
+) -> tuple[Any, torch.dtype, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The shared start of a fixed-topology predictor's ``predict``: refresh the graph if the
     batch no longer matches it, then move lattice, fractional coordinates and element
     probabilities (first ``max_z`` elements) to the predictor's device and dtype.
@@ -228,5 +229,10 @@ def fixed_graph_inputs(predictor: Any, batch: SoftCrystalBatch, max_z: int
     g = predictor._graph
     assert g is not None
     dev, dt = predictor.device, predictor.dtype
-    return (g, batch.lattice.dtype, batch.lattice.to(dev, dt), batch.frac_coords.to(dev, dt),
-            batch.element_probs.to(dev, dt)[:, :max_z])
+    return (
+        g,
+        batch.lattice.dtype,
+        batch.lattice.to(dev, dt),
+        batch.frac_coords.to(dev, dt),
+        batch.element_probs.to(dev, dt)[:, :max_z],
+    )

@@ -292,8 +292,9 @@ def build_batch_graph(
     parts, start = [], 0
     for b, n in enumerate(counts):
         if strategy == "k-nearest":
-            parts.append(knn_graph_single(lat[b], frac[start : start + n], cutoff,
-                                          int(max_neighbors or 12)))
+            parts.append(
+                knn_graph_single(lat[b], frac[start : start + n], cutoff, int(max_neighbors or 12))
+            )
         else:
             parts.append(
                 crystal_graph_single(
@@ -372,12 +373,27 @@ def _legacy_network(cfg: dict[str, Any]) -> torch.nn.Module:
         raise InputError(
             "only single-output ALIGNN regressors without extra_features are supported"
         )
-    fields = ("alignn_layers", "gcn_layers", "atom_input_features", "edge_input_features",
-              "triplet_input_features", "embedding_features", "hidden_features",
-              "output_features", "link")
+    fields = (
+        "alignn_layers",
+        "gcn_layers",
+        "atom_input_features",
+        "edge_input_features",
+        "triplet_input_features",
+        "embedding_features",
+        "hidden_features",
+        "output_features",
+        "link",
+    )
     pure = {f: getattr(conf, f) for f in fields}
-    net = make_network({**pure, "name": "alignn_atomwise_pure", "calculate_gradient": False,
-                        "gradwise_weight": 0.0, "use_zbl": False})
+    net = make_network(
+        {
+            **pure,
+            "name": "alignn_atomwise_pure",
+            "calculate_gradient": False,
+            "gradwise_weight": 0.0,
+            "use_zbl": False,
+        }
+    )
     for module in list(net.modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, torch.nn.LayerNorm):
@@ -507,8 +523,9 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             cfg_b = _read_member(zf, names, CONFIG_FILE)
             wts_b = _read_member(zf, names, WEIGHTS_FILE)
             if wts_b is None:
-                chks = sorted((n for n in names if "checkpoint_" in n and n.endswith(".pt")),
-                              key=_epoch)
+                chks = sorted(
+                    (n for n in names if "checkpoint_" in n and n.endswith(".pt")), key=_epoch
+                )
                 wts_b = zf.read(chks[-1]) if chks else None
             card_b = _read_member(zf, names, CARD_FILE)
         if cfg_b is None or wts_b is None:

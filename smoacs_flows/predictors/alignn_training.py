@@ -362,11 +362,17 @@ def git_revision() -> str:
     try:
         rev = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
@@ -461,8 +467,14 @@ def train(
             p_va, y_va = predict_samples(model, va), np.array([s.y for s in va])
             val_mae = mae(p_va, y_va)
             val_rmse = float(np.sqrt(np.mean((p_va - y_va) ** 2)))
-        history.append({"epoch": epoch + 1, "train_loss": total / len(tr), "val_mae": val_mae,
-                        "val_rmse": val_rmse})
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": total / len(tr),
+                "val_mae": val_mae,
+                "val_rmse": val_rmse,
+            }
+        )
         # early stopping watches the validation value of the training loss (RMSE for mse)
         score = val_rmse if settings.loss == "mse" else val_mae
         if not va or score < best[0]:
@@ -510,7 +522,8 @@ def train(
             "val": len(va),
             "holdout": len(te),
             "holdout_source": (
-                f"external file {Path(test_data.path).name}" if test_data is not None
+                f"external file {Path(test_data.path).name}"
+                if test_data is not None
                 else f"random {settings.test_frac:.0%} of the dataset"
             ),
         },
@@ -563,8 +576,9 @@ def write_model(out: str | Path, result: TrainResult, force: bool = False) -> Pa
         with open(tmp / "holdout_predictions.csv", "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["id", "target", "prediction"])
-            for i, y, p in zip(result.holdout_ids, result.holdout_targets,
-                               result.holdout_predictions):
+            for i, y, p in zip(
+                result.holdout_ids, result.holdout_targets, result.holdout_predictions
+            ):
                 w.writerow([i, repr(float(y)), repr(float(p))])
     return Path(out)
 

@@ -33,8 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--units", default=None, help="units of the target (default from the target)")
     p.add_argument("--structure-col", default=None, help="structure column (default: cif, ...)")
     p.add_argument("--id-col", default=None, help="id column (default: material_id, id, ...)")
-    p.add_argument("--test-data", type=Path, default=None,
-                   help="held-out file (default: a seeded --test-frac of DATA)")
+    p.add_argument(
+        "--test-data",
+        type=Path,
+        default=None,
+        help="held-out file (default: a seeded --test-frac of DATA)",
+    )
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--patience", type=int, default=15, help="early-stopping patience (epochs)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -43,16 +47,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the split and the weights")
     p.add_argument("--val-frac", type=float, default=0.1)
     p.add_argument("--test-frac", type=float, default=0.1)
-    p.add_argument("--max-bad-frac", type=float, default=0.05,
-                   help="abort when more than this fraction of rows is unusable")
+    p.add_argument(
+        "--max-bad-frac",
+        type=float,
+        default=0.05,
+        help="abort when more than this fraction of rows is unusable",
+    )
     p.add_argument("--hidden", type=int, default=64, help="hidden features")
     p.add_argument("--alignn-layers", type=int, default=2)
     p.add_argument("--gcn-layers", type=int, default=2)
     p.add_argument("--cutoff", type=float, default=5.0, help="neighbour cutoff, Å")
     p.add_argument("--three-body-cutoff", type=float, default=3.5, help="triplet cutoff, Å")
     p.add_argument("--max-neighbors", type=int, default=None)
-    p.add_argument("--max-minutes", type=float, default=None,
-                   help="stop after this much wall time (not reproducible across machines)")
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="stop after this much wall time (not reproducible across machines)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--force", action="store_true", help="replace a non-empty DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -80,8 +92,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "training data and held-out MAE.",
     )
     pl.add_argument("--json", action="store_true", help="a JSON list of objects")
-    pl.add_argument("--available", action="store_true",
-                    help="also list alignn's downloadable pretrained models")
+    pl.add_argument(
+        "--available", action="store_true", help="also list alignn's downloadable pretrained models"
+    )
     pl.set_defaults(func=run_models_list)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -123,12 +136,19 @@ def run_train(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(msg, file=sys.stderr)
 
-    data = load_dataset(args.data, args.target, args.structure_col, args.id_col,
-                        args.max_bad_frac, warn=warn)
+    data = load_dataset(
+        args.data, args.target, args.structure_col, args.id_col, args.max_bad_frac, warn=warn
+    )
     test = None
     if args.test_data is not None:
-        test = load_dataset(args.test_data, args.target, args.structure_col, args.id_col,
-                            args.max_bad_frac, warn=warn)
+        test = load_dataset(
+            args.test_data,
+            args.target,
+            args.structure_col,
+            args.id_col,
+            args.max_bad_frac,
+            warn=warn,
+        )
     model = {
         **DEFAULT_MODEL,
         "hidden_features": args.hidden,
@@ -136,14 +156,30 @@ def run_train(args: argparse.Namespace) -> int:
         "gcn_layers": args.gcn_layers,
     }
     settings = TrainSettings(
-        epochs=args.epochs, patience=args.patience, batch_size=args.batch_size,
-        learning_rate=args.lr, loss=args.loss, seed=args.seed, val_frac=args.val_frac,
-        test_frac=args.test_frac, max_minutes=args.max_minutes, cutoff=args.cutoff,
-        three_body_cutoff=args.three_body_cutoff, max_neighbors=args.max_neighbors, model=model,
+        epochs=args.epochs,
+        patience=args.patience,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        loss=args.loss,
+        seed=args.seed,
+        val_frac=args.val_frac,
+        test_frac=args.test_frac,
+        max_minutes=args.max_minutes,
+        cutoff=args.cutoff,
+        three_body_cutoff=args.three_body_cutoff,
+        max_neighbors=args.max_neighbors,
+        model=model,
     )
     result = train(
-        data, args.target, settings, test_data=test, property_name=args.property,
-        units=args.units, name=args.name or args.out.name, progress=not args.quiet, log=say,
+        data,
+        args.target,
+        settings,
+        test_data=test,
+        property_name=args.property,
+        units=args.units,
+        name=args.name or args.out.name,
+        progress=not args.quiet,
+        log=say,
     )
     write_model(args.out, result, force=args.force)
     card = result.card
@@ -278,26 +314,38 @@ def list_models(available: bool = False) -> list[dict[str, Any]]:
                 config = json.loads((d / CONFIG_FILE).read_text())
                 card = json.loads((d / CARD_FILE).read_text()) if (d / CARD_FILE).is_file() else {}
             except (OSError, json.JSONDecodeError) as exc:
-                out.append({"name": d.name, "property": None, "units": None, "mae": None,
-                            "source": source, "path": str(d), "error": str(exc)})
+                out.append(
+                    {
+                        "name": d.name,
+                        "property": None,
+                        "units": None,
+                        "mae": None,
+                        "source": source,
+                        "path": str(d),
+                        "error": str(exc),
+                    }
+                )
                 continue
             prop, units = property_of(config, card)
             mae = card.get("mae")
             if mae is None:
                 mae = _alignn2_meta(d.name).get("test_mae")
-            out.append({
-                "name": d.name,
-                "type": "alignn",
-                "property": prop,
-                "units": units,
-                "mae": mae,
-                "target": config.get("target"),
-                "training_data": card.get("training_data") or card.get("dataset", {}).get("path"),
-                "n_train": card.get("split", {}).get("train"),
-                "holdout_n": card.get("holdout", {}).get("n"),
-                "source": source,
-                "path": str(d),
-            })
+            out.append(
+                {
+                    "name": d.name,
+                    "type": "alignn",
+                    "property": prop,
+                    "units": units,
+                    "mae": mae,
+                    "target": config.get("target"),
+                    "training_data": card.get("training_data")
+                    or card.get("dataset", {}).get("path"),
+                    "n_train": card.get("split", {}).get("train"),
+                    "holdout_n": card.get("holdout", {}).get("n"),
+                    "source": source,
+                    "path": str(d),
+                }
+            )
     if available:
         try:
             from alignn.pretrained import ALIGNN2_MODELS
@@ -306,12 +354,19 @@ def list_models(available: bool = False) -> list[dict[str, Any]]:
         for name, meta in sorted(ALIGNN2_MODELS.items()):
             if name in seen or meta.get("category") == "forcefield":
                 continue
-            out.append({
-                "name": name, "type": "alignn", "property": meta.get("target"),
-                "units": meta.get("unit") or None, "mae": meta.get("test_mae"),
-                "target": meta.get("target"), "training_data": meta.get("description"),
-                "source": "alignn pretrained (download)", "path": None,
-            })
+            out.append(
+                {
+                    "name": name,
+                    "type": "alignn",
+                    "property": meta.get("target"),
+                    "units": meta.get("unit") or None,
+                    "mae": meta.get("test_mae"),
+                    "target": meta.get("target"),
+                    "training_data": meta.get("description"),
+                    "source": "alignn pretrained (download)",
+                    "path": None,
+                }
+            )
     return out
 
 
@@ -338,7 +393,13 @@ def run_models_list(args: argparse.Namespace) -> int:
     for m in models:
         mae = m.get("mae")
         mae_s = "—" if mae is None or (isinstance(mae, float) and math.isnan(mae)) else f"{mae:.4g}"
-        table.add_row(m["name"], str(m.get("property")), str(m.get("units") or ""), mae_s,
-                      str(m.get("training_data") or ""), m["source"])
+        table.add_row(
+            m["name"],
+            str(m.get("property")),
+            str(m.get("units") or ""),
+            mae_s,
+            str(m.get("training_data") or ""),
+            m["source"],
+        )
     Console().print(table)
     return 0

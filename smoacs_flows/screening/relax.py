@@ -399,8 +399,14 @@ def relax_atomate2(
                 # atomate2 writes trajectory/xyz files into the job folder: a temporary one
                 with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
                     warnings.simplefilter("ignore")
-                    responses = run_locally(job, store=store, log=False, ensure_success=True,
-                                            create_folders=True, root_dir=tmp)
+                    responses = run_locally(
+                        job,
+                        store=store,
+                        log=False,
+                        ensure_success=True,
+                        create_folders=True,
+                        root_dir=tmp,
+                    )
                 doc = responses[job.uuid][1].output
                 e = float(doc.output.energy_per_atom)
                 ok = math.isfinite(e)

@@ -19,16 +19,25 @@ from typing import Any
 #: funnel order of the stages a candidate can reach
 FUNNEL = ["proposed", "prefiltered", "relaxed", "stable", "sun", "dft"]
 #: fields a DFT result contributes to the candidate (besides its per-spin gaps)
-DFT_FIELDS = ("engine", "energy_per_atom", "efermi", "total_moment", "moment_per_fu",
-              "site_moments", "spin_polarised", "formula", "reduced_formula")
+DFT_FIELDS = (
+    "engine",
+    "energy_per_atom",
+    "efermi",
+    "total_moment",
+    "moment_per_fu",
+    "site_moments",
+    "spin_polarised",
+    "formula",
+    "reduced_formula",
+)
 
 
 def tag_version(tags: list[str] | None, campaign: str) -> int | None:
     """The version ``N`` from a ``smoacs:NAME:vN`` tag."""
     prefix = f"smoacs:{campaign}:v"
     for t in tags or []:
-        if isinstance(t, str) and t.startswith(prefix) and t[len(prefix):].isdigit():
-            return int(t[len(prefix):])
+        if isinstance(t, str) and t.startswith(prefix) and t[len(prefix) :].isdigit():
+            return int(t[len(prefix) :])
     return None
 
 
@@ -41,22 +50,24 @@ def dft_section(result: dict[str, Any], job_uuid: str) -> dict[str, Any]:
         g = gaps.get(spin)
         out[f"gap_{spin}"] = None if g is None else (g.get("gap") if g.get("gapped") else 0.0)
     p = a.get("polarisation")
-    out.update({
-        "verdict": a.get("verdict"),
-        "polarisation": p,
-        "abs_polarisation": None if p is None else abs(float(p)),
-        "dos_at_ef": a.get("dos_at_ef") or {},
-        "half_metallic_gap": a.get("half_metallic_gap"),
-        "gapped_channel": a.get("gapped_channel"),
-        "warnings": list(a.get("warnings") or []),
-        "e_above_hull": (result.get("hull") or {}).get("e_above_hull"),
-        "hull_note": (result.get("hull") or {}).get("note"),
-        "structure": result.get("structure"),
-        "settings": result.get("settings") or {},
-        "source": result.get("source"),
-        "has_dos": bool(result.get("dos")),
-        "job_uuid": job_uuid,
-    })
+    out.update(
+        {
+            "verdict": a.get("verdict"),
+            "polarisation": p,
+            "abs_polarisation": None if p is None else abs(float(p)),
+            "dos_at_ef": a.get("dos_at_ef") or {},
+            "half_metallic_gap": a.get("half_metallic_gap"),
+            "gapped_channel": a.get("gapped_channel"),
+            "warnings": list(a.get("warnings") or []),
+            "e_above_hull": (result.get("hull") or {}).get("e_above_hull"),
+            "hull_note": (result.get("hull") or {}).get("note"),
+            "structure": result.get("structure"),
+            "settings": result.get("settings") or {},
+            "source": result.get("source"),
+            "has_dos": bool(result.get("dos")),
+            "job_uuid": job_uuid,
+        }
+    )
     return out
 
 
@@ -70,8 +81,11 @@ def extract_sections(stage: str, output: Any, job_uuid: str) -> dict[str, dict[s
         return {}
     if stage == "propose":
         for rec in output.get("records", []):
-            out[rec["id"]]["proposal"] = {"record": rec, "job_uuid": job_uuid,
-                                          "versions": output.get("versions") or {}}
+            out[rec["id"]]["proposal"] = {
+                "record": rec,
+                "job_uuid": job_uuid,
+                "versions": output.get("versions") or {},
+            }
     elif stage == "prefilter":
         for rec in output.get("records", []):
             out[rec["id"]]["prefilter"] = {"passed": True, "job_uuid": job_uuid}
@@ -97,10 +111,16 @@ def extract_sections(stage: str, output: Any, job_uuid: str) -> dict[str, dict[s
         survivors = {r["id"] for r in output.get("records", [])}
         own = output.get("stage_rejected") or {}
         for cid, sc in (output.get("scores") or {}).items():
-            out[cid]["sun"] = {**sc, "sun": cid in survivors, "reasons": list(own.get(cid, [])),
-                               "job_uuid": job_uuid}
-        out["_campaign"]["sun_done"] = {"notes": list(output.get("notes", [])),
-                                        "job_uuid": job_uuid}
+            out[cid]["sun"] = {
+                **sc,
+                "sun": cid in survivors,
+                "reasons": list(own.get(cid, [])),
+                "job_uuid": job_uuid,
+            }
+        out["_campaign"]["sun_done"] = {
+            "notes": list(output.get("notes", [])),
+            "job_uuid": job_uuid,
+        }
     elif stage == "dft" and "candidate_id" in output and "engine" in output:
         out[output["candidate_id"]]["dft"] = dft_section(output, job_uuid)
     elif stage == "summary":
@@ -161,9 +181,13 @@ def content_hash(doc: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def assemble(campaign: str, version: int, sections: dict[str, dict[str, Any]],
-             failures: dict[str, dict[str, Any]] | None = None,
-             fw_ids: dict[str, int] | None = None) -> list[dict[str, Any]]:
+def assemble(
+    campaign: str,
+    version: int,
+    sections: dict[str, dict[str, Any]],
+    failures: dict[str, dict[str, Any]] | None = None,
+    fw_ids: dict[str, int] | None = None,
+) -> list[dict[str, Any]]:
     """Candidate documents of one campaign version from the merged sections of its jobs.
 
     ``failures``: ``{candidate_id: {stage, reason, fw_id, state}}`` for fireworks of a
@@ -190,8 +214,8 @@ def assemble(campaign: str, version: int, sections: dict[str, dict[str, Any]],
         else:
             state = "pending"
         elements = rec.get("elements") or sorted(
-            {sp["element"] for site in (structure or {}).get("sites", [])
-             for sp in site["species"]})
+            {sp["element"] for site in (structure or {}).get("sites", []) for sp in site["species"]}
+        )
         final = (dft or {}).get("structure") or rel.get("structure") or structure
         doc = {
             "candidate_id": cid,
@@ -212,22 +236,28 @@ def assemble(campaign: str, version: int, sections: dict[str, dict[str, Any]],
             "smoacs": rec or None,
             "structure": structure,
             "final_structure": final,
-            "relax": ({k: v for k, v in rel.items() if k not in ("job_uuid", "passed",
-                                                                 "versions")}
-                      if rel.get("passed") else None),
+            "relax": (
+                {k: v for k, v in rel.items() if k not in ("job_uuid", "passed", "versions")}
+                if rel.get("passed")
+                else None
+            ),
             "e_above_hull": sun.get("e_above_hull"),
-            "sun": ({k: sun.get(k) for k in ("stable", "unique", "novel", "sun")}
-                    if sun else None),
+            "sun": ({k: sun.get(k) for k in ("stable", "unique", "novel", "sun")} if sun else None),
             "dft": {k: v for k, v in dft.items() if k != "job_uuid"} if dft else None,
             "provenance": {
-                "job_uuids": {s: sec[s]["job_uuid"] for s in
-                              ("proposal", "prefilter", "relax", "sun", "dft") if s in sec},
+                "job_uuids": {
+                    s: sec[s]["job_uuid"]
+                    for s in ("proposal", "prefilter", "relax", "sun", "dft")
+                    if s in sec
+                },
                 "dft_fw_id": (fw_ids or {}).get(cid),
                 "seed": rec.get("seed"),
                 "mlip": rel.get("mlip"),
                 "dft_settings": (dft or {}).get("settings"),
-                "versions": {"proposal": (sec.get("proposal") or {}).get("versions") or {},
-                             "relax": rel.get("versions") or {}},
+                "versions": {
+                    "proposal": (sec.get("proposal") or {}).get("versions") or {},
+                    "relax": rel.get("versions") or {},
+                },
             },
         }
         if doc["dft"]:

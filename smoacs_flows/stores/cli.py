@@ -17,31 +17,45 @@ from typing import Any
 
 from smoacs_flows.errors import SmoacsError
 
-TABLE_COLUMNS = [("candidate_id", "candidate"), ("formula", "formula"), ("nelements", "n_el"),
-                 ("state", "state"), ("stage", "stage"), ("e_above_hull", "E_hull"),
-                 ("verdict", "verdict"), ("polarisation", "P(E_F)"),
-                 ("moment_per_fu", "μB/f.u.")]
+TABLE_COLUMNS = [
+    ("candidate_id", "candidate"),
+    ("formula", "formula"),
+    ("nelements", "n_el"),
+    ("state", "state"),
+    ("stage", "stage"),
+    ("e_above_hull", "E_hull"),
+    ("verdict", "verdict"),
+    ("polarisation", "P(E_F)"),
+    ("moment_per_fu", "μB/f.u."),
+]
 
 
 def _common(p: argparse.ArgumentParser, update: bool = True) -> None:
     p.add_argument("--launchpad", default=None, help="my_launchpad.yaml (default: embedded)")
-    p.add_argument("--store", default=None, help="JobStore YAML (default: embedded / "
-                   "$SMOACS_JOB_STORE)")
-    p.add_argument("--results", default=None, help="results-store YAML (default: embedded / "
-                   "$SMOACS_RESULTS_STORE)")
+    p.add_argument(
+        "--store", default=None, help="JobStore YAML (default: embedded / $SMOACS_JOB_STORE)"
+    )
+    p.add_argument(
+        "--results",
+        default=None,
+        help="results-store YAML (default: embedded / $SMOACS_RESULTS_STORE)",
+    )
     if update:
-        p.add_argument("--no-update", action="store_true",
-                       help="do not run the candidates builder first")
+        p.add_argument(
+            "--no-update", action="store_true", help="do not run the candidates builder first"
+        )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the results commands."""
     q = subparsers.add_parser(
-        "query", help="query the candidates of the results store",
+        "query",
+        help="query the candidates of the results store",
         description="Filter, sort and export candidates (latest version of each campaign "
         "unless --version). Example: half-metals within 0.1 eV/atom of the hull, no Co, at "
         "most four elements: query --verdict half_metal --e-hull-max 0.1 --exclude Co "
-        "--max-elements 4")
+        "--max-elements 4",
+    )
     q.add_argument("--campaign", default=None)
     q.add_argument("--version", type=int, default=None)
     q.add_argument("--verdict", default=None, help="half_metal, near_half_metal, ...")
@@ -55,8 +69,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for flag in ("stable", "unique", "novel", "sun"):
         q.add_argument(f"--{flag}", action="store_true", help=f"only {flag} candidates")
     q.add_argument("--state", default=None, help="pending | failed | done")
-    q.add_argument("--where", action="append", default=[], metavar="EXPR",
-                   help="FIELD<=VALUE (also <, >, >=, =, !=; =a|b for any of); repeatable")
+    q.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="FIELD<=VALUE (also <, >, >=, =, !=; =a|b for any of); repeatable",
+    )
     q.add_argument("--sort", default="e_above_hull", help="field to sort by (default E_hull)")
     q.add_argument("--desc", action="store_true", help="sort descending")
     q.add_argument("--limit", type=int, default=50, help="at most this many (0: all)")
@@ -66,38 +85,57 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common(q)
     q.set_defaults(func=_query)
 
-    s = subparsers.add_parser("status", help="fireworks per stage and the funnel so far",
-                              description="Counts of READY / RUNNING / COMPLETED / FIZZLED / "
-                              "lost fireworks per stage, and the candidate funnel so far.")
+    s = subparsers.add_parser(
+        "status",
+        help="fireworks per stage and the funnel so far",
+        description="Counts of READY / RUNNING / COMPLETED / FIZZLED / "
+        "lost fireworks per stage, and the candidate funnel so far.",
+    )
     s.add_argument("campaign")
     s.add_argument("--version", type=int, default=None, help="default: the latest")
-    s.add_argument("--lost-after", type=float, default=None,
-                   help="seconds without heartbeat after which RUNNING is lost (default 4 h)")
+    s.add_argument(
+        "--lost-after",
+        type=float,
+        default=None,
+        help="seconds without heartbeat after which RUNNING is lost (default 4 h)",
+    )
     s.add_argument("--json", action="store_true")
     _common(s)
     s.set_defaults(func=_status)
 
     r = subparsers.add_parser(
-        "resume", help="rerun FIZZLED and lost fireworks of a campaign, optionally with fixes",
+        "resume",
+        help="rerun FIZZLED and lost fireworks of a campaign, optionally with fixes",
         description="Show why each FIZZLED or lost firework failed and rerun it (and only what "
         "waits on it); overrides apply to those fireworks only. Completed work is never "
-        "recomputed.")
+        "recomputed.",
+    )
     r.add_argument("campaign")
     r.add_argument("--version", type=int, default=None)
-    r.add_argument("--stage", action="append", default=None,
-                   help="only these stages (propose, prefilter, relax, sun, dft, summary)")
+    r.add_argument(
+        "--stage",
+        action="append",
+        default=None,
+        help="only these stages (propose, prefilter, relax, sun, dft, summary)",
+    )
     r.add_argument("--fw", type=int, action="append", default=None, help="only these fw ids")
     r.add_argument("--incar", default=None, help="VASP INCAR overrides: ALGO=All,NELM=200")
     r.add_argument("--max-errors", type=int, default=None, help="custodian max_errors (VASP)")
     r.add_argument("--gpaw", default=None, help="GPAW setting overrides: maxiter=300")
     r.add_argument("--walltime", default=None, help="queue walltime for the reruns")
     r.add_argument("--category", default=None, help="send the reruns to this worker category")
-    r.add_argument("--lost-after", type=float, default=None,
-                   help="seconds without heartbeat after which RUNNING is lost (default 4 h)")
-    r.add_argument("--dry-run", action="store_true", help="list what would rerun; change "
-                   "nothing")
-    r.add_argument("--run", action="store_true",
-                   help="embedded LaunchPad: run local workers until the campaign is done")
+    r.add_argument(
+        "--lost-after",
+        type=float,
+        default=None,
+        help="seconds without heartbeat after which RUNNING is lost (default 4 h)",
+    )
+    r.add_argument("--dry-run", action="store_true", help="list what would rerun; change nothing")
+    r.add_argument(
+        "--run",
+        action="store_true",
+        help="embedded LaunchPad: run local workers until the campaign is done",
+    )
     r.add_argument("--launchpad", default=None, help="my_launchpad.yaml (default: embedded)")
     r.set_defaults(func=_resume)
 
@@ -105,9 +143,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("campaign")
     p.add_argument("--out", required=True, help="HTML file")
     p.add_argument("--version", type=int, default=None)
-    p.add_argument("--compare", default=None,
-                   help="another campaign to compare element frequencies with (e.g. the same "
-                   "campaign without exclusion masks)")
+    p.add_argument(
+        "--compare",
+        default=None,
+        help="another campaign to compare element frequencies with (e.g. the same "
+        "campaign without exclusion masks)",
+    )
     _common(p)
     p.set_defaults(func=_report)
 
@@ -148,8 +189,10 @@ def _tag(lp: Any, campaign: str, version: int | None) -> tuple[int, str]:
     if version is None:
         version = versions[-1]
     elif version not in versions:
-        raise SmoacsError(f"campaign {campaign!r} has no version {version} (versions: "
-                          f"{', '.join(map(str, versions))})")
+        raise SmoacsError(
+            f"campaign {campaign!r} has no version {version} (versions: "
+            f"{', '.join(map(str, versions))})"
+        )
     return version, campaign_tag(campaign, version)
 
 
@@ -170,13 +213,27 @@ def _query(args: argparse.Namespace) -> int:
     lp, job_store, results = _open(args)
     _update(args, lp, job_store, results)
     found = query(
-        campaign=args.campaign, version=args.version, verdict=args.verdict,
-        e_hull_max=args.e_hull_max, include=_csv_list(args.include),
-        exclude=_csv_list(args.exclude), max_elements=args.max_elements,
-        polarisation_min=args.polarisation_min, moment_min=args.moment_min,
-        moment_max=args.moment_max, stable=args.stable or None, unique=args.unique or None,
-        novel=args.novel or None, sun=args.sun or None, state=args.state, where=args.where,
-        sort=args.sort, descending=args.desc, limit=args.limit or None, results=results)
+        campaign=args.campaign,
+        version=args.version,
+        verdict=args.verdict,
+        e_hull_max=args.e_hull_max,
+        include=_csv_list(args.include),
+        exclude=_csv_list(args.exclude),
+        max_elements=args.max_elements,
+        polarisation_min=args.polarisation_min,
+        moment_min=args.moment_min,
+        moment_max=args.moment_max,
+        stable=args.stable or None,
+        unique=args.unique or None,
+        novel=args.novel or None,
+        sun=args.sun or None,
+        state=args.state,
+        where=args.where,
+        sort=args.sort,
+        descending=args.desc,
+        limit=args.limit or None,
+        results=results,
+    )
     rows = [c.summary for c in found]
     if args.format == "cif":
         if not args.out:
@@ -225,8 +282,9 @@ def _query(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- status
 
 
-def campaign_status(lp: Any, results: Any, campaign: str, version: int, tag: str,
-                    lost_after: float | None = None) -> dict[str, Any]:
+def campaign_status(
+    lp: Any, results: Any, campaign: str, version: int, tag: str, lost_after: float | None = None
+) -> dict[str, Any]:
     """Fireworks per stage and state (``LOST`` counted apart from RUNNING) and the funnel."""
     from smoacs_flows.makers.launchpad import lp_session
     from smoacs_flows.makers.recovery import LOST_AFTER, find_failed
@@ -243,17 +301,24 @@ def campaign_status(lp: Any, results: Any, campaign: str, version: int, tag: str
         c["LOST"] = c.get("LOST", 0) + 1
     funnel: dict[str, int | None] = {s: 0 for s in FUNNEL}
     n_hm, hull = 0, False
-    for d in results.candidates.query({"campaign": campaign, "version": version},
-                                      properties=["stage", "dft.verdict", "e_above_hull"]):
+    for d in results.candidates.query(
+        {"campaign": campaign, "version": version},
+        properties=["stage", "dft.verdict", "e_above_hull"],
+    ):
         for s in FUNNEL[: FUNNEL.index(d["stage"]) + 1]:
             funnel[s] += 1
-        n_hm += ((d.get("dft") or {}).get("verdict") == "half_metal")
+        n_hm += (d.get("dft") or {}).get("verdict") == "half_metal"
         hull = hull or d.get("e_above_hull") is not None
     if not hull:
         funnel["stable"] = None  # no reference phases: stability not evaluated
     funnel["half_metal"] = n_hm
-    return {"campaign": campaign, "version": version, "fireworks": counts, "funnel": funnel,
-            "lost": [f.__dict__ for f in lost]}
+    return {
+        "campaign": campaign,
+        "version": version,
+        "fireworks": counts,
+        "funnel": funnel,
+        "lost": [f.__dict__ for f in lost],
+    }
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -273,8 +338,9 @@ def _status(args: argparse.Namespace) -> int:
         c = st["fireworks"].get(stage)
         if c:
             print(f"{stage:<10}" + "".join(f"{c.get(s, 0):>10}" for s in states))
-    print("funnel: " + " → ".join(f"{k} {'n/a' if v is None else v}"
-                                  for k, v in st["funnel"].items()))
+    print(
+        "funnel: " + " → ".join(f"{k} {'n/a' if v is None else v}" for k, v in st["funnel"].items())
+    )
     for f in st["lost"]:
         print(f"lost: {f['name']} (fw {f['fw_id']}): {f['reason']}")
     return 0
@@ -298,7 +364,8 @@ def _resume(args: argparse.Namespace) -> int:
         max_errors=args.max_errors,
         gpaw=parse_assignments(args.gpaw, "--gpaw") if args.gpaw else {},
         walltime=parse_walltime(args.walltime) if args.walltime else None,
-        category=args.category)
+        category=args.category,
+    )
     if args.max_errors is not None and args.max_errors < 1:
         raise SmoacsError("--max-errors: must be at least 1")
     lp = open_launchpad(args.launchpad)
@@ -306,24 +373,33 @@ def _resume(args: argparse.Namespace) -> int:
     after = LOST_AFTER if args.lost_after is None else args.lost_after
     failed = resume(lp, tag, ov, args.stage, after, args.dry_run, args.fw)
     if not failed:
-        print(f"campaign {args.campaign} v{version}: nothing to resume (no FIZZLED or lost "
-              "fireworks)")
+        print(
+            f"campaign {args.campaign} v{version}: nothing to resume (no FIZZLED or lost fireworks)"
+        )
         return 0
     verb = "would rerun" if args.dry_run else "rerunning"
     for f in failed:
         extra = f" [changes: {', '.join(f.changes)}]" if f.changes else ""
-        print(f"{verb} {f.name} (fw {f.fw_id}, {f.stage}, {f.state}, {f.category}): "
-              f"{f.reason}{extra}")
+        print(
+            f"{verb} {f.name} (fw {f.fw_id}, {f.stage}, {f.state}, {f.category}): {f.reason}{extra}"
+        )
     if args.run and not args.dry_run:
         if not isinstance(lp, EmbeddedLaunchPad):
-            raise SmoacsError("--run works with the embedded LaunchPad; on a cluster start "
-                              "workers with rlaunch/qlaunch (docs/orchestration.md)")
+            raise SmoacsError(
+                "--run works with the embedded LaunchPad; on a cluster start "
+                "workers with rlaunch/qlaunch (docs/orchestration.md)"
+            )
         from smoacs_flows.config import home_path
         from smoacs_flows.makers.run import run_workers
 
         cats = sorted(_categories(lp, tag))
-        state, logs = run_workers(lp, tag, cats, home_path("runs", f"{args.campaign}-v{version}"),
-                                  echo=lambda s: print(s, flush=True))
+        state, logs = run_workers(
+            lp,
+            tag,
+            cats,
+            home_path("runs", f"{args.campaign}-v{version}"),
+            echo=lambda s: print(s, flush=True),
+        )
         print(f"campaign {args.campaign} v{version}: {state}")
         if state != "done":
             print(f"worker logs: {', '.join(map(str, logs))}", file=sys.stderr)
@@ -335,8 +411,10 @@ def _categories(lp: Any, tag: str) -> set[str]:
     from smoacs_flows.makers.launchpad import lp_session
 
     with lp_session(lp, write=False):
-        return {d["spec"].get("_category", "") for d in
-                lp.fireworks.find({"spec.tags": tag}, {"spec._category": 1})}
+        return {
+            d["spec"].get("_category", "")
+            for d in lp.fireworks.find({"spec.tags": tag}, {"spec._category": 1})
+        }
 
 
 # ----------------------------------------------------------------------------- report
@@ -348,7 +426,8 @@ def _report(args: argparse.Namespace) -> int:
     lp, job_store, results = _open(args)
     version, _ = _tag(lp, args.campaign, args.version)
     _update(args, lp, job_store, results)
-    path = report_for_campaign(results, job_store, lp, args.campaign, version, args.out,
-                               compare=args.compare)
+    path = report_for_campaign(
+        results, job_store, lp, args.campaign, version, args.out, compare=args.compare
+    )
     print(f"wrote {path}")
     return 0

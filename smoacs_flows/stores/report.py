@@ -144,15 +144,18 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 def predicted_gap(doc: dict[str, Any]) -> float | None:
     """The smallest predicted band gap of the SMOACS record (any ``*band_gap`` key)."""
     pred = _flatten(_d(doc.get("smoacs")).get("predicted"))
-    vals = [_num(v) for k, v in pred.items()
-            if k.lower().endswith(("band_gap", "bandgap"))]
+    vals = [_num(v) for k, v in pred.items() if k.lower().endswith(("band_gap", "bandgap"))]
     vals = [v for v in vals if v is not None]
     return min(vals) if vals else None
 
 
 def _formula(doc: dict[str, Any]) -> str:
-    return str(doc.get("reduced_formula") or doc.get("formula")
-               or _d(doc.get("dft")).get("reduced_formula") or "")
+    return str(
+        doc.get("reduced_formula")
+        or doc.get("formula")
+        or _d(doc.get("dft")).get("reduced_formula")
+        or ""
+    )
 
 
 def _e_hull(doc: dict[str, Any]) -> float | None:
@@ -198,10 +201,10 @@ class _Charts:
         with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):
             fig.savefig(buf, format="svg", bbox_inches="tight")
         svg = buf.getvalue()
-        svg = svg[svg.index("<svg"):]
+        svg = svg[svg.index("<svg") :]
         self.names.append(name)
         cap = f"<figcaption>{caption}</figcaption>" if caption else ""
-        return (f'<figure class="chart" data-chart="{_esc(name)}">{svg}{cap}</figure>')
+        return f'<figure class="chart" data-chart="{_esc(name)}">{svg}{cap}</figure>'
 
 
 def _funnel_chart(ch: _Charts, funnel: list[tuple[str, int]]) -> str:
@@ -236,8 +239,15 @@ def _table_pos(z: int) -> tuple[int, float] | None:
     return el.group, el.row
 
 
-def _ptable_chart(ch: _Charts, name: str, freq: dict[str, float], vmax: float, title: str,
-                  excluded: set[str], outline: set[str] = frozenset()) -> str:
+def _ptable_chart(
+    ch: _Charts,
+    name: str,
+    freq: dict[str, float],
+    vmax: float,
+    title: str,
+    excluded: set[str],
+    outline: set[str] = frozenset(),
+) -> str:
     from matplotlib import colormaps
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
@@ -266,12 +276,25 @@ def _ptable_chart(ch: _Charts, name: str, freq: dict[str, float], vmax: float, t
             kw.update(edgecolor="#1f4e9c", lw=1.6, ls="--")
         ax.add_patch(Rectangle((col - 0.5, row - 0.5), 0.95, 0.95, **kw))
         dark = f > 0.6 * vmax and sym not in excluded
-        ax.text(col - 0.02, row - 0.1, sym, ha="center", va="center", fontsize=6.5,
-                color="white" if dark else ("#777777" if sym in excluded else "black"))
+        ax.text(
+            col - 0.02,
+            row - 0.1,
+            sym,
+            ha="center",
+            va="center",
+            fontsize=6.5,
+            color="white" if dark else ("#777777" if sym in excluded else "black"),
+        )
         if f > 0:
-            ax.text(col - 0.02, row + 0.24, f"{100 * f:.0f}" if f >= 0.01 else "<1",
-                    ha="center", va="center", fontsize=4.5,
-                    color="white" if dark else "#333333")
+            ax.text(
+                col - 0.02,
+                row + 0.24,
+                f"{100 * f:.0f}" if f >= 0.01 else "<1",
+                ha="center",
+                va="center",
+                fontsize=4.5,
+                color="white" if dark else "#333333",
+            )
     ax.set_xlim(0.4, 18.6)
     ax.set_ylim(9.9, 0.4)
     ax.set_aspect("equal")
@@ -284,8 +307,14 @@ def _ptable_chart(ch: _Charts, name: str, freq: dict[str, float], vmax: float, t
     return ch.block(fig, name)
 
 
-def _hist_chart(ch: _Charts, name: str, series: list[tuple[str, list[float], str]],
-                xlabel: str, title: str, integer: bool = False) -> str:
+def _hist_chart(
+    ch: _Charts,
+    name: str,
+    series: list[tuple[str, list[float], str]],
+    xlabel: str,
+    title: str,
+    integer: bool = False,
+) -> str:
     fig = ch.figure(5.2, 3.3)
     ax = fig.add_subplot()
     allv = np.concatenate([np.asarray(v, float) for _, v, _ in series if v])
@@ -300,8 +329,7 @@ def _hist_chart(ch: _Charts, name: str, series: list[tuple[str, list[float], str
     data = [np.asarray(v, float) for _, v, _ in series if v]
     labels = [lab for lab, v, _ in series if v]
     colors = [c for _, v, c in series if v]
-    ax.hist(data, bins=bins, stacked=True, label=labels, color=colors, edgecolor="white",
-            lw=0.5)
+    ax.hist(data, bins=bins, stacked=True, label=labels, color=colors, edgecolor="white", lw=0.5)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("candidates")
     ax.set_title(title, fontsize=10)
@@ -319,8 +347,11 @@ def _dos_chart(ch: _Charts, cid: str, label: str, dos: dict[str, Any]) -> str | 
         return None
     up = np.nan_to_num(np.asarray([_num(x) for x in up_raw], float))
     down_raw = dos.get("down")
-    down = (np.nan_to_num(np.asarray([_num(x) for x in down_raw], float))
-            if isinstance(down_raw, list | tuple) and len(down_raw) == e.size else None)
+    down = (
+        np.nan_to_num(np.asarray([_num(x) for x in down_raw], float))
+        if isinstance(down_raw, list | tuple) and len(down_raw) == e.size
+        else None
+    )
     e = e - (_num(dos.get("efermi")) or 0.0)
     lo, hi = DOS_WINDOW
     m = (e >= lo - 0.2) & (e <= hi + 0.2)
@@ -335,8 +366,9 @@ def _dos_chart(ch: _Charts, cid: str, label: str, dos: dict[str, Any]) -> str | 
         ax.fill_between(e, -down, color="tab:blue", alpha=0.6, lw=0.6, label="spin down")
     ax.axhline(0.0, color="k", lw=0.8)
     ax.axvline(0.0, color="k", ls="--", lw=0.8, label="E_F")
-    top = max(float(up.max(initial=0.0)),
-              float(down.max(initial=0.0)) if down is not None else 0.0, 1e-3)
+    top = max(
+        float(up.max(initial=0.0)), float(down.max(initial=0.0)) if down is not None else 0.0, 1e-3
+    )
     ax.set_ylim(-1.05 * top if down is not None else 0.0, 1.05 * top)
     ax.set_xlim(lo, hi)
     ax.set_xlabel("E − E_F (eV)")
@@ -397,8 +429,10 @@ def _table(final: list[dict[str, Any]]) -> str:
         cif = cif_text(d)
         if cif is not None:
             uri = "data:chemical/x-cif;base64," + base64.b64encode(cif.encode()).decode()
-            link = (f'<a class="cif" href="{uri}" download="{_esc(cid)}.cif" '
-                    f'title="download the CIF">{_esc(cid)}</a>')
+            link = (
+                f'<a class="cif" href="{uri}" download="{_esc(cid)}.cif" '
+                f'title="download the CIF">{_esc(cid)}</a>'
+            )
         else:
             link = _esc(cid)
         verdict = dft.get("verdict")
@@ -409,23 +443,37 @@ def _table(final: list[dict[str, Any]]) -> str:
             f'<td class="{"hm" if verdict == "half_metal" else ""}">{_esc(verdict) or "–"}</td>'
             f'<td class="n">{_fmt(p, ".2f")}</td>'
             f'<td class="n">{_fmt(dft.get("moment_per_fu"), ".2f")}</td>'
-            f"<td>{_esc(d.get('state'))}</td></tr>")
-    head = ("<tr><th>candidate (CIF)</th><th>formula</th><th>E<sub>hull</sub> (eV/atom)</th>"
-            "<th>DFT verdict</th><th>P at E<sub>F</sub></th><th>moment (μB/f.u.)</th>"
-            "<th>state</th></tr>")
+            f"<td>{_esc(d.get('state'))}</td></tr>"
+        )
+    head = (
+        "<tr><th>candidate (CIF)</th><th>formula</th><th>E<sub>hull</sub> (eV/atom)</th>"
+        "<th>DFT verdict</th><th>P at E<sub>F</sub></th><th>moment (μB/f.u.)</th>"
+        "<th>state</th></tr>"
+    )
     return f'<div class="scroll"><table>{head}{"".join(rows)}</table></div>'
 
 
 def _final_key(d: dict[str, Any]) -> tuple[Any, ...]:
     e = _e_hull(d)
-    return (not _is_half_metal(d), d.get("dft") is None, e is None, e or 0.0,
-            str(d.get("candidate_id")))
+    return (
+        not _is_half_metal(d),
+        d.get("dft") is None,
+        e is None,
+        e or 0.0,
+        str(d.get("candidate_id")),
+    )
 
 
-def write_report(docs: list[dict], out: str | Path, title: str,
-                 dos: dict[str, dict] | None = None, excluded: list[str] | None = None,
-                 compare_docs: list[dict] | None = None, compare_label: str | None = None,
-                 funnel: list[tuple[str, int]] | None = None) -> Path:
+def write_report(
+    docs: list[dict],
+    out: str | Path,
+    title: str,
+    dos: dict[str, dict] | None = None,
+    excluded: list[str] | None = None,
+    compare_docs: list[dict] | None = None,
+    compare_label: str | None = None,
+    funnel: list[tuple[str, int]] | None = None,
+) -> Path:
     """Write the HTML report of one campaign version to ``out`` (atomically); returns ``out``.
 
     ``docs``: the candidate documents (missing fields tolerated). ``dos``:
@@ -447,11 +495,16 @@ def write_report(docs: list[dict], out: str | Path, title: str,
     final = sorted((d for d in docs if d.get("stage") in ("sun", "dft")), key=_final_key)
     halfm = [d for d in docs if _is_half_metal(d)]
     states = Counter(str(d.get("state")) for d in docs if d.get("state"))
-    stats = [("candidates", len(docs)), ("final (S.U.N./DFT)", len(final)),
-             ("half-metals", len(halfm))] + [(k, v) for k, v in sorted(states.items())]
-    parts.append('<div class="stats">' + "".join(
-        f'<div class="stat"><b>{v:,}</b><span>{_esc(k)}</span></div>' for k, v in stats)
-        + "</div>")
+    stats = [
+        ("candidates", len(docs)),
+        ("final (S.U.N./DFT)", len(final)),
+        ("half-metals", len(halfm)),
+    ] + [(k, v) for k, v in sorted(states.items())]
+    parts.append(
+        '<div class="stats">'
+        + "".join(f'<div class="stat"><b>{v:,}</b><span>{_esc(k)}</span></div>' for k, v in stats)
+        + "</div>"
+    )
 
     # Figure 6: funnel
     parts.append("<h2>Screening funnel</h2>")
@@ -464,18 +517,32 @@ def write_report(docs: list[dict], out: str | Path, title: str,
     cfreq = element_frequency(cmp_docs) if compare_docs is not None else {}
     vmax = max([*freq.values(), *cfreq.values(), 1e-9])
     main_label = title if compare_docs is None else "this campaign"
-    tables = [_ptable_chart(ch, "periodic_table", freq, vmax,
-                            f"{main_label} ({len(docs):,} proposals)", excl)]
+    tables = [
+        _ptable_chart(
+            ch, "periodic_table", freq, vmax, f"{main_label} ({len(docs):,} proposals)", excl
+        )
+    ]
     if compare_docs is not None:
-        tables.append(_ptable_chart(
-            ch, "periodic_table_compare", cfreq, vmax,
-            f"{compare_label or 'comparison'} ({len(cmp_docs):,} proposals)", set(), excl))
+        tables.append(
+            _ptable_chart(
+                ch,
+                "periodic_table_compare",
+                cfreq,
+                vmax,
+                f"{compare_label or 'comparison'} ({len(cmp_docs):,} proposals)",
+                set(),
+                excl,
+            )
+        )
     parts.append('<div class="row pair">' + "".join(tables) + "</div>")
     note = "Numbers: % of proposals containing the element."
     if excl:
-        note += (" Hatched: excluded by the campaign (" + _esc(", ".join(sorted(excl)))
-                 + ")" + ("; dashed outline on the comparison." if compare_docs is not None
-                          else "."))
+        note += (
+            " Hatched: excluded by the campaign ("
+            + _esc(", ".join(sorted(excl)))
+            + ")"
+            + ("; dashed outline on the comparison." if compare_docs is not None else ".")
+        )
     parts.append(f'<p class="note">{note}</p>')
 
     # Figure 5 and property distributions
@@ -483,21 +550,44 @@ def write_report(docs: list[dict], out: str | Path, title: str,
     charts, missing = [], []
     nel = [n for n in (_nelements(d) for d in docs) if n is not None]
     if nel:
-        charts.append(_hist_chart(ch, "nelements", [("all", nel, "#3b7dd8")],
-                                  "number of elements", "Elements per candidate", True))
+        charts.append(
+            _hist_chart(
+                ch,
+                "nelements",
+                [("all", nel, "#3b7dd8")],
+                "number of elements",
+                "Elements per candidate",
+                True,
+            )
+        )
     else:
         missing.append("number of elements")
     gaps = [g for g in (predicted_gap(d) for d in docs) if g is not None]
     if gaps:
-        charts.append(_hist_chart(ch, "band_gap", [("proposals", gaps, "#6a51a3")],
-                                  "predicted band gap (eV)", "Predicted band gap"))
+        charts.append(
+            _hist_chart(
+                ch,
+                "band_gap",
+                [("proposals", gaps, "#6a51a3")],
+                "predicted band gap (eV)",
+                "Predicted band gap",
+            )
+        )
     else:
         missing.append("predicted band gap")
-    ens = [e for e in (_num(_d(d.get("relax")).get("energy_per_atom")) for d in docs)
-           if e is not None]
+    ens = [
+        e for e in (_num(_d(d.get("relax")).get("energy_per_atom")) for d in docs) if e is not None
+    ]
     if ens:
-        charts.append(_hist_chart(ch, "mlip_energy", [("relaxed", ens, "#2a9d8f")],
-                                  "MLIP energy (eV/atom)", "MLIP energy after relaxation"))
+        charts.append(
+            _hist_chart(
+                ch,
+                "mlip_energy",
+                [("relaxed", ens, "#2a9d8f")],
+                "MLIP energy (eV/atom)",
+                "MLIP energy after relaxation",
+            )
+        )
     else:
         missing.append("MLIP energy")
     mom_hm, mom_other = [], []
@@ -506,9 +596,15 @@ def write_report(docs: list[dict], out: str | Path, title: str,
         if m is not None:
             (mom_hm if _is_half_metal(d) else mom_other).append(m)
     if mom_hm or mom_other:
-        charts.append(_hist_chart(
-            ch, "dft_moment", [("half-metal", mom_hm, "#b3261e"), ("other", mom_other, "#999")],
-            "moment (μB per formula unit)", "DFT magnetic moment"))
+        charts.append(
+            _hist_chart(
+                ch,
+                "dft_moment",
+                [("half-metal", mom_hm, "#b3261e"), ("other", mom_other, "#999")],
+                "moment (μB per formula unit)",
+                "DFT magnetic moment",
+            )
+        )
     else:
         missing.append("DFT moment")
     parts.append('<div class="row">' + "".join(charts) + "</div>")
@@ -518,16 +614,22 @@ def write_report(docs: list[dict], out: str | Path, title: str,
     # final candidates
     parts.append(f"<h2>Final candidates ({len(final):,})</h2>")
     if final:
-        parts.append('<p class="note">Half-metals first, then by E<sub>hull</sub>; '
-                     "click an id to download its final structure as CIF.</p>")
+        parts.append(
+            '<p class="note">Half-metals first, then by E<sub>hull</sub>; '
+            "click an id to download its final structure as CIF.</p>"
+        )
         parts.append(_table(final))
     else:
         parts.append('<p class="note">No candidate has passed S.U.N. screening yet.</p>')
 
     # DOS of half-metals
     parts.append(f"<h2>Spin-resolved DOS of half-metals ({len(halfm):,})</h2>")
-    halfm.sort(key=lambda d: (-(_num(_d(d.get("dft")).get("half_metallic_gap")) or 0.0),
-                              str(d.get("candidate_id"))))
+    halfm.sort(
+        key=lambda d: (
+            -(_num(_d(d.get("dft")).get("half_metallic_gap")) or 0.0),
+            str(d.get("candidate_id")),
+        )
+    )
     dos_charts, no_dos = [], []
     for d in halfm:
         cid = str(d.get("candidate_id") or "")
@@ -547,15 +649,18 @@ def write_report(docs: list[dict], out: str | Path, title: str,
         parts.append('<p class="note">No half-metal found by DFT yet.</p>')
 
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    sub = (f"campaign {', '.join(sorted(camp)) or '?'} · version {', '.join(sorted(vers)) or '?'}"
-           f" · generated {now}")
+    sub = (
+        f"campaign {', '.join(sorted(camp)) or '?'} · version {', '.join(sorted(vers)) or '?'}"
+        f" · generated {now}"
+    )
     page = (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{_esc(title)}</title><style>{_CSS}</style></head>"
         f'<body data-charts-expected="{len(ch.names)}">'
         f"<header><h1>{_esc(title)}</h1><p>{_esc(sub)}</p></header>"
         f"<main>{''.join(parts)}</main>"
-        f"<script>{_SCRIPT}</script></body></html>\n")
+        f"<script>{_SCRIPT}</script></body></html>\n"
+    )
     out = Path(out)
     atomic_write_bytes(out, page.encode("utf-8"))
     umask = os.umask(0)

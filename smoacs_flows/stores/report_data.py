@@ -9,8 +9,9 @@ from smoacs_flows.stores.report import MAX_DOS_PLOTS, write_report
 from smoacs_flows.stores.results import QueryError, ResultsStore
 
 
-def campaign_docs(results: ResultsStore, campaign: str, version: int | None = None
-                  ) -> tuple[int, list[dict[str, Any]]]:
+def campaign_docs(
+    results: ResultsStore, campaign: str, version: int | None = None
+) -> tuple[int, list[dict[str, Any]]]:
     """(version, documents) of a campaign version (the latest by default)."""
     version = results.versions(campaign, version)[campaign]
     docs = list(results.candidates.query({"campaign": campaign, "version": version}))
@@ -25,8 +26,10 @@ def excluded_elements(lp: Any, campaign: str, version: int) -> list[str]:
     from smoacs_flows.smoacs.exclusions import preset_elements
 
     with lp_session(lp, write=False):
-        fw = lp.fireworks.find_one({"spec.tags": f"smoacs:{campaign}:v{version}",
-                                    "spec.stage": "propose"}, {"spec._tasks": 1})
+        fw = lp.fireworks.find_one(
+            {"spec.tags": f"smoacs:{campaign}:v{version}", "spec.stage": "propose"},
+            {"spec._tasks": 1},
+        )
     try:
         spec = fw["spec"]["_tasks"][0]["job"]["function_args"][0]["spec"]
     except (TypeError, KeyError, IndexError):
@@ -42,8 +45,12 @@ def excluded_elements(lp: Any, campaign: str, version: int) -> list[str]:
 
 def dos_arrays(job_store: Any, docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """``{candidate_id: {energies, up, down, efermi}}`` of the half-metals (best first)."""
-    hms = [d for d in docs if (d.get("dft") or {}).get("verdict") == "half_metal"
-           and (d.get("dft") or {}).get("has_dos")]
+    hms = [
+        d
+        for d in docs
+        if (d.get("dft") or {}).get("verdict") == "half_metal"
+        and (d.get("dft") or {}).get("has_dos")
+    ]
     hms.sort(key=lambda d: -((d["dft"].get("half_metallic_gap")) or 0.0))
     out = {}
     job_store.connect()
@@ -58,9 +65,15 @@ def dos_arrays(job_store: Any, docs: list[dict[str, Any]]) -> dict[str, dict[str
     return out
 
 
-def report_for_campaign(results: ResultsStore, job_store: Any, lp: Any, campaign: str,
-                        version: int | None, out: str | Path,
-                        compare: str | None = None) -> Path:
+def report_for_campaign(
+    results: ResultsStore,
+    job_store: Any,
+    lp: Any,
+    campaign: str,
+    version: int | None,
+    out: str | Path,
+    compare: str | None = None,
+) -> Path:
     """Write the HTML report of a campaign version (``compare``: a second campaign whose
     element frequencies are shown beside it, e.g. the same run without exclusion masks)."""
     version, docs = campaign_docs(results, campaign, version)
@@ -69,7 +82,12 @@ def report_for_campaign(results: ResultsStore, job_store: Any, lp: Any, campaign
         if compare not in results.campaigns():
             raise QueryError(f"--compare: unknown campaign {compare!r} in the results store")
         cmp_docs = campaign_docs(results, compare)[1]
-    return write_report(docs, out, title=f"{campaign} v{version}",
-                        dos=dos_arrays(job_store, docs),
-                        excluded=excluded_elements(lp, campaign, version),
-                        compare_docs=cmp_docs, compare_label=compare)
+    return write_report(
+        docs,
+        out,
+        title=f"{campaign} v{version}",
+        dos=dos_arrays(job_store, docs),
+        excluded=excluded_elements(lp, campaign, version),
+        compare_docs=cmp_docs,
+        compare_label=compare,
+    )

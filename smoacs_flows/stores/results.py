@@ -129,8 +129,9 @@ def _bulk_replace(store: Store, docs: list[dict[str, Any]], scope: dict[str, Any
     keep = {d[store.key] for d in docs}
     if docs:
         store.update(docs)
-    stale = [d[store.key] for d in store.query(scope, properties=[store.key])
-             if d[store.key] not in keep]
+    stale = [
+        d[store.key] for d in store.query(scope, properties=[store.key]) if d[store.key] not in keep
+    ]
     if stale:
         store.remove_docs({store.key: {"$in": stale}})
 
@@ -147,14 +148,24 @@ class QueryIndex:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(str(self.path), timeout=60)
-        cols = ", ".join(f"{c} {'TEXT' if c in ('candidate_id',) else ''}" for c in self.COLUMNS
-                         if c != "candidate_id")
+        cols = ", ".join(
+            f"{c} {'TEXT' if c in ('candidate_id',) else ''}"
+            for c in self.COLUMNS
+            if c != "candidate_id"
+        )
         self.conn.execute(
             f"CREATE TABLE IF NOT EXISTS candidates (candidate_id TEXT PRIMARY KEY, {cols}, "
             "elements TEXT, content_hash TEXT, row TEXT, structure TEXT)"
         )
-        for c in ("campaign, version", "state", "verdict", "e_above_hull", "nelements",
-                  "polarisation", "moment_per_fu"):
+        for c in (
+            "campaign, version",
+            "state",
+            "verdict",
+            "e_above_hull",
+            "nelements",
+            "polarisation",
+            "moment_per_fu",
+        ):
             name = "ix_" + re.sub(r"\W+", "_", c)
             self.conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON candidates ({c})")
         self.conn.commit()
@@ -167,7 +178,8 @@ class QueryIndex:
         """``{candidate_id: content_hash}`` of one campaign version."""
         cur = self.conn.execute(
             "SELECT candidate_id, content_hash FROM candidates WHERE campaign=? AND version=?",
-            (campaign, version))
+            (campaign, version),
+        )
         return dict(cur.fetchall())
 
     def replace(self, campaign: str, version: int, docs: list[dict[str, Any]]) -> None:
@@ -176,24 +188,39 @@ class QueryIndex:
         for d in docs:
             r = summary_row(d)
             vals = [_sql_value(_get(d, path)) for path, _, _ in FIELDS.values()]
-            rows.append((*vals, "," + ",".join(d.get("elements") or []) + ",",
-                         d["content_hash"], json.dumps(r),
-                         json.dumps(d.get("final_structure"))))
+            rows.append(
+                (
+                    *vals,
+                    "," + ",".join(d.get("elements") or []) + ",",
+                    d["content_hash"],
+                    json.dumps(r),
+                    json.dumps(d.get("final_structure")),
+                )
+            )
         marks = ", ".join("?" * (len(self.COLUMNS) + 4))
         with self.conn:
-            self.conn.execute("DELETE FROM candidates WHERE campaign=? AND version=?",
-                              (campaign, version))
+            self.conn.execute(
+                "DELETE FROM candidates WHERE campaign=? AND version=?", (campaign, version)
+            )
             self.conn.executemany(
                 f"INSERT INTO candidates ({', '.join(self.COLUMNS)}, elements, content_hash, "
-                f"row, structure) VALUES ({marks})", rows)
+                f"row, structure) VALUES ({marks})",
+                rows,
+            )
 
     def campaigns(self) -> dict[str, int]:
         """``{campaign: latest version}``."""
         cur = self.conn.execute("SELECT campaign, MAX(version) FROM candidates GROUP BY campaign")
         return dict(cur.fetchall())
 
-    def select(self, flt: Filter, sort: str | None, descending: bool, limit: int | None,
-               versions: dict[str, int]) -> list[tuple[dict[str, Any], str]]:
+    def select(
+        self,
+        flt: Filter,
+        sort: str | None,
+        descending: bool,
+        limit: int | None,
+        versions: dict[str, int],
+    ) -> list[tuple[dict[str, Any], str]]:
         """(summary row, structure JSON) of the matching candidates."""
         where, args = [], []
         if versions:
@@ -279,8 +306,9 @@ class Filter:
         """Parse ``FIELD<=VALUE`` (also ``<``, ``>``, ``>=``, ``=``, ``!=``; ``=a|b`` for any)."""
         m = re.fullmatch(r"\s*([A-Za-z_]+)\s*(<=|>=|!=|=|<|>)\s*(.*?)\s*", expr)
         if not m:
-            raise QueryError(f"--where {expr!r}: expected FIELD<=VALUE (operators "
-                             f"{', '.join(OPS)})")
+            raise QueryError(
+                f"--where {expr!r}: expected FIELD<=VALUE (operators {', '.join(OPS)})"
+            )
         name, op, raw = m.groups()
         if raw == "":
             raise QueryError(f"--where {expr!r}: no value")
@@ -326,8 +354,14 @@ class Candidate:
 class ResultsStore:
     """Candidates collection + builder ledger (+ SQLite query index for montydb)."""
 
-    def __init__(self, candidates: Store, sources: Store, sections: Store,
-                 index_path: str | Path | None = None, where: str = "") -> None:
+    def __init__(
+        self,
+        candidates: Store,
+        sources: Store,
+        sections: Store,
+        index_path: str | Path | None = None,
+        where: str = "",
+    ) -> None:
         self.candidates = candidates
         self.sources = sources
         self.sections = sections
@@ -357,9 +391,9 @@ class ResultsStore:
             host = getattr(self.candidates, "host", "")
             raise SmoacsError(
                 f"cannot reach the results store {self.where}"
-                + (f" (host {redact(host)}:{getattr(self.candidates, 'port', '')})" if host
-                   else "")
-                + f": {type(exc).__name__}: {redact(str(exc).split(',')[0])[:160]}") from None
+                + (f" (host {redact(host)}:{getattr(self.candidates, 'port', '')})" if host else "")
+                + f": {type(exc).__name__}: {redact(str(exc).split(',')[0])[:160]}"
+            ) from None
         if self.index_path is not None:
             self.index = QueryIndex(self.index_path)
         self._connected = True
@@ -407,12 +441,20 @@ class ResultsStore:
                 raise QueryError("version: give a campaign with it")
             return known
         if campaign not in known:
-            raise QueryError(f"unknown campaign {campaign!r} in the results store "
-                             f"(known: {', '.join(sorted(known)) or 'none'})")
+            raise QueryError(
+                f"unknown campaign {campaign!r} in the results store "
+                f"(known: {', '.join(sorted(known)) or 'none'})"
+            )
         return {campaign: version if version is not None else known[campaign]}
 
-    def find(self, flt: Filter, versions: dict[str, int], sort: str | None = "e_above_hull",
-             descending: bool = False, limit: int | None = None) -> list[Candidate]:
+    def find(
+        self,
+        flt: Filter,
+        versions: dict[str, int],
+        sort: str | None = "e_above_hull",
+        descending: bool = False,
+        limit: int | None = None,
+    ) -> list[Candidate]:
         """Candidates matching ``flt`` within ``versions``, sorted (missing values last)."""
         if sort is not None and sort not in FIELDS:
             raise QueryError(f"sort: unknown field {sort!r}; fields: {', '.join(FIELDS)}")
@@ -420,9 +462,15 @@ class ResultsStore:
             return []
         if self.index is not None:
             rows = self.index.select(flt, sort, descending, limit, versions)
-            return [Candidate(r["candidate_id"], r,
-                              Structure.from_dict(json.loads(s)) if s and s != "null" else None,
-                              self) for r, s in rows]
+            return [
+                Candidate(
+                    r["candidate_id"],
+                    r,
+                    Structure.from_dict(json.loads(s)) if s and s != "null" else None,
+                    self,
+                )
+                for r, s in rows
+            ]
         q = flt.mongo()
         scope = [{"campaign": c, "version": v} for c, v in versions.items()]
         q = {"$and": [q, {"$or": scope}]} if q else {"$or": scope}
@@ -438,15 +486,17 @@ class ResultsStore:
         for d in docs:
             d.pop("_id", None)
             s = d.get("final_structure")
-            c = Candidate(d["candidate_id"], summary_row(d),
-                          Structure.from_dict(s) if s else None, self)
+            c = Candidate(
+                d["candidate_id"], summary_row(d), Structure.from_dict(s) if s else None, self
+            )
             c._doc = d
             out.append(c)
         return out
 
     # ---- building
-    def builder(self, job_store: Store, launchpad: Any = None,
-                campaigns: list[str] | None = None) -> CandidatesBuilder:
+    def builder(
+        self, job_store: Store, launchpad: Any = None, campaigns: list[str] | None = None
+    ) -> CandidatesBuilder:
         """The incremental builder from a JobStore (and a LaunchPad, for failures)."""
         return CandidatesBuilder(job_store, self, launchpad=launchpad, campaigns=campaigns)
 
@@ -458,11 +508,13 @@ def embedded_results_store(path: str | Path | None = None) -> ResultsStore:
     path = Path(path) if path else smoacs_home() / "results"
     path.mkdir(parents=True, exist_ok=True)
     kw = {"database_path": str(path.resolve()), "database_name": "smoacs_results"}
-    return ResultsStore(MontyStore("candidates", key="candidate_id", **kw),
-                        MontyStore("candidate_sources", key="key", **kw),
-                        MontyStore("candidate_sections", key="key", **kw),
-                        index_path=path / "candidates_index.sqlite",
-                        where=f"embedded {path}")
+    return ResultsStore(
+        MontyStore("candidates", key="candidate_id", **kw),
+        MontyStore("candidate_sources", key="key", **kw),
+        MontyStore("candidate_sections", key="key", **kw),
+        index_path=path / "candidates_index.sqlite",
+        where=f"embedded {path}",
+    )
 
 
 def _store_from_spec(spec: dict[str, Any], source: str) -> Store:
@@ -506,7 +558,8 @@ def load_results_store(source: str | Path | None = None) -> ResultsStore:
     src = _store_from_spec(spec["sources"], f"{path}: sources")
     sec_spec = spec.get("sections") or {
         **spec["sources"],
-        "collection_name": str(spec["sources"].get("collection_name", "sources")) + "_sections"}
+        "collection_name": str(spec["sources"].get("collection_name", "sources")) + "_sections",
+    }
     sec = _store_from_spec(sec_spec, f"{path}: sections")
     return ResultsStore(cand, src, sec, where=str(path))
 
@@ -521,8 +574,11 @@ def load_outputs(job_store: Any, uuids: list[str]) -> dict[str, Any]:
     from jobflow.utils.find import find_key, update_in_dictionary
     from pydash import get
 
-    docs = list(job_store.query({"uuid": {"$in": uuids}},
-                                properties=["uuid", "index", "output"], load=False))
+    docs = list(
+        job_store.query(
+            {"uuid": {"$in": uuids}}, properties=["uuid", "index", "output"], load=False
+        )
+    )
     wanted: dict[str, list[tuple[int, tuple]]] = defaultdict(list)
     for i, d in enumerate(docs):
         for loc in find_key(d, "blob_uuid"):
@@ -532,8 +588,12 @@ def load_outputs(job_store: Any, uuids: list[str]) -> dict[str, Any]:
     for store_name, locs in wanted.items():
         store = job_store.additional_stores[store_name]
         ids = {get(docs[i], list(loc))["blob_uuid"] for i, loc in locs}
-        data = {o["blob_uuid"]: o["data"] for o in store.query(
-            {"blob_uuid": {"$in": sorted(ids)}}, properties=["blob_uuid", "data"])}
+        data = {
+            o["blob_uuid"]: o["data"]
+            for o in store.query(
+                {"blob_uuid": {"$in": sorted(ids)}}, properties=["blob_uuid", "data"]
+            )
+        }
         for i, loc in locs:
             bid = get(docs[i], list(loc))["blob_uuid"]
             if bid in data:
@@ -549,8 +609,9 @@ def _campaign_key(campaign: str, version: int) -> str:
     return f"campaign:{campaign}:v{version}"
 
 
-def dft_firework_states(lp: Any, campaign: str, version: int
-                        ) -> tuple[dict[str, dict[str, Any]], dict[str, int], str]:
+def dft_firework_states(
+    lp: Any, campaign: str, version: int
+) -> tuple[dict[str, dict[str, Any]], dict[str, int], str]:
     """``(failures, fw_ids, signature)`` of a campaign version's per-candidate fireworks."""
     from smoacs_flows.makers.launchpad import lp_session
     from smoacs_flows.makers.recovery import failure_reason
@@ -560,17 +621,24 @@ def dft_firework_states(lp: Any, campaign: str, version: int
     fw_ids: dict[str, int] = {}
     sig = []
     with lp_session(lp, write=False):
-        fws = list(lp.fireworks.find({"spec.tags": tag, "spec.candidate_id": {"$exists": True}},
-                                     {"fw_id": 1, "state": 1, "name": 1,
-                                      "spec.candidate_id": 1, "spec.stage": 1}))
+        fws = list(
+            lp.fireworks.find(
+                {"spec.tags": tag, "spec.candidate_id": {"$exists": True}},
+                {"fw_id": 1, "state": 1, "name": 1, "spec.candidate_id": 1, "spec.stage": 1},
+            )
+        )
         for fw in sorted(fws, key=lambda f: f["fw_id"]):
             cid = fw["spec"]["candidate_id"]
             fw_ids.setdefault(cid, fw["fw_id"])
             sig.append(f"{fw['fw_id']}:{fw['state']}")
             if fw["state"] == "FIZZLED":
-                failures[cid] = {"stage": fw["spec"].get("stage", "dft"), "fw_id": fw["fw_id"],
-                                 "firework": fw["name"], "state": "FIZZLED",
-                                 "reason": failure_reason(lp, fw["fw_id"])}
+                failures[cid] = {
+                    "stage": fw["spec"].get("stage", "dft"),
+                    "fw_id": fw["fw_id"],
+                    "firework": fw["name"],
+                    "state": "FIZZLED",
+                    "reason": failure_reason(lp, fw["fw_id"]),
+                }
     return failures, fw_ids, ";".join(sig)
 
 
@@ -582,16 +650,25 @@ class CandidatesBuilder(Builder):
     ledger. Its documents are then re-assembled and written if any changed.
     """
 
-    def __init__(self, job_store: Store, results: ResultsStore, launchpad: Any = None,
-                 campaigns: list[str] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        job_store: Store,
+        results: ResultsStore,
+        launchpad: Any = None,
+        campaigns: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.job_store = job_store
         self.results = results
         self.launchpad = launchpad
         self.only = set(campaigns) if campaigns else None
         self.stats: dict[str, int] = defaultdict(int)
-        super().__init__(sources=[job_store],
-                         targets=[results.candidates, results.sources, results.sections],
-                         chunk_size=1, **kwargs)
+        super().__init__(
+            sources=[job_store],
+            targets=[results.candidates, results.sources, results.sections],
+            chunk_size=1,
+            **kwargs,
+        )
 
     def connect(self) -> None:
         """Connect the JobStore and the results store."""
@@ -600,11 +677,19 @@ class CandidatesBuilder(Builder):
 
     def get_items(self) -> Iterator[dict[str, Any]]:
         """Campaign versions whose job outputs (or DFT fireworks) changed since the last run."""
-        props = ["uuid", "index", "completed_at", "metadata.stage", "metadata.campaign",
-                 "metadata.tags"]
+        props = [
+            "uuid",
+            "index",
+            "completed_at",
+            "metadata.stage",
+            "metadata.campaign",
+            "metadata.tags",
+        ]
         jobs: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
-        q: dict[str, Any] = {"metadata.stage": {"$in": list(STAGE_KEYS)},
-                             "metadata.campaign": {"$exists": True}}
+        q: dict[str, Any] = {
+            "metadata.stage": {"$in": list(STAGE_KEYS)},
+            "metadata.campaign": {"$exists": True},
+        }
         for d in self.job_store.query(q, properties=props):
             md = d.get("metadata") or {}
             camp = md.get("campaign")
@@ -614,26 +699,41 @@ class CandidatesBuilder(Builder):
             if ver is None:
                 continue  # not submitted through smoacs-flows (no version tag)
             jobs[(camp, ver)].append(d)
-        ledger = {d["key"]: d for d in self.results.sources.query(
-            {}, properties=["key", "completed_at", "signature"])}
+        ledger = {
+            d["key"]: d
+            for d in self.results.sources.query({}, properties=["key", "completed_at", "signature"])
+        }
         for (camp, ver), docs in sorted(jobs.items()):
-            changed = [d for d in docs if ledger.get(_job_key(d), {}).get("completed_at")
-                       != str(d.get("completed_at"))]
+            changed = [
+                d
+                for d in docs
+                if ledger.get(_job_key(d), {}).get("completed_at") != str(d.get("completed_at"))
+            ]
             failures, fw_ids, sig = ({}, {}, "")
             if self.launchpad is not None:
                 failures, fw_ids, sig = dft_firework_states(self.launchpad, camp, ver)
             if not changed and ledger.get(_campaign_key(camp, ver), {}).get("signature") == sig:
                 self.stats["unchanged_campaigns"] += 1
                 continue
-            yield {"campaign": camp, "version": ver, "jobs": docs, "changed": changed,
-                   "failures": failures, "fw_ids": fw_ids, "signature": sig}
+            yield {
+                "campaign": camp,
+                "version": ver,
+                "jobs": docs,
+                "changed": changed,
+                "failures": failures,
+                "fw_ids": fw_ids,
+                "signature": sig,
+            }
 
     def process_item(self, item: dict[str, Any]) -> dict[str, Any]:
         """Load the changed outputs, merge every job's sections, assemble the documents."""
         changed = {_job_key(d) for d in item["changed"]}
         keys = [_job_key(d) for d in item["jobs"] if _job_key(d) not in changed]
-        cached = {d["key"]: d for d in self.results.sections.query(
-            {"key": {"$in": keys}})} if keys else {}
+        cached = (
+            {d["key"]: d for d in self.results.sections.query({"key": {"$in": keys}})}
+            if keys
+            else {}
+        )
         # one pass over the JobStore for every changed output (montydb scans per query)
         outputs = {}
         if changed:
@@ -645,23 +745,43 @@ class CandidatesBuilder(Builder):
             if k in changed:
                 out = outputs.get(k)
                 secs = extract_sections(d["metadata"]["stage"], out, d["uuid"])
-                ledger.append({"key": k, "campaign": item["campaign"],
-                               "version": item["version"],
-                               "completed_at": str(d.get("completed_at")),
-                               "stage": d["metadata"]["stage"]})
+                ledger.append(
+                    {
+                        "key": k,
+                        "campaign": item["campaign"],
+                        "version": item["version"],
+                        "completed_at": str(d.get("completed_at")),
+                        "stage": d["metadata"]["stage"],
+                    }
+                )
                 # JSON text: records carry keys MongoDB refuses (dots)
                 sections.append({"key": k, "sections": json.dumps(secs, default=str)})
                 self.stats["job_outputs_processed"] += 1
             else:
                 secs = json.loads((cached.get(k) or {}).get("sections") or "{}")
             per_job.append(secs)
-        docs = assemble(item["campaign"], item["version"], merge_sections(per_job),
-                        item["failures"], item["fw_ids"])
-        ledger.append({"key": _campaign_key(item["campaign"], item["version"]),
-                       "campaign": item["campaign"], "version": item["version"],
-                       "signature": item["signature"]})
-        return {"campaign": item["campaign"], "version": item["version"], "docs": docs,
-                "ledger": ledger, "sections": sections}
+        docs = assemble(
+            item["campaign"],
+            item["version"],
+            merge_sections(per_job),
+            item["failures"],
+            item["fw_ids"],
+        )
+        ledger.append(
+            {
+                "key": _campaign_key(item["campaign"], item["version"]),
+                "campaign": item["campaign"],
+                "version": item["version"],
+                "signature": item["signature"],
+            }
+        )
+        return {
+            "campaign": item["campaign"],
+            "version": item["version"],
+            "docs": docs,
+            "ledger": ledger,
+            "sections": sections,
+        }
 
     def update_targets(self, items: list[dict[str, Any]]) -> None:
         """Write candidates, then the query index, then the sections and the ledger."""
@@ -671,10 +791,13 @@ class CandidatesBuilder(Builder):
             if self.results.index is not None:
                 old = self.results.index.hashes(camp, ver)
             else:
-                old = {d["candidate_id"]: d.get("content_hash") for d in
-                       self.results.candidates.query({"campaign": camp, "version": ver},
-                                                     properties=["candidate_id",
-                                                                 "content_hash"])}
+                old = {
+                    d["candidate_id"]: d.get("content_hash")
+                    for d in self.results.candidates.query(
+                        {"campaign": camp, "version": ver},
+                        properties=["candidate_id", "content_hash"],
+                    )
+                }
             new = {d["candidate_id"]: d["content_hash"] for d in docs}
             if new != old:
                 for d in docs:
@@ -683,8 +806,7 @@ class CandidatesBuilder(Builder):
                 if self.results.index is not None:
                     self.results.index.replace(camp, ver, docs)
                 self.stats["documents_written"] += len(docs)
-                self.stats["documents_changed"] += sum(1 for k, h in new.items()
-                                                       if old.get(k) != h)
+                self.stats["documents_changed"] += sum(1 for k, h in new.items() if old.get(k) != h)
             if it["sections"]:
                 _bulk_replace_ledger(self.results.sections, it["sections"])
             _bulk_replace_ledger(self.results.sources, it["ledger"])
@@ -703,9 +825,12 @@ def _bulk_replace_ledger(store: Store, docs: list[dict[str, Any]]) -> None:
         store.update(docs)
 
 
-def update_results(results: ResultsStore | None = None, job_store: Store | None = None,
-                   launchpad: Any = None, campaigns: list[str] | None = None
-                   ) -> dict[str, int]:
+def update_results(
+    results: ResultsStore | None = None,
+    job_store: Store | None = None,
+    launchpad: Any = None,
+    campaigns: list[str] | None = None,
+) -> dict[str, int]:
     """Run the builder once (incremental); returns its counters."""
     from smoacs_flows.stores.jobstore import load_job_store
 
@@ -724,28 +849,47 @@ def update_results(results: ResultsStore | None = None, job_store: Store | None 
     return dict(b.stats)
 
 
-def query(campaign: str | None = None, version: int | None = None, verdict: str | None = None,
-          e_hull_max: float | None = None, include: list[str] | None = None,
-          exclude: list[str] | None = None, max_elements: int | None = None,
-          polarisation_min: float | None = None, moment_min: float | None = None,
-          moment_max: float | None = None, stable: bool | None = None,
-          unique: bool | None = None, novel: bool | None = None, sun: bool | None = None,
-          state: str | None = None, where: list[str] | None = None,
-          sort: str | None = "e_above_hull", descending: bool = False,
-          limit: int | None = None, results: ResultsStore | None = None) -> list[Candidate]:
+def query(
+    campaign: str | None = None,
+    version: int | None = None,
+    verdict: str | None = None,
+    e_hull_max: float | None = None,
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    max_elements: int | None = None,
+    polarisation_min: float | None = None,
+    moment_min: float | None = None,
+    moment_max: float | None = None,
+    stable: bool | None = None,
+    unique: bool | None = None,
+    novel: bool | None = None,
+    sun: bool | None = None,
+    state: str | None = None,
+    where: list[str] | None = None,
+    sort: str | None = "e_above_hull",
+    descending: bool = False,
+    limit: int | None = None,
+    results: ResultsStore | None = None,
+) -> list[Candidate]:
     """Candidates of the results store as :class:`Candidate` objects (pymatgen structures).
 
     ``campaign`` None covers every campaign (latest version of each); ``where`` takes
     ``FIELD<=VALUE`` expressions over :data:`FIELDS`; ``polarisation_min`` applies to |P|.
     """
     flt = Filter()
-    for name, op, v in (("verdict", "$eq", verdict), ("e_above_hull", "$lte", e_hull_max),
-                        ("nelements", "$lte", max_elements),
-                        ("polarisation", "$gte", polarisation_min),
-                        ("moment_per_fu", "$gte", moment_min),
-                        ("moment_per_fu", "$lte", moment_max), ("stable", "$eq", stable),
-                        ("unique", "$eq", unique), ("novel", "$eq", novel),
-                        ("sun", "$eq", sun), ("state", "$eq", state)):
+    for name, op, v in (
+        ("verdict", "$eq", verdict),
+        ("e_above_hull", "$lte", e_hull_max),
+        ("nelements", "$lte", max_elements),
+        ("polarisation", "$gte", polarisation_min),
+        ("moment_per_fu", "$gte", moment_min),
+        ("moment_per_fu", "$lte", moment_max),
+        ("stable", "$eq", stable),
+        ("unique", "$eq", unique),
+        ("novel", "$eq", novel),
+        ("sun", "$eq", sun),
+        ("state", "$eq", state),
+    ):
         if v is not None:
             flt.add(name, op, v)
     flt.add_elements(include, exclude)

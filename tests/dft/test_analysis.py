@@ -46,16 +46,24 @@ def _channels(n: int, up_metal: bool, down_metal: bool, gap_edges=(EF - 0.3, EF 
 
 def _dos_from(eig: dict, width: float = 0.05) -> DOSData:
     e = np.linspace(EF - 6, EF + 6, 2401)
-    return DOSData(energies=e.tolist(),
-                   up=gaussian_dos(eig["up"], None, e, width).tolist(),
-                   down=gaussian_dos(eig["down"], None, e, width).tolist(),
-                   method=f"gaussian {width}")
+    return DOSData(
+        energies=e.tolist(),
+        up=gaussian_dos(eig["up"], None, e, width).tolist(),
+        down=gaussian_dos(eig["down"], None, e, width).tolist(),
+        method=f"gaussian {width}",
+    )
 
 
 def test_half_metal_model():
     eig = _channels(12, up_metal=True, down_metal=False)
-    a = analyse_spin_channels(EF, eigenvalues=eig, dos=_dos_from(eig), total_moment=4.0,
-                              n_formula_units=1.0, site_moments=[3.7, 0.3, 0.0])
+    a = analyse_spin_channels(
+        EF,
+        eigenvalues=eig,
+        dos=_dos_from(eig),
+        total_moment=4.0,
+        n_formula_units=1.0,
+        site_moments=[3.7, 0.3, 0.0],
+    )
     assert a.verdict == "half_metal"
     assert a.gapped_channel == "down"
     assert a.gaps["down"].gapped and not a.gaps["up"].gapped
@@ -71,12 +79,14 @@ def test_semiconductor_and_metals():
     a = analyse_spin_channels(EF, eigenvalues=eig, dos=_dos_from(eig), total_moment=0.0)
     assert a.verdict == "semiconductor" and a.polarisation is None
     eig = _channels(10, up_metal=True, down_metal=True)
-    a = analyse_spin_channels(EF, eigenvalues=eig, dos=_dos_from(eig), total_moment=0.0,
-                              site_moments=[0.0])
+    a = analyse_spin_channels(
+        EF, eigenvalues=eig, dos=_dos_from(eig), total_moment=0.0, site_moments=[0.0]
+    )
     assert a.verdict == "nonmagnetic_metal"
     assert a.polarisation == pytest.approx(0.0, abs=1e-9)
-    a = analyse_spin_channels(EF, eigenvalues=eig, dos=_dos_from(eig), total_moment=2.2,
-                              site_moments=[2.2])
+    a = analyse_spin_channels(
+        EF, eigenvalues=eig, dos=_dos_from(eig), total_moment=2.2, site_moments=[2.2]
+    )
     assert a.verdict == "magnetic_metal"
 
 
@@ -89,8 +99,12 @@ def test_near_half_metal_threshold_is_configurable():
     a = analyse_spin_channels(EF, eigenvalues=eig, dos=dos, total_moment=1.0)
     assert a.verdict == "near_half_metal" and a.polarisation > 0.9
     strict = AnalysisSettings(near_half_metal_polarisation=0.99)
-    assert analyse_spin_channels(EF, eigenvalues=eig, dos=dos, total_moment=1.0,
-                                 settings=strict).verdict == "magnetic_metal"
+    assert (
+        analyse_spin_channels(
+            EF, eigenvalues=eig, dos=dos, total_moment=1.0, settings=strict
+        ).verdict
+        == "magnetic_metal"
+    )
 
 
 def test_smeared_coarse_dos_pitfall_eigenvalues_decide():
@@ -107,13 +121,16 @@ def test_smeared_coarse_dos_pitfall_eigenvalues_decide():
     eig["down"] = np.stack([np.full(n**3, EF - 4.0), mid, np.full(n**3, EF + 3.0)], axis=1)
     # a DOS from which the pocket has been lost (as on a coarse smeared mesh)
     e = np.linspace(EF - 6, EF + 6, 2401)
-    dos = DOSData(energies=e.tolist(), up=gaussian_dos(eig["up"], None, e, 0.05).tolist(),
-                  down=np.where(np.abs(e - EF) < 0.5, 0.0, 0.2).tolist(), method="smeared")
+    dos = DOSData(
+        energies=e.tolist(),
+        up=gaussian_dos(eig["up"], None, e, 0.05).tolist(),
+        down=np.where(np.abs(e - EF) < 0.5, 0.0, 0.2).tolist(),
+        method="smeared",
+    )
     from_dos = analyse_spin_channels(EF, dos=dos, total_moment=2.2, site_moments=[2.2])
     assert from_dos.verdict == "half_metal"  # what the DOS alone would (wrongly) say
     assert any("DOS only" in w for w in from_dos.warnings)
-    a = analyse_spin_channels(EF, eigenvalues=eig, dos=dos, total_moment=2.2,
-                              site_moments=[2.2])
+    a = analyse_spin_channels(EF, eigenvalues=eig, dos=dos, total_moment=2.2, site_moments=[2.2])
     assert not a.gaps["down"].gapped
     assert "cross" in a.gaps["down"].reason
     assert a.verdict in {"magnetic_metal", "near_half_metal"}
@@ -123,8 +140,9 @@ def test_min_gap_threshold():
     eig = _channels(8, up_metal=True, down_metal=False, gap_edges=(EF - 0.03, EF + 0.04))
     a = analyse_spin_channels(EF, eigenvalues=eig, total_moment=1.0)
     assert not a.gaps["down"].gapped and "min_gap" in a.gaps["down"].reason
-    a = analyse_spin_channels(EF, eigenvalues=eig, total_moment=1.0,
-                              settings=AnalysisSettings(min_gap=0.05))
+    a = analyse_spin_channels(
+        EF, eigenvalues=eig, total_moment=1.0, settings=AnalysisSettings(min_gap=0.05)
+    )
     assert a.verdict == "half_metal"
 
 
@@ -150,9 +168,18 @@ def test_dos_at_fermi_and_gaussian_normalisation():
 def test_result_json_roundtrip_and_bad_file(tmp_path):
     eig = _channels(6, up_metal=True, down_metal=False)
     a = analyse_spin_channels(EF, eigenvalues=eig, total_moment=3.0)
-    r = DFTResult(engine="gpaw", structure={"x": 1}, formula="A1", reduced_formula="A",
-                  n_formula_units=1, spin_polarised=True, efermi=EF, total_moment=3.0,
-                  eigenvalues={k: v.tolist() for k, v in eig.items()}, analysis=a)
+    r = DFTResult(
+        engine="gpaw",
+        structure={"x": 1},
+        formula="A1",
+        reduced_formula="A",
+        n_formula_units=1,
+        spin_polarised=True,
+        efermi=EF,
+        total_moment=3.0,
+        eigenvalues={k: v.tolist() for k, v in eig.items()},
+        analysis=a,
+    )
     path = r.write(tmp_path / "r.json")
     back = DFTResult.read(path)
     assert back.analysis.verdict == "half_metal" and back.eigenvalues == r.eigenvalues

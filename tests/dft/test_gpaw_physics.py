@@ -26,8 +26,11 @@ def test_nimnsb_is_half_metal_with_4_muB(tmp_path):
     assert a.moment_integer_distance < 0.05
     assert a.gaps["down"].gap > 0.3 and a.half_metallic_gap > 0.0
     assert a.polarisation == pytest.approx(1.0)
-    mn = [m for m, s in zip(r.site_moments, r.structure["sites"])
-          if s["species"][0]["element"] == "Mn"]
+    mn = [
+        m
+        for m, s in zip(r.site_moments, r.structure["sites"])
+        if s["species"][0]["element"] == "Mn"
+    ]
     assert mn[0] > 3.0  # the moment sits on Mn
     assert r.hull["comparable_to_mp"] is False
 

@@ -22,10 +22,16 @@ def mp_elements(shared_data):
 
 
 def _vasp_result(structure: Structure, energy: float, incar: dict) -> DFTResult:
-    return DFTResult(engine="vasp", settings={"incar": incar}, structure=structure.as_dict(),
-                     formula=structure.composition.formula,
-                     reduced_formula=structure.composition.reduced_formula,
-                     n_formula_units=1, energy=energy, spin_polarised=True)
+    return DFTResult(
+        engine="vasp",
+        settings={"incar": incar},
+        structure=structure.as_dict(),
+        formula=structure.composition.formula,
+        reduced_formula=structure.composition.reduced_formula,
+        n_formula_units=1,
+        energy=energy,
+        spin_polarised=True,
+    )
 
 
 def test_elemental_fe_on_the_mp_hull(mp_elements):
@@ -51,8 +57,15 @@ def test_real_runs_that_mp2020_rejects_are_not_comparable(shared_data, mp_elemen
 
 def test_gpaw_energies_are_not_comparable():
     s = Structure(Lattice.cubic(3.0), ["Al"], [[0, 0, 0]])
-    r = DFTResult(engine="gpaw", structure=s.as_dict(), formula="Al1", reduced_formula="Al",
-                  n_formula_units=1, energy=-3.7, spin_polarised=True)
+    r = DFTResult(
+        engine="gpaw",
+        structure=s.as_dict(),
+        formula="Al1",
+        reduced_formula="Al",
+        n_formula_units=1,
+        energy=-3.7,
+        spin_polarised=True,
+    )
     h = dft_hull(r, [])
     assert h["comparable_to_mp"] is False and h["e_above_hull"] is None
     assert "not comparable to MP" in h["note"]

@@ -38,8 +38,7 @@ def _build_refs(feo: Path, root: Path) -> dict[str, list[float]]:
     contcar = Poscar.from_file(feo / "CONTCAR.gz").structure
     out_moments = [m["tot"] for m in Outcar(str(feo / "OUTCAR.gz")).magnetization]
     start = [HIGH_SPIN_MOMENTS.get(s.specie.symbol, 0.6) for s in poscar]
-    expected = {"relax_1": start, "relax_2": out_moments, "static": out_moments,
-                "dos": out_moments}
+    expected = {"relax_1": start, "relax_2": out_moments, "static": out_moments, "dos": out_moments}
     for folder, _keys in STAGES.values():
         inp, out = root / folder / "inputs", root / folder / "outputs"
         inp.mkdir(parents=True)
@@ -85,9 +84,14 @@ def test_vasp_chain_under_monkeypatch_vasp(mock_vasp, shared_data, tmp_path):
     expected = _build_refs(feo, tmp_path / "refs")
     mock_vasp(
         {name: folder for name, (folder, _) in STAGES.items()},
-        {name: {"incar_settings": keys, "check_inputs": ["incar", "poscar", "potcar"],
-                "clear_inputs": False}
-         for name, (_, keys) in STAGES.items()},
+        {
+            name: {
+                "incar_settings": keys,
+                "check_inputs": ["incar", "poscar", "potcar"],
+                "clear_inputs": False,
+            }
+            for name, (_, keys) in STAGES.items()
+        },
     )
     from jobflow import run_locally
 
@@ -102,8 +106,9 @@ def test_vasp_chain_under_monkeypatch_vasp(mock_vasp, shared_data, tmp_path):
         assert kw["max_errors"] == 3 and kw["wall_time"] == 3600
 
     store = make_memory_store()
-    responses = run_locally(flow, store=store, create_folders=True,
-                            root_dir=tmp_path / "run", ensure_success=True)
+    responses = run_locally(
+        flow, store=store, create_folders=True, root_dir=tmp_path / "run", ensure_success=True
+    )
 
     # generated inputs of every stage (the fake already compared the INCAR keys above)
     for name, (folder, _) in STAGES.items():

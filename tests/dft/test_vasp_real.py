@@ -23,8 +23,9 @@ def test_al_spin_static_is_nonmagnetic_metal(shared_data):
     assert not a.gaps["up"].gapped and not a.gaps["down"].gapped
     assert abs(r.total_moment) < 0.01
     assert a.dos_at_ef["up"] > 0.05 and a.polarisation == pytest.approx(0.0, abs=0.01)
-    vr = Vasprun(str(shared_data / "vasp" / "Al_spin_static" / "vasprun.xml.gz"),
-                 parse_potcar_file=False)
+    vr = Vasprun(
+        str(shared_data / "vasp" / "Al_spin_static" / "vasprun.xml.gz"), parse_potcar_file=False
+    )
     assert r.efermi == pytest.approx(vr.efermi)
     assert r.energy == pytest.approx(vr.final_energy)
 
@@ -67,8 +68,7 @@ def _ispin1_copy(src, dst):
 def test_ispin1_vasprun_is_not_spin_polarised(shared_data, tmp_path, capsys):
     run = tmp_path / "Al_ispin1"
     run.mkdir()
-    _ispin1_copy(shared_data / "vasp" / "Al_spin_static" / "vasprun.xml.gz",
-                 run / "vasprun.xml")
+    _ispin1_copy(shared_data / "vasp" / "Al_spin_static" / "vasprun.xml.gz", run / "vasprun.xml")
     r = parse_vasp_output(run)
     assert not r.spin_polarised
     assert r.analysis.verdict == "not_spin_polarised"
@@ -100,13 +100,19 @@ def test_truncated_vasprun_is_a_clear_error(shared_data, tmp_path):
 
 def test_cli_analyze_prints_verdict_table_and_plot(shared_data, tmp_path, capsys):
     png = tmp_path / "al.png"
-    assert main(["dft", "analyze", str(shared_data / "vasp" / "Al_spin_static"),
-                 "--plot", str(png)]) == 0
+    assert (
+        main(["dft", "analyze", str(shared_data / "vasp" / "Al_spin_static"), "--plot", str(png)])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "nonmagnetic_metal" in out and "P(E_F)" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert main(["dft", "analyze", str(shared_data / "vasp" / "FeO_spin" / "vasprun.xml.gz"),
-                 "--json"]) == 0
+    assert (
+        main(
+            ["dft", "analyze", str(shared_data / "vasp" / "FeO_spin" / "vasprun.xml.gz"), "--json"]
+        )
+        == 0
+    )
     data = json.loads(capsys.readouterr().out)
     assert data["verdict"] == "semiconductor"
     assert data["moment_per_fu"] == pytest.approx(2.0, abs=1e-3)

@@ -11,9 +11,15 @@ ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "campaigns" / "templates"
 
 
-def tiny_campaign(name: str = "tiny", n: int = 2, batch: int = 2, steps: int = 2,
-                  stages: dict[str, Any] | None = None, template: str = "half_heusler_C1b.cif",
-                  **extra: Any) -> dict[str, Any]:
+def tiny_campaign(
+    name: str = "tiny",
+    n: int = 2,
+    batch: int = 2,
+    steps: int = 2,
+    stages: dict[str, Any] | None = None,
+    template: str = "half_heusler_C1b.cif",
+    **extra: Any,
+) -> dict[str, Any]:
     """A CHGNet half-metal campaign small enough for a test on 2 shared cores."""
     return {
         "name": name,
@@ -27,16 +33,26 @@ def tiny_campaign(name: str = "tiny", n: int = 2, batch: int = 2, steps: int = 2
             {"term": "energy", "predictor": "chgnet", "weight": 1.0},
             {"term": "magmom_min", "predictor": "chgnet", "minimum": 1.0, "weight": 1.0},
         ],
-        "geometry": {"coords": {"mode": "bounded", "epsilon": 0.05},
-                     "length_range": [3.0, 8.0]},
-        "schedule": {"steps": steps, "n_candidates": n, "batch_size": batch,
-                     "graph_refresh": {"count": 1}},
-        "stages": stages if stages is not None else {
-            "screening": {"fmax": 0.2, "steps": 5,
-                          "prefilter": {"neutrality_policy": None}},
-            "dft": {"max_candidates": 1,
-                    "gpaw": {"ecut": 150, "kpoint_density": 1.0, "dense_kpoint_density": 1.5,
-                             "min_kpoints": 2}},
+        "geometry": {"coords": {"mode": "bounded", "epsilon": 0.05}, "length_range": [3.0, 8.0]},
+        "schedule": {
+            "steps": steps,
+            "n_candidates": n,
+            "batch_size": batch,
+            "graph_refresh": {"count": 1},
+        },
+        "stages": stages
+        if stages is not None
+        else {
+            "screening": {"fmax": 0.2, "steps": 5, "prefilter": {"neutrality_policy": None}},
+            "dft": {
+                "max_candidates": 1,
+                "gpaw": {
+                    "ecut": 150,
+                    "kpoint_density": 1.0,
+                    "dense_kpoint_density": 1.5,
+                    "min_kpoints": 2,
+                },
+            },
         },
         **extra,
     }

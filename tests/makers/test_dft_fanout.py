@@ -17,14 +17,23 @@ from tests.makers.test_workers import _worker
 
 def test_fanout_routes_dft_and_survives_a_failed_candidate(tmp_path):
     s = Structure.from_file(TEMPLATES / "half_heusler_C1b.cif")
-    recs = [{"id": f"hm-{i}", "reduced_formula": s.composition.reduced_formula,
-             "structure": s.as_dict(),
-             "screening": {"mlip_energy_per_atom": -5.0 + i, "e_above_hull": None}}
-            for i in range(3)]
+    recs = [
+        {
+            "id": f"hm-{i}",
+            "reduced_formula": s.composition.reduced_formula,
+            "structure": s.as_dict(),
+            "screening": {"mlip_energy_per_atom": -5.0 + i, "e_above_hull": None},
+        }
+        for i in range(3)
+    ]
     sun = {"records": recs, "counts": {"proposed": 3, "prefiltered": 3, "relaxed": 3, "sun": 3}}
     # two candidates (best by energy: hm-0, hm-1); one SCF iteration cannot converge → fails
-    dft = {"engine": "gpaw", "max_candidates": 2, "category": "dftq",
-           "gpaw": {"ecut": 100, "kpoint_density": 0.1, "min_kpoints": 1, "maxiter": 1}}
+    dft = {
+        "engine": "gpaw",
+        "max_candidates": 2,
+        "category": "dftq",
+        "gpaw": {"ecut": 100, "kpoint_density": 0.1, "min_kpoints": 1, "maxiter": 1},
+    }
     fan = HalfMetalDftMaker(settings=dft, metadata={"campaign": "t"}).make(sun)
     summ = route(summary_job(sun, fan.output), "cpu", {"campaign": "t", "stage": "summary"})
     summ.name = "summary"
@@ -62,10 +71,11 @@ def test_vasp_fanout_builds_one_atomate2_chain_per_survivor_on_its_category():
     from smoacs_flows.makers.jobs import dft_fanout
 
     s = Structure.from_file(TEMPLATES / "half_heusler_C1b.cif")
-    recs = [{"id": f"v-{i}", "structure": s.as_dict(),
-             "screening": {"e_above_hull": 0.01 * i}} for i in range(3)]
-    dft = {"engine": "vasp", "max_candidates": 2, "category": "vasp",
-           "vasp": {"max_errors": 3}}
+    recs = [
+        {"id": f"v-{i}", "structure": s.as_dict(), "screening": {"e_above_hull": 0.01 * i}}
+        for i in range(3)
+    ]
+    dft = {"engine": "vasp", "max_candidates": 2, "category": "vasp", "vasp": {"max_errors": 3}}
     fan = HalfMetalDftMaker(settings=dft, metadata={"campaign": "t"}).make({"records": recs})
     CURRENT_JOB.job = fan
     try:

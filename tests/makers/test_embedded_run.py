@@ -16,12 +16,18 @@ def test_embedded_run_tiny_campaign(tmp_path, capsys):
     stages = {
         "screening": {"fmax": 0.3, "steps": 3, "prefilter": {"neutrality_policy": None}},
         # the cheapest meaningful GPAW run: Γ-only SCF, 2x2x2 non-SCF mesh
-        "dft": {"max_candidates": 1, "gpaw": {"ecut": 150, "kpoint_density": 0.5,
-                                               "dense_kpoint_density": 1.0,
-                                               "min_kpoints": 1, "maxiter": 60}},
+        "dft": {
+            "max_candidates": 1,
+            "gpaw": {
+                "ecut": 150,
+                "kpoint_density": 0.5,
+                "dense_kpoint_density": 1.0,
+                "min_kpoints": 1,
+                "maxiter": 60,
+            },
+        },
     }
-    path = write_campaign(tmp_path / "c.yaml", tiny_campaign(n=2, batch=2, steps=2,
-                                                             stages=stages))
+    path = write_campaign(tmp_path / "c.yaml", tiny_campaign(n=2, batch=2, steps=2, stages=stages))
     rc = main(["run", str(path), "--poll", "1"])
     out, err = capsys.readouterr()
     assert rc == 0, out + err

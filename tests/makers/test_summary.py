@@ -6,15 +6,27 @@ from smoacs_flows.makers.stages import format_summary, summarise
 
 
 def test_dft_candidates_listed_even_beyond_the_top():
-    recs = [{"id": f"c{i:02d}", "reduced_formula": "X",
-             "screening": {"mlip_energy_per_atom": float(i), "e_above_hull": None}}
-            for i in range(15)]
-    sun = {"records": recs, "counts": {"proposed": 20, "prefiltered": 18, "relaxed": 15,
-                                       "sun": 15}}
-    dft = [{"candidate_id": "c14", "moment_per_fu": 3.0,
-            "analysis": {"verdict": "half_metal", "polarisation": 1.0}},
-           {"candidate_id": "c12", "moment_per_fu": 0.0,
-            "analysis": {"verdict": "nonmagnetic_metal", "polarisation": 0.0}}]
+    recs = [
+        {
+            "id": f"c{i:02d}",
+            "reduced_formula": "X",
+            "screening": {"mlip_energy_per_atom": float(i), "e_above_hull": None},
+        }
+        for i in range(15)
+    ]
+    sun = {"records": recs, "counts": {"proposed": 20, "prefiltered": 18, "relaxed": 15, "sun": 15}}
+    dft = [
+        {
+            "candidate_id": "c14",
+            "moment_per_fu": 3.0,
+            "analysis": {"verdict": "half_metal", "polarisation": 1.0},
+        },
+        {
+            "candidate_id": "c12",
+            "moment_per_fu": 0.0,
+            "analysis": {"verdict": "nonmagnetic_metal", "polarisation": 0.0},
+        },
+    ]
     out = summarise(sun, dft, top=3)
     ids = [r["id"] for r in out["top"]]
     assert ids[:2] == ["c12", "c14"] and ids[2] == "c00" and len(ids) == 3

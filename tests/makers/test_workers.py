@@ -31,12 +31,23 @@ def _env() -> dict[str, str]:
 
 
 def _worker(category: str, tmp: Path, tag: str | None = None) -> subprocess.CompletedProcess:
-    cmd = [PY, "-m", "smoacs_flows.makers.worker", "--category", category, "--until-idle",
-           "--launch-dir", str(tmp / category), "--timeout", "240"]
+    cmd = [
+        PY,
+        "-m",
+        "smoacs_flows.makers.worker",
+        "--category",
+        category,
+        "--until-idle",
+        "--launch-dir",
+        str(tmp / category),
+        "--timeout",
+        "240",
+    ]
     if tag:
         cmd += ["--tag", tag]
-    return subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True,
-                          timeout=300, check=True)
+    return subprocess.run(
+        cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300, check=True
+    )
 
 
 def _routing_flow() -> tuple[Flow, dict[str, str]]:
@@ -76,12 +87,21 @@ def test_gpu_worker_runs_only_gpu_fireworks(tmp_path):
 
 
 def test_concurrent_submit_processes_both_land(tmp_path):
-    paths = [write_campaign(tmp_path / f"c{i}.yaml", tiny_campaign(name=f"camp{i}", n=4,
-                                                                   batch=1))
-             for i in range(2)]
-    procs = [subprocess.Popen([PY, "-m", "smoacs_flows.cli", "submit", str(p), "--json"],
-                              cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for p in paths]
+    paths = [
+        write_campaign(tmp_path / f"c{i}.yaml", tiny_campaign(name=f"camp{i}", n=4, batch=1))
+        for i in range(2)
+    ]
+    procs = [
+        subprocess.Popen(
+            [PY, "-m", "smoacs_flows.cli", "submit", str(p), "--json"],
+            cwd=ROOT,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for p in paths
+    ]
     outs = []
     for p in procs:
         out, err = p.communicate(timeout=300)
@@ -93,7 +113,9 @@ def test_concurrent_submit_processes_both_land(tmp_path):
     lp = EmbeddedLaunchPad()
     assert sorted(lp.get_fw_ids()) == sorted(ids[0] | ids[1])
     assert sorted(d["metadata"]["smoacs_campaign"] for d in lp.workflows.find({})) == [
-        "camp0", "camp1"]
+        "camp0",
+        "camp1",
+    ]
 
 
 WRITER = """
@@ -110,8 +132,16 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     """Without the lock, mongomock-persistence writers overwrite each other's workflows."""
     EmbeddedLaunchPad()  # create the file first
     n = 15
-    procs = [subprocess.Popen([PY, "-c", WRITER, f"w{k}", str(n)], cwd=ROOT, env=_env(),
-                              stderr=subprocess.PIPE, text=True) for k in range(3)]
+    procs = [
+        subprocess.Popen(
+            [PY, "-c", WRITER, f"w{k}", str(n)],
+            cwd=ROOT,
+            env=_env(),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(3)
+    ]
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
@@ -124,8 +154,9 @@ def test_concurrent_writers_lose_nothing(tmp_path):
 def test_lost_run_is_detected_and_rerun(tmp_path):
     """A RUNNING firework whose worker died is found by detect_lostruns and can be rerun."""
     lp = EmbeddedLaunchPad()
-    lp.add_wf(Workflow([Firework([ScriptTask.from_str("true")], name="x",
-                                 spec={"_category": "cpu"})]))
+    lp.add_wf(
+        Workflow([Firework([ScriptTask.from_str("true")], name="x", spec={"_category": "cpu"})])
+    )
     from smoacs_flows.makers.worker import make_fworker
 
     fw, launch_id = lp.checkout_fw(make_fworker("cpu"), str(tmp_path))

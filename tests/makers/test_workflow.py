@@ -23,20 +23,29 @@ def _stage_of(job) -> str:
 
 
 def test_flow_batching_categories_and_links():
-    data = tiny_campaign(n=8, batch=2, stages={
-        "orchestration": {"batches_per_job": 2, "relax_group": 1},
-        "dft": {"engine": "gpaw", "category": "dftq"},
-    })
+    data = tiny_campaign(
+        n=8,
+        batch=2,
+        stages={
+            "orchestration": {"batches_per_job": 2, "relax_group": 1},
+            "dft": {"engine": "gpaw", "category": "dftq"},
+        },
+    )
     camp = campaign_from_dict(data, base_dir=ROOT)
     flow = HalfMetalCampaignMaker().make(camp)
     jobs = [j for j, _ in flow.iterflow()]
     stages = Counter(_stage_of(j) for j in jobs)
     # 8 candidates / batch 2 = 4 optimiser batches, 2 per job → 2 proposal jobs
-    assert stages == {"propose": 2, "prefilter": 2, "relax": 2, "sun": 1, "dft": 1,
-                      "summary": 1}
+    assert stages == {"propose": 2, "prefilter": 2, "relax": 2, "sun": 1, "dft": 1, "summary": 1}
     cats = {_stage_of(j): j.config.manager_config["_category"] for j in jobs}
-    assert cats == {"propose": "gpu", "relax": "gpu", "prefilter": "cpu", "sun": "cpu",
-                    "dft": "cpu", "summary": "cpu"}
+    assert cats == {
+        "propose": "gpu",
+        "relax": "gpu",
+        "prefilter": "cpu",
+        "sun": "cpu",
+        "dft": "cpu",
+        "summary": "cpu",
+    }
     assert all(j.metadata["campaign"] == "tiny" for j in jobs)
     by_uuid = {j.uuid: j for j in jobs}
     parents = {j.name: sorted(by_uuid[p].name for p in ps) for j, ps in flow.iterflow()}
@@ -56,14 +65,26 @@ def test_flow_batching_categories_and_links():
 
 
 def test_sweep_expands_into_proposal_jobs_with_distinct_ids():
-    data = tiny_campaign(n=2, batch=2, stages={"orchestration": {"sweep": {
-        "mode": "grid", "weights": {"energy": [1, 100], "magmom_min": [1, 10, 100]}}}})
+    data = tiny_campaign(
+        n=2,
+        batch=2,
+        stages={
+            "orchestration": {
+                "sweep": {
+                    "mode": "grid",
+                    "weights": {"energy": [1, 100], "magmom_min": [1, 10, 100]},
+                }
+            }
+        },
+    )
     camp = campaign_from_dict(data, base_dir=ROOT)
     flow = HalfMetalCampaignMaker().make(camp)
     props = [j for j, _ in flow.iterflow() if _stage_of(j) == "propose"]
     assert len(props) == 6  # 2 x 3 grid, one batch each
-    weights = sorted((v["weights"]["energy"], v["weights"]["magmom_min"])
-                     for v in (j.function_args[2] for j in props))
+    weights = sorted(
+        (v["weights"]["energy"], v["weights"]["magmom_min"])
+        for v in (j.function_args[2] for j in props)
+    )
     assert weights == sorted((e, m) for e in (1, 100) for m in (1, 10, 100))
     labels = {j.function_args[2]["label"] for j in props}
     assert len(labels) == 6
@@ -73,8 +94,10 @@ def test_sweep_expands_into_proposal_jobs_with_distinct_ids():
     v = props[-1].function_args[2]
     vc = variant_campaign(camp, v)
     assert vc.name == f"tiny.{v['label']}"
-    assert {(x.term, x.weight) for x in vc.losses} == {("energy", v["weights"]["energy"]),
-                                                      ("magmom_min", v["weights"]["magmom_min"])}
+    assert {(x.term, x.weight) for x in vc.losses} == {
+        ("energy", v["weights"]["energy"]),
+        ("magmom_min", v["weights"]["magmom_min"]),
+    }
 
 
 def test_sweep_unknown_term_is_rejected():
@@ -103,7 +126,9 @@ def test_submit_to_embedded_launchpad(tmp_path):
     children = {names[k]: sorted(names[c] for c in v) for k, v in wf.links.items()}
     assert children["sun"] == ["dft", "summary"]
     assert sorted(children["propose b000"] + children["propose b001"]) == [
-        "prefilter 000", "prefilter 001"]
+        "prefilter 000",
+        "prefilter 001",
+    ]
     ready = {names[i] for i in lp.get_fw_ids({"state": "READY"})}
     assert ready == {"propose b000", "propose b001"}
     # the fireworks carry the embedded JobStore (montydb under SMOACS_HOME, with `data`)
@@ -133,14 +158,17 @@ def test_resubmit_refused_unless_new_version(tmp_path, capsys):
         (lambda d: d["stages"].update({"dft": {"engine": "castep"}}), "stages.dft.engine"),
         (lambda d: d["stages"].update({"dft": {"gpaw": {"ecutt": 3}}}), "stages.dft.gpaw.ecutt"),
         (lambda d: d["stages"].update({"screening": {"fmaxx": 1}}), "stages.screening.fmaxx"),
-        (lambda d: d["stages"].update({"screening": {"references": "nope.json.gz"}}),
-         "nope.json.gz: no such file"),
+        (
+            lambda d: d["stages"].update({"screening": {"references": "nope.json.gz"}}),
+            "nope.json.gz: no such file",
+        ),
         (lambda d: d["schedule"].update({"stepz": 3}), "schedule.stepz"),
-        (lambda d: d["templates"][0].update({"source": "/no/such/template.cif"}),
-         "template"),
+        (lambda d: d["templates"][0].update({"source": "/no/such/template.cif"}), "template"),
         (lambda d: d.update({"exclude": ["Xx"]}), "Xx"),
-        (lambda d: d["predictors"].update({"chgnet": {"type": "chgnett"}}),
-         "predictors.chgnet.type: 'chgnett' is unknown"),
+        (
+            lambda d: d["predictors"].update({"chgnet": {"type": "chgnett"}}),
+            "predictors.chgnet.type: 'chgnett' is unknown",
+        ),
     ],
 )
 def test_invalid_campaign_adds_nothing(tmp_path, capsys, mutate, message):
@@ -156,9 +184,18 @@ def test_invalid_campaign_adds_nothing(tmp_path, capsys, mutate, message):
 
 def test_unreachable_launchpad_names_the_host(tmp_path, capsys):
     lpfile = tmp_path / "my_launchpad.yaml"
-    lpfile.write_text(yaml.safe_dump({
-        "host": "127.0.0.1", "port": 9, "name": "fw", "username": "alice",
-        "password": "s3cret", "mongoclient_kwargs": {"serverSelectionTimeoutMS": 300}}))
+    lpfile.write_text(
+        yaml.safe_dump(
+            {
+                "host": "127.0.0.1",
+                "port": 9,
+                "name": "fw",
+                "username": "alice",
+                "password": "s3cret",
+                "mongoclient_kwargs": {"serverSelectionTimeoutMS": 300},
+            }
+        )
+    )
     path = write_campaign(tmp_path / "c.yaml", tiny_campaign())
     t0 = time.perf_counter()
     assert main(["submit", str(path), "--launchpad", str(lpfile)]) == 2
@@ -167,9 +204,16 @@ def test_unreachable_launchpad_names_the_host(tmp_path, capsys):
     assert "cannot reach the LaunchPad 127.0.0.1:9" in err
     assert "s3cret" not in err
     # a URI with credentials is redacted
-    lpfile.write_text(yaml.safe_dump({
-        "host": "mongodb://bob:pw123@127.0.0.1:9/fw", "uri_mode": True, "name": "fw",
-        "mongoclient_kwargs": {"serverSelectionTimeoutMS": 300}}))
+    lpfile.write_text(
+        yaml.safe_dump(
+            {
+                "host": "mongodb://bob:pw123@127.0.0.1:9/fw",
+                "uri_mode": True,
+                "name": "fw",
+                "mongoclient_kwargs": {"serverSelectionTimeoutMS": 300},
+            }
+        )
+    )
     assert main(["submit", str(path), "--launchpad", str(lpfile)]) == 2
     err = capsys.readouterr().err
     assert "127.0.0.1:9" in err and "pw123" not in err

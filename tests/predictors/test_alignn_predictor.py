@@ -205,11 +205,19 @@ def legacy_model(seed: int = 0) -> AlignnModel:
     """alignn's original ``alignn`` architecture (BatchNorm), k-nearest graph, random weights."""
     torch.manual_seed(seed)
     config = {
-        "neighbor_strategy": "k-nearest", "cutoff": 8.0, "max_neighbors": 12,
+        "neighbor_strategy": "k-nearest",
+        "cutoff": 8.0,
+        "max_neighbors": 12,
         "atom_features": "cgcnn",
-        "model": {"name": "alignn", "alignn_layers": 1, "gcn_layers": 1, "hidden_features": 16,
-                  "embedding_features": 16, "edge_input_features": 16,
-                  "triplet_input_features": 8},
+        "model": {
+            "name": "alignn",
+            "alignn_layers": 1,
+            "gcn_layers": 1,
+            "hidden_features": 16,
+            "embedding_features": 16,
+            "edge_input_features": 16,
+            "triplet_input_features": 8,
+        },
     }
     model = AlignnModel(config)
     with torch.no_grad():  # non-trivial running statistics, as a trained checkpoint has
@@ -226,13 +234,22 @@ def test_legacy_alignn_state_dict_keys_match_alignn(monkeypatch) -> None:
 
     # ALIGNN's constructor needs DGL only for its parameter-free AvgPooling readout
     monkeypatch.setattr(legacy, "AvgPooling", torch.nn.Identity)
-    ref = legacy.ALIGNN(legacy.ALIGNNConfig(
-        name="alignn", alignn_layers=1, gcn_layers=1, hidden_features=16, embedding_features=16,
-        edge_input_features=16, triplet_input_features=8))
+    ref = legacy.ALIGNN(
+        legacy.ALIGNNConfig(
+            name="alignn",
+            alignn_layers=1,
+            gcn_layers=1,
+            hidden_features=16,
+            embedding_features=16,
+            edge_input_features=16,
+            triplet_input_features=8,
+        )
+    )
     ours = legacy_model().net.state_dict()
     ours.pop("_species_table")
     assert {k: tuple(v.shape) for k, v in ref.state_dict().items()} == {
-        k: tuple(v.shape) for k, v in ours.items()}
+        k: tuple(v.shape) for k, v in ours.items()
+    }
 
 
 def test_legacy_knn_graph_matches_alignn_forward() -> None:
@@ -245,21 +262,28 @@ def test_legacy_knn_graph_matches_alignn_forward() -> None:
     structs = structures()
     pairs = []
     for s in structs:
-        atoms = Atoms(lattice_mat=s.lattice.matrix, coords=s.frac_coords,
-                      elements=[site.specie.symbol for site in s], cartesian=False)
-        edges, _ = nearest_neighbor_edges(atoms=atoms, cutoff=8.0, max_neighbors=12,
-                                          use_canonize=True)
+        atoms = Atoms(
+            lattice_mat=s.lattice.matrix,
+            coords=s.frac_coords,
+            elements=[site.specie.symbol for site in s],
+            cartesian=False,
+        )
+        edges, _ = nearest_neighbor_edges(
+            atoms=atoms, cutoff=8.0, max_neighbors=12, use_canonize=True
+        )
         u, v, r, _ = build_undirected_edgedata(atoms, edges)
         feats = torch.stack([model.element_table[z - 1] for z in atoms.atomic_numbers])
-        g = TorchGraph(num_nodes=len(s), src=u, dst=v,
-                       ndata={"atom_features": feats}, edata={"r": r})
+        g = TorchGraph(
+            num_nodes=len(s), src=u, dst=v, ndata={"atom_features": feats}, edata={"r": r}
+        )
         lg_src, lg_dst = _line_graph_edges(u, v, len(s))
         pairs.append((g, TorchGraph(num_nodes=len(u), src=lg_src, dst=lg_dst)))
     g, lg = batch_torch_graph_pairs(pairs)
     with torch.no_grad():
         ref = model.net([g, lg, None])["out"]
         ours = AlignnPredictor(model, "band_gap", "eV").predict(
-            SoftCrystalBatch.from_structures(structs))["band_gap"]
+            SoftCrystalBatch.from_structures(structs)
+        )["band_gap"]
     assert torch.allclose(ours, ref, atol=1e-5, rtol=0)
 
 

@@ -17,8 +17,19 @@ from smoacs_flows.errors import InputError
 from smoacs_flows.predictors.alignn import build, predict_structures, read_checkpoint
 from smoacs_flows.predictors.alignn_training import load_dataset, parse_structure
 
-TINY_ARGS = ["--hidden", "16", "--alignn-layers", "1", "--gcn-layers", "1",
-             "--three-body-cutoff", "3.0", "--batch-size", "16", "--quiet"]
+TINY_ARGS = [
+    "--hidden",
+    "16",
+    "--alignn-layers",
+    "1",
+    "--gcn-layers",
+    "1",
+    "--three-body-cutoff",
+    "3.0",
+    "--batch-size",
+    "16",
+    "--quiet",
+]
 
 
 def _subset_csv(shared: Path, out: Path, n: int, bad_rows: dict[int, dict] | None = None) -> Path:
@@ -47,22 +58,46 @@ def trained(tmp_path_factory, shared_data) -> Path:
     tmp = tmp_path_factory.mktemp("train")
     data = _subset_csv(shared_data, tmp / "data.csv", 60)
     out = tmp / "model"
-    rc = main(["train", str(data), "--target", "heat_ref", "--out", str(out), "--epochs", "2",
-               "--test-frac", "0.25", "--seed", "7", *TINY_ARGS])
+    rc = main(
+        [
+            "train",
+            str(data),
+            "--target",
+            "heat_ref",
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--test-frac",
+            "0.25",
+            "--seed",
+            "7",
+            *TINY_ARGS,
+        ]
+    )
     assert rc == 0
     return out
 
 
 def test_train_writes_alignn_layout_and_card(trained: Path) -> None:
     assert {p.name for p in trained.iterdir()} == {
-        "config.json", "best_model.pt", "model_card.json", "holdout_predictions.csv"}
+        "config.json",
+        "best_model.pt",
+        "model_card.json",
+        "holdout_predictions.csv",
+    }
     config = json.loads((trained / "config.json").read_text())
     assert config["model"]["name"] == "alignn_atomwise_pure" and config["target"] == "heat_ref"
     card = json.loads((trained / "model_card.json").read_text())
     assert card["property"] == "formation_energy_per_atom" and card["units"] == "eV/atom"
     assert len(card["dataset"]["sha256"]) == 64 and card["dataset"]["rows"] == 60
-    assert card["split"] == {"seed": 7, "train": 39, "val": 6, "holdout": 15,
-                             "holdout_source": "random 25% of the dataset"}
+    assert card["split"] == {
+        "seed": 7,
+        "train": 39,
+        "val": 6,
+        "holdout": 15,
+        "holdout_source": "random 25% of the dataset",
+    }
     assert card["training"]["epochs_run"] == 2 and card["training"]["seconds"] > 0
     assert card["git_revision"]
     rows = _read_csv(trained / "holdout_predictions.csv")
@@ -101,8 +136,9 @@ def test_data_parallel_prefix_and_training_checkpoint_are_mapped(trained, tmp_pa
     d = tmp_path / "ddp"
     shutil.copytree(trained, d)
     state = torch.load(d / "best_model.pt", weights_only=True)
-    torch.save({"model": {f"module.{k}": v for k, v in state.items()}, "epoch": 3},
-               d / "best_model.pt")
+    torch.save(
+        {"model": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}, d / "best_model.pt"
+    )
     ref = build(model=trained).model.net.state_dict()
     got = build(model=d).model.net.state_dict()
     assert all(torch.equal(ref[k], got[k]) for k in ref)
@@ -164,8 +200,11 @@ def test_missing_target_column(shared_data, tmp_path, capsys) -> None:
 
 
 def test_bad_rows_are_reported_and_skipped(shared_data, tmp_path) -> None:
-    bad = {3: {"cif": "data_broken\n_cell_length_a 4\n"}, 5: {"heat_ref": "nan"},
-           7: {"heat_ref": ""}}
+    bad = {
+        3: {"cif": "data_broken\n_cell_length_a 4\n"},
+        5: {"heat_ref": "nan"},
+        7: {"heat_ref": ""},
+    }
     data = _subset_csv(shared_data, tmp_path / "d.csv", 100, bad)
     warnings = []
     ds = load_dataset(data, "heat_ref", warn=warnings.append)
@@ -190,8 +229,10 @@ def test_json_dataset_with_structure_dicts(shared_data, tmp_path) -> None:
     import gzip
 
     ds = load_dataset(_subset_csv(shared_data, tmp_path / "d.csv", 5), "dir_gap")
-    recs = [{"id": i, "structure": s.as_dict(), "y": float(y)}
-            for i, s, y in zip(ds.ids, ds.structures, ds.targets)]
+    recs = [
+        {"id": i, "structure": s.as_dict(), "y": float(y)}
+        for i, s, y in zip(ds.ids, ds.structures, ds.targets)
+    ]
     path = tmp_path / "d.json.gz"
     path.write_bytes(gzip.compress(json.dumps(recs).encode()))
     again = load_dataset(path, "y")

@@ -60,8 +60,9 @@ def test_predict_csv_jsonl_and_folder_agree(few, tmp_path, capsys) -> None:
             w.writerow([i, s.to(fmt="cif")])
     # JSON lines as propose writes them
     jl = tmp_path / "proposals.jsonl"
-    write_jsonl(jl, [{"id": f"c-0-{k}", "structure": s.as_dict()}
-                     for k, s in enumerate(few.structures)])
+    write_jsonl(
+        jl, [{"id": f"c-0-{k}", "structure": s.as_dict()} for k, s in enumerate(few.structures)]
+    )
     # a folder of CIFs
     folder = tmp_path / "cifs"
     folder.mkdir()
@@ -69,8 +70,10 @@ def test_predict_csv_jsonl_and_folder_agree(few, tmp_path, capsys) -> None:
         s.to(filename=str(folder / f"s{k}.cif"))
     for inp in (src, jl, folder):
         out = tmp_path / f"pred_{inp.name}.csv"
-        assert main(["predict", "--model", "perov5-formation-energy", str(inp),
-                     "--out", str(out)]) == 0
+        assert (
+            main(["predict", "--model", "perov5-formation-energy", str(inp), "--out", str(out)])
+            == 0
+        )
         rows = _read_csv(out)
         assert [r["units"] for r in rows] == ["eV/atom"] * 6
         assert [r["property"] for r in rows] == ["formation_energy_per_atom"] * 6

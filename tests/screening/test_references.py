@@ -142,7 +142,8 @@ def test_alexandria_download_over_http_is_cached(tmp_path, monkeypatch, capsys):
             hits.append(self.path)
 
     server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(served))
+    )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_port}"
     try:

@@ -27,9 +27,16 @@ from tests.makers._campaign import ROOT, tiny_campaign, write_campaign
 
 STAGES = {
     "screening": {"fmax": 0.3, "steps": 3, "prefilter": {"neutrality_policy": None}},
-    "dft": {"max_candidates": 1, "gpaw": {"ecut": 150, "kpoint_density": 0.5,
-                                           "dense_kpoint_density": 1.0, "min_kpoints": 1,
-                                           "maxiter": 60}},
+    "dft": {
+        "max_candidates": 1,
+        "gpaw": {
+            "ecut": 150,
+            "kpoint_density": 0.5,
+            "dense_kpoint_density": 1.0,
+            "min_kpoints": 1,
+            "maxiter": 60,
+        },
+    },
 }
 
 
@@ -37,9 +44,24 @@ def _worker(category: str, tag: str, launch_dir: Path, stop: Path) -> subprocess
     env = {k: os.environ[k] for k in ("SMOACS_HOME", "PATH", "HOME") if k in os.environ}
     env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     return subprocess.Popen(
-        [sys.executable, "-m", "smoacs_flows.makers.worker", "--category", category, "--tag",
-         tag, "--launch-dir", str(launch_dir), "--stop-file", str(stop)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "smoacs_flows.makers.worker",
+            "--category",
+            category,
+            "--tag",
+            tag,
+            "--launch-dir",
+            str(launch_dir),
+            "--stop-file",
+            str(stop),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _fws(lp: EmbeddedLaunchPad, tag: str) -> dict[str, dict]:
@@ -55,8 +77,9 @@ def killed_and_resumed(tmp_path_factory):
     os.environ["SMOACS_HOME"] = str(home)
     try:
         tmp = tmp_path_factory.mktemp("kill")
-        path = write_campaign(tmp / "c.yaml", tiny_campaign(name="kill", n=4, batch=2,
-                                                            stages=STAGES))
+        path = write_campaign(
+            tmp / "c.yaml", tiny_campaign(name="kill", n=4, batch=2, stages=STAGES)
+        )
         assert main(["submit", str(path)]) == 0
         tag = "smoacs:kill:v1"
         lp = EmbeddedLaunchPad()
@@ -67,8 +90,14 @@ def killed_and_resumed(tmp_path_factory):
         running = None
         while time.monotonic() - t0 < 600 and running is None:
             time.sleep(0.5)
-            running = next((fw for n, fw in _fws(lp, tag).items()
-                            if n.startswith("dft gpaw ") and fw["state"] == "RUNNING"), None)
+            running = next(
+                (
+                    fw
+                    for n, fw in _fws(lp, tag).items()
+                    if n.startswith("dft gpaw ") and fw["state"] == "RUNNING"
+                ),
+                None,
+            )
             assert cpu.poll() is None, "the cpu worker died by itself"
         assert running is not None, "the GPAW firework never started"
         time.sleep(3)  # inside the SCF
@@ -77,8 +106,14 @@ def killed_and_resumed(tmp_path_factory):
         stop.touch()
         gpu.wait(timeout=60)
         before = {n: fw["state"] for n, fw in _fws(lp, tag).items()}
-        yield {"lp": lp, "tag": tag, "gpaw": running["name"], "before": before,
-               "home": home, "tmp": tmp}
+        yield {
+            "lp": lp,
+            "tag": tag,
+            "gpaw": running["name"],
+            "before": before,
+            "home": home,
+            "tmp": tmp,
+        }
     finally:
         if old is None:
             os.environ.pop("SMOACS_HOME", None)
@@ -149,7 +184,8 @@ def test_builder_idempotent_and_interruptible(kill_env, monkeypatch):
         with embedded_results_store() as rs:
             docs = list(rs.candidates.query({}))
             rows = rs.index.conn.execute(
-                "SELECT candidate_id, content_hash FROM candidates ORDER BY 1").fetchall()
+                "SELECT candidate_id, content_hash FROM candidates ORDER BY 1"
+            ).fetchall()
         for d in docs:
             d.pop("_id", None)
             d.pop("last_updated", None)
@@ -190,8 +226,14 @@ def test_queries_on_the_campaign(kill_env, tmp_path, capsys):
     rs = embedded_results_store().connect()
     index, rs.index = rs.index, None
     try:
-        for kw in ({"max_elements": 3}, {"exclude": ["Fe"]}, {"include": ["Fe"]},
-                   {"state": "done"}, {"where": ["stage=dft|sun"]}, {"sun": True}):
+        for kw in (
+            {"max_elements": 3},
+            {"exclude": ["Fe"]},
+            {"include": ["Fe"]},
+            {"state": "done"},
+            {"where": ["stage=dft|sun"]},
+            {"sun": True},
+        ):
             a = {c.candidate_id for c in query(campaign="kill", results=rs, **kw)}
             rs.index = index
             b = {c.candidate_id for c in query(campaign="kill", results=rs, **kw)}
@@ -207,11 +249,37 @@ def test_queries_on_the_campaign(kill_env, tmp_path, capsys):
     assert [c.candidate_id for c in top] == [
         c.candidate_id for c in sorted(by_e, key=lambda c: c.summary["mlip_energy_per_atom"])
     ][:2]
-    assert main(["query", "--campaign", "kill", "--format", "csv", "--out",
-                 str(tmp_path / "k.csv"), "--no-update"]) == 0
+    assert (
+        main(
+            [
+                "query",
+                "--campaign",
+                "kill",
+                "--format",
+                "csv",
+                "--out",
+                str(tmp_path / "k.csv"),
+                "--no-update",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "k.csv").read_text().count("\n") == 5
-    assert main(["query", "--campaign", "kill", "--format", "cif", "--out",
-                 str(tmp_path / "cif"), "--no-update"]) == 0
+    assert (
+        main(
+            [
+                "query",
+                "--campaign",
+                "kill",
+                "--format",
+                "cif",
+                "--out",
+                str(tmp_path / "cif"),
+                "--no-update",
+            ]
+        )
+        == 0
+    )
     from pymatgen.core import Structure
 
     cifs = sorted((tmp_path / "cif").glob("*.cif"))
@@ -223,13 +291,27 @@ def test_queries_on_the_campaign(kill_env, tmp_path, capsys):
     assert dft_id(everything) in html
     capsys.readouterr()
     # bad input: clear errors, non-zero exit, nothing written
-    for argv, msg in ((["--campaign", "nope"], "unknown campaign 'nope'"),
-                      (["--include", "Xx"], "'Xx' is not an element"),
-                      (["--where", "colour=red"], "unknown filter field 'colour'"),
-                      (["--where", "nelements<=many"], "is not a int"),
-                      (["--verdict", "metal"], "verdict: 'metal' is not one of")):
-        assert main(["query", *argv, "--no-update", "--format", "json", "--out",
-                     str(tmp_path / "bad.json")]) != 0
+    for argv, msg in (
+        (["--campaign", "nope"], "unknown campaign 'nope'"),
+        (["--include", "Xx"], "'Xx' is not an element"),
+        (["--where", "colour=red"], "unknown filter field 'colour'"),
+        (["--where", "nelements<=many"], "is not a int"),
+        (["--verdict", "metal"], "verdict: 'metal' is not one of"),
+    ):
+        assert (
+            main(
+                [
+                    "query",
+                    *argv,
+                    "--no-update",
+                    "--format",
+                    "json",
+                    "--out",
+                    str(tmp_path / "bad.json"),
+                ]
+            )
+            != 0
+        )
         assert msg in capsys.readouterr().err, argv
         assert not (tmp_path / "bad.json").exists()
     with pytest.raises(QueryError, match="unknown campaign"):

@@ -28,8 +28,9 @@ EVIL_ID = "demo-<blink>evil</blink>&\"x'"
 # ----------------------------------------------------------------------------- synthetic data
 
 
-def _structure(template: Structure, rng: random.Random, allowed_tm: list[str],
-               allowed_main: list[str]) -> Structure:
+def _structure(
+    template: Structure, rng: random.Random, allowed_tm: list[str], allowed_main: list[str]
+) -> Structure:
     """``template`` with its elements replaced: transition metals on the first sites, a
     main-group element on the last; sometimes a quaternary (one TM site differs)."""
     n = len(template)
@@ -43,8 +44,9 @@ def _structure(template: Structure, rng: random.Random, allowed_tm: list[str],
     return Structure(lattice, species, template.frac_coords)
 
 
-def synthetic_dos(efermi: float, gapped: str = "down", gap: tuple[float, float] = (-0.4, 0.6)
-                  ) -> dict[str, Any]:
+def synthetic_dos(
+    efermi: float, gapped: str = "down", gap: tuple[float, float] = (-0.4, 0.6)
+) -> dict[str, Any]:
     """A half-metallic DOS: one channel metallic at E_F, the other with a gap around E_F."""
     e = np.linspace(efermi - 8.0, efermi + 8.0, 1601)
     x = e - efermi
@@ -52,19 +54,25 @@ def synthetic_dos(efermi: float, gapped: str = "down", gap: tuple[float, float] 
     peaks = rng.uniform(-7, 7, 14)
 
     def bands(shift: float) -> np.ndarray:
-        return sum(np.exp(-((x - p - shift) ** 2) / 0.18) * rng.uniform(0.6, 2.2)
-                   for p in peaks) + 0.15
+        return (
+            sum(np.exp(-((x - p - shift) ** 2) / 0.18) * rng.uniform(0.6, 2.2) for p in peaks)
+            + 0.15
+        )
 
     metal, other = bands(-0.3), bands(0.5)
     other[(x > gap[0]) & (x < gap[1])] = 0.0
     up, down = (metal, other) if gapped == "down" else (other, metal)
-    return {"energies": e.tolist(), "up": up.tolist(), "down": down.tolist(),
-            "efermi": efermi}
+    return {"energies": e.tolist(), "up": up.tolist(), "down": down.tolist(), "efermi": efermi}
 
 
-def synthetic_campaign(n: int, seed: int = 0, excluded: list[str] | None = None,
-                       campaign: str = "demo", n_half_metals: int = 2,
-                       evil: bool = True) -> tuple[list[dict[str, Any]], dict[str, dict]]:
+def synthetic_campaign(
+    n: int,
+    seed: int = 0,
+    excluded: list[str] | None = None,
+    campaign: str = "demo",
+    n_half_metals: int = 2,
+    evil: bool = True,
+) -> tuple[list[dict[str, Any]], dict[str, dict]]:
     """``n`` candidate documents shaped like :func:`~smoacs_flows.stores.candidates.assemble`
     output (real pymatgen structures from the campaign templates), and the DOS of the
     half-metals. The first ``n_half_metals`` are DFT half-metals; with ``evil`` the next one
@@ -110,37 +118,70 @@ def synthetic_campaign(n: int, seed: int = 0, excluded: list[str] | None = None,
             mom = round(rng.choice([1, 2, 3, 4, 5]) + (0 if hm else rng.uniform(-0.4, 0.4)), 3)
             efermi = round(rng.uniform(4.0, 8.0), 3)
             hm_gap = round(rng.uniform(0.1, 0.5), 3)
-            dft = {"engine": "gpaw", "verdict": verdict, "efermi": efermi,
-                   "moment_per_fu": mom, "total_moment": mom,
-                   "polarisation": 1.0 if hm else round(rng.uniform(-0.8, 0.8), 3),
-                   "gap_up": 0.0, "gap_down": 1.0 if hm else 0.0,
-                   "half_metallic_gap": hm_gap if hm else None,
-                   "formula": comp.formula, "reduced_formula": comp.reduced_formula,
-                   "structure": relaxed.as_dict(), "has_dos": hm}
+            dft = {
+                "engine": "gpaw",
+                "verdict": verdict,
+                "efermi": efermi,
+                "moment_per_fu": mom,
+                "total_moment": mom,
+                "polarisation": 1.0 if hm else round(rng.uniform(-0.8, 0.8), 3),
+                "gap_up": 0.0,
+                "gap_down": 1.0 if hm else 0.0,
+                "half_metallic_gap": hm_gap if hm else None,
+                "formula": comp.formula,
+                "reduced_formula": comp.reduced_formula,
+                "structure": relaxed.as_dict(),
+                "has_dos": hm,
+            }
             if hm:
                 dos[cid] = synthetic_dos(efermi, gap=(-hm_gap - 0.3, hm_gap))
-        docs.append({
-            "candidate_id": cid, "campaign": campaign, "version": 1, "batch": i % 4,
-            "template": tid, "variant": None, "formula": comp.formula,
-            "reduced_formula": comp.reduced_formula,
-            "elements": sorted(e.symbol for e in comp.elements),
-            "nelements": len(comp.elements), "natoms": len(s), "stage": stage,
-            "rejected": rej, "state": "done" if rej or stage == "dft" else "pending",
-            "failure": None,
-            "smoacs": {"predicted": {"alignn_mbj": {"band_gap": gap},
-                                     "chgnet": {"energy_per_atom": rng.uniform(-7, -4)}},
-                       "losses": {"total": rng.uniform(0, 2)}, "success": {"all": True}},
-            "structure": s.as_dict(),
-            "final_structure": (dft or {}).get("structure") or
-                               (relaxed.as_dict() if rank >= 2 else s.as_dict()),
-            "relax": ({"energy_per_atom": round(rng.uniform(-7.5, -4.5), 4), "converged": True,
-                       "mlip": "chgnet"} if rank >= 2 else None),
-            "e_above_hull": ehull if rank >= 3 else None,
-            "sun": ({"stable": True, "unique": True, "novel": rank >= 4, "sun": rank >= 4}
-                    if rank >= 3 else None),
-            "dft": dft,
-            "provenance": {"job_uuids": {"dft": f"uuid-{i}"} if dft else {}},
-        })
+        docs.append(
+            {
+                "candidate_id": cid,
+                "campaign": campaign,
+                "version": 1,
+                "batch": i % 4,
+                "template": tid,
+                "variant": None,
+                "formula": comp.formula,
+                "reduced_formula": comp.reduced_formula,
+                "elements": sorted(e.symbol for e in comp.elements),
+                "nelements": len(comp.elements),
+                "natoms": len(s),
+                "stage": stage,
+                "rejected": rej,
+                "state": "done" if rej or stage == "dft" else "pending",
+                "failure": None,
+                "smoacs": {
+                    "predicted": {
+                        "alignn_mbj": {"band_gap": gap},
+                        "chgnet": {"energy_per_atom": rng.uniform(-7, -4)},
+                    },
+                    "losses": {"total": rng.uniform(0, 2)},
+                    "success": {"all": True},
+                },
+                "structure": s.as_dict(),
+                "final_structure": (dft or {}).get("structure")
+                or (relaxed.as_dict() if rank >= 2 else s.as_dict()),
+                "relax": (
+                    {
+                        "energy_per_atom": round(rng.uniform(-7.5, -4.5), 4),
+                        "converged": True,
+                        "mlip": "chgnet",
+                    }
+                    if rank >= 2
+                    else None
+                ),
+                "e_above_hull": ehull if rank >= 3 else None,
+                "sun": (
+                    {"stable": True, "unique": True, "novel": rank >= 4, "sun": rank >= 4}
+                    if rank >= 3
+                    else None
+                ),
+                "dft": dft,
+                "provenance": {"job_uuids": {"dft": f"uuid-{i}"} if dft else {}},
+            }
+        )
     return docs, dos
 
 
@@ -180,9 +221,16 @@ def _chromium() -> str:
 
 
 def _headless(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [_chromium(), "--headless=new", "--no-sandbox", "--disable-gpu",
-           "--hide-scrollbars", f"--user-data-dir={tmp / 'chromium-profile'}",
-           "--virtual-time-budget=5000", *args]
+    cmd = [
+        _chromium(),
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp / 'chromium-profile'}",
+        "--virtual-time-budget=5000",
+        *args,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, f"chromium failed ({proc.returncode}): {proc.stderr[-2000:]}"
     return proc
@@ -206,17 +254,43 @@ def test_funnel_counts_hand_made() -> None:
         {"stage": None, "dft": "garbage"},  # counts as proposed only
         {},
     ]
-    assert funnel_counts(docs) == [("proposed", 12), ("prefiltered", 8), ("relaxed", 7),
-                                   ("S.U.N.", 5), ("DFT", 3), ("half-metal", 2)]
-    assert funnel_counts([]) == [("proposed", 0), ("prefiltered", 0), ("relaxed", 0),
-                                 ("S.U.N.", 0), ("DFT", 0), ("half-metal", 0)]
+    assert funnel_counts(docs) == [
+        ("proposed", 12),
+        ("prefiltered", 8),
+        ("relaxed", 7),
+        ("S.U.N.", 5),
+        ("DFT", 3),
+        ("half-metal", 2),
+    ]
+    assert funnel_counts([]) == [
+        ("proposed", 0),
+        ("prefiltered", 0),
+        ("relaxed", 0),
+        ("S.U.N.", 0),
+        ("DFT", 0),
+        ("half-metal", 0),
+    ]
 
 
 def test_report_tolerates_sparse_docs(tmp_path: Path) -> None:
-    docs = [{}, {"candidate_id": None, "stage": "sun", "elements": None, "dft": None,
-                 "final_structure": {"sites": "broken"}, "smoacs": None, "relax": None},
-            {"candidate_id": "x", "stage": "dft", "elements": ["Fe", "<Zz>"],
-             "dft": {"verdict": "half_metal", "moment_per_fu": float("nan")}}]
+    docs = [
+        {},
+        {
+            "candidate_id": None,
+            "stage": "sun",
+            "elements": None,
+            "dft": None,
+            "final_structure": {"sites": "broken"},
+            "smoacs": None,
+            "relax": None,
+        },
+        {
+            "candidate_id": "x",
+            "stage": "dft",
+            "elements": ["Fe", "<Zz>"],
+            "dft": {"verdict": "half_metal", "moment_per_fu": float("nan")},
+        },
+    ]
     out = write_report(docs, tmp_path / "r.html", "sparse", dos={"x": {"energies": None}})
     text = out.read_text()
     assert "<Zz>" not in text and "&lt;Zz&gt;" not in text  # unknown symbols never drawn
@@ -232,19 +306,34 @@ def test_report_tolerates_sparse_docs(tmp_path: Path) -> None:
 def test_report_renders_in_chromium(tmp_path: Path) -> None:
     docs, dos = synthetic_campaign(30, seed=3, excluded=SUPPLY_RISK)
     base, _ = synthetic_campaign(30, seed=4, campaign="demo-nomask", evil=False)
-    hm_ids = sorted(d["candidate_id"] for d in docs if (d["dft"] or {}).get("verdict")
-                    == "half_metal")
+    hm_ids = sorted(
+        d["candidate_id"] for d in docs if (d["dft"] or {}).get("verdict") == "half_metal"
+    )
     assert len(hm_ids) == 2 and set(dos) == set(hm_ids)
-    out = write_report(docs, tmp_path / "report.html", "Demo <campaign>", dos=dos,
-                       excluded=SUPPLY_RISK, compare_docs=base, compare_label="without mask")
+    out = write_report(
+        docs,
+        tmp_path / "report.html",
+        "Demo <campaign>",
+        dos=dos,
+        excluded=SUPPLY_RISK,
+        compare_docs=base,
+        compare_label="without mask",
+    )
     text = out.read_text(encoding="utf-8")
     page = _Page(text)
 
     # written: every expected chart, all self-contained
     written = page.charts
     assert int(page.body["data-charts-expected"]) == len(written)
-    assert {"funnel", "periodic_table", "periodic_table_compare", "nelements", "band_gap",
-            "mlip_energy", "dft_moment"} <= set(written)
+    assert {
+        "funnel",
+        "periodic_table",
+        "periodic_table_compare",
+        "nelements",
+        "band_gap",
+        "mlip_energy",
+        "dft_moment",
+    } <= set(written)
     assert sorted(c for c in written if c.startswith("dos:")) == [f"dos:{c}" for c in hm_ids]
     assert all(u.startswith(("data:", "#")) for u in page.urls), page.urls
     assert "<link" not in text and " src=" not in text
@@ -260,7 +349,7 @@ def test_report_renders_in_chromium(tmp_path: Path) -> None:
     for a in page.links:
         prefix = "data:chemical/x-cif;base64,"
         assert a["href"].startswith(prefix)
-        cif = base64.b64decode(a["href"][len(prefix):]).decode()
+        cif = base64.b64decode(a["href"][len(prefix) :]).decode()
         s = Structure.from_str(cif, fmt="cif")
         doc = final[a["download"][:-4]]
         assert s.composition.reduced_formula == doc["reduced_formula"]

@@ -56,9 +56,10 @@ def sun_standin(out: dict) -> dict:
 
 def _counts(lp: EmbeddedLaunchPad) -> dict[str, tuple[str, int, int]]:
     with lp.session(write=False):
-        return {d["name"]: (d["state"], len(d.get("launches", [])),
-                            len(d.get("archived_launches", [])))
-                for d in lp.fireworks.find({"spec.tags": TAG})}
+        return {
+            d["name"]: (d["state"], len(d.get("launches", [])), len(d.get("archived_launches", [])))
+            for d in lp.fireworks.find({"spec.tags": TAG})
+        }
 
 
 @pytest.fixture
@@ -72,9 +73,17 @@ def vasp_boundary(monkeypatch, tmp_path, shared_data):
     mock = next(gen)
     _build_refs(feo, tmp_path / "refs")
     relaxes = {k: v for k, v in STAGES.items() if k != "spin DOS uniform"}
-    mock({name: folder for name, (folder, _) in relaxes.items()},
-         {name: {"incar_settings": keys, "check_inputs": ["incar", "poscar", "potcar"],
-                 "clear_inputs": False} for name, (_, keys) in relaxes.items()})
+    mock(
+        {name: folder for name, (folder, _) in relaxes.items()},
+        {
+            name: {
+                "incar_settings": keys,
+                "check_inputs": ["incar", "poscar", "potcar"],
+                "clear_inputs": False,
+            }
+            for name, (_, keys) in relaxes.items()
+        },
+    )
     fake = tmp_path / "bin" / "vasp_std"
     fake.parent.mkdir()
     fake.write_text(FAKE_VASP.format(python=sys.executable, ref=str(feo)))
@@ -96,24 +105,41 @@ def vasp_boundary(monkeypatch, tmp_path, shared_data):
 def test_custodian_failure_resumed_with_incar_override(vasp_boundary, tmp_path, capsys):
     feo = vasp_boundary
     s = Structure.from_file(feo / "POSCAR.gz")
-    rec = {"id": "feo-0", "reduced_formula": "FeO", "formula": s.composition.formula,
-           "elements": ["Fe", "O"], "structure": s.as_dict(),
-           "screening": {"mlip_energy_per_atom": -6.0, "e_above_hull": 0.02}}
-    sun_out = {"records": [rec], "counts": {"proposed": 1, "prefiltered": 1, "relaxed": 1,
-                                            "sun": 1},
-               "scores": {"feo-0": {"e_above_hull": 0.02, "stable": True, "unique": True,
-                                    "novel": True}}, "stage_rejected": {}}
+    rec = {
+        "id": "feo-0",
+        "reduced_formula": "FeO",
+        "formula": s.composition.formula,
+        "elements": ["Fe", "O"],
+        "structure": s.as_dict(),
+        "screening": {"mlip_energy_per_atom": -6.0, "e_above_hull": 0.02},
+    }
+    sun_out = {
+        "records": [rec],
+        "counts": {"proposed": 1, "prefiltered": 1, "relaxed": 1, "sun": 1},
+        "scores": {"feo-0": {"e_above_hull": 0.02, "stable": True, "unique": True, "novel": True}},
+        "stage_rejected": {},
+    }
     meta = {"campaign": "feo"}
     sun = route(sun_standin(sun_out), "cpu", {**meta, "stage": "sun"})
     sun.name = "sun"
     # symprec None: the reference outputs are for the structure exactly as given
-    dft = HalfMetalDftMaker(settings={"engine": "vasp", "max_candidates": 1, "symprec": None,
-                                      "vasp": {"max_errors": 1}}, metadata=meta).make(sun.output)
+    dft = HalfMetalDftMaker(
+        settings={
+            "engine": "vasp",
+            "max_candidates": 1,
+            "symprec": None,
+            "vasp": {"max_errors": 1},
+        },
+        metadata=meta,
+    ).make(sun.output)
     summ = route(summary_job(sun.output, dft.output), "cpu", {**meta, "stage": "summary"})
     summ.name = "summary"
-    wf = flow_to_workflow(Flow([sun, dft, summ]), store=embedded_job_store(), name="feo v1",
-                          metadata={"smoacs_campaign": "feo", "smoacs_version": 1,
-                                    "tags": ["smoacs:feo", TAG]})
+    wf = flow_to_workflow(
+        Flow([sun, dft, summ]),
+        store=embedded_job_store(),
+        name="feo v1",
+        metadata={"smoacs_campaign": "feo", "smoacs_version": 1, "tags": ["smoacs:feo", TAG]},
+    )
     for fw in wf.fws:
         fw.spec["tags"] = ["smoacs:feo", TAG]
     lp = EmbeddedLaunchPad()
@@ -167,8 +193,10 @@ def test_custodian_failure_resumed_with_incar_override(vasp_boundary, tmp_path, 
     # the override reached the failed job only
     store = embedded_job_store()
     store.connect()
-    dirs = {n: Path(store.query_one({"name": n}, load=False)["output"]["dir_name"]
-                    .split(":", 1)[-1]) for n in ("spin DOS uniform", "MP GGA static")}
+    dirs = {
+        n: Path(store.query_one({"name": n}, load=False)["output"]["dir_name"].split(":", 1)[-1])
+        for n in ("spin DOS uniform", "MP GGA static")
+    }
     dos_incar = Incar.from_file(dirs["spin DOS uniform"] / "INCAR.gz")
     assert dos_incar["NELM"] == 200 and dos_incar["ALGO"].lower() == "all"
     assert Incar.from_file(dirs["MP GGA static"] / "INCAR.gz").get("NELM") != 200
