@@ -9,6 +9,21 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "campaigns" / "templates"
+#: the cheapest meaningful run stages: 3 relaxation steps, one GPAW candidate with a Γ-only SCF
+#: and a 2x2x2 non-SCF mesh
+CHEAP_STAGES = {
+    "screening": {"fmax": 0.3, "steps": 3, "prefilter": {"neutrality_policy": None}},
+    "dft": {
+        "max_candidates": 1,
+        "gpaw": {
+            "ecut": 150,
+            "kpoint_density": 0.5,
+            "dense_kpoint_density": 1.0,
+            "min_kpoints": 1,
+            "maxiter": 60,
+        },
+    },
+}
 
 
 def tiny_campaign(

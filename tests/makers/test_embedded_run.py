@@ -8,26 +8,14 @@ import pytest
 from smoacs_flows.cli import main
 from smoacs_flows.makers.launchpad import EmbeddedLaunchPad
 from smoacs_flows.stores import embedded_job_store
-from tests.makers._campaign import tiny_campaign, write_campaign
+from tests.makers._campaign import CHEAP_STAGES, tiny_campaign, write_campaign
 
 
 @pytest.mark.slow
 def test_embedded_run_tiny_campaign(tmp_path, capsys):
-    stages = {
-        "screening": {"fmax": 0.3, "steps": 3, "prefilter": {"neutrality_policy": None}},
-        # the cheapest meaningful GPAW run: Γ-only SCF, 2x2x2 non-SCF mesh
-        "dft": {
-            "max_candidates": 1,
-            "gpaw": {
-                "ecut": 150,
-                "kpoint_density": 0.5,
-                "dense_kpoint_density": 1.0,
-                "min_kpoints": 1,
-                "maxiter": 60,
-            },
-        },
-    }
-    path = write_campaign(tmp_path / "c.yaml", tiny_campaign(n=2, batch=2, steps=2, stages=stages))
+    path = write_campaign(
+        tmp_path / "c.yaml", tiny_campaign(n=2, batch=2, steps=2, stages=CHEAP_STAGES)
+    )
     rc = main(["run", str(path), "--poll", "1"])
     out, err = capsys.readouterr()
     assert rc == 0, out + err

@@ -23,21 +23,7 @@ from smoacs_flows.stores.results import (
     query,
     update_results,
 )
-from tests.makers._campaign import ROOT, tiny_campaign, write_campaign
-
-STAGES = {
-    "screening": {"fmax": 0.3, "steps": 3, "prefilter": {"neutrality_policy": None}},
-    "dft": {
-        "max_candidates": 1,
-        "gpaw": {
-            "ecut": 150,
-            "kpoint_density": 0.5,
-            "dense_kpoint_density": 1.0,
-            "min_kpoints": 1,
-            "maxiter": 60,
-        },
-    },
-}
+from tests.makers._campaign import CHEAP_STAGES, ROOT, tiny_campaign, write_campaign
 
 
 def _worker(category: str, tag: str, launch_dir: Path, stop: Path) -> subprocess.Popen:
@@ -78,7 +64,7 @@ def killed_and_resumed(tmp_path_factory):
     try:
         tmp = tmp_path_factory.mktemp("kill")
         path = write_campaign(
-            tmp / "c.yaml", tiny_campaign(name="kill", n=4, batch=2, stages=STAGES)
+            tmp / "c.yaml", tiny_campaign(name="kill", n=4, batch=2, stages=CHEAP_STAGES)
         )
         assert main(["submit", str(path)]) == 0
         tag = "smoacs:kill:v1"
