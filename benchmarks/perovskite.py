@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from typing import Any
 
@@ -34,6 +33,7 @@ import torch
 from tqdm import tqdm
 
 from smoacs_flows.campaign import campaign_from_dict
+from smoacs_flows.io import atomic_write_bytes
 from smoacs_flows.smoacs.engine import Evaluator
 from smoacs_flows.smoacs.propose import ProposalRun, success_table
 
@@ -169,10 +169,7 @@ def run_tpe(spec: dict, trials: int, seed: int) -> tuple[dict[str, float], float
 
 def write_json(path: str, results: dict) -> None:
     """Write the results so far atomically (a stopped run keeps what it finished)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as fh:
-        json.dump(results, fh, indent=1)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, json.dumps(results, indent=1).encode())
 
 
 def main() -> None:
