@@ -18,6 +18,9 @@ from smoacs_flows.campaign import Campaign, load_campaign
 from smoacs_flows.errors import SmoacsError
 from smoacs_flows.makers.launchpad import EmbeddedLaunchPad, describe, lp_session, open_launchpad
 
+#: collection (in the LaunchPad's database) holding one version counter per campaign
+VERSIONS_COLLECTION = "smoacs_campaign_versions"
+
 
 def campaign_tag(name: str, version: int | None = None) -> str:
     """The FireWorks tag of a campaign (``smoacs:NAME``) or of one version (``...:vN``)."""
@@ -60,6 +63,53 @@ def existing_versions(lp: LaunchPad, name: str) -> list[int]:
     return sorted(int(d["metadata"].get("smoacs_version", 1)) for d in docs)
 
 
+def _seed_counter(coll: Any, name: str, floor: int) -> None:
+    """Create the counter of ``name`` or raise it to ``floor`` (versions submitted before the
+    counter existed), atomically."""
+    from pymongo.errors import DuplicateKeyError
+
+    for _ in range(3):  # two first upserts of one _id race on MongoDB: one gets a duplicate
+        try:
+            coll.update_one({"_id": name}, {"$max": {"version": floor}}, upsert=True)
+            return
+        except DuplicateKeyError:
+            continue
+    raise SmoacsError(f"campaign {name!r}: cannot create its version counter (retried 3 times)")
+
+
+def allocate_version(lp: LaunchPad, name: str, new_version: bool) -> int:
+    """The next version of a campaign, claimed atomically on the LaunchPad's database.
+
+    A counter document per campaign (``{_id: name, version: N}`` in the
+    :data:`VERSIONS_COLLECTION` collection) is incremented with one ``find_one_and_update``,
+    so concurrent submitters (processes on other machines included) never get the same
+    version. Without ``new_version`` the claim only succeeds while nobody has claimed a version
+    above those on the LaunchPad, so of two racing plain submits one is refused.
+    """
+    from pymongo import ReturnDocument
+
+    versions = existing_versions(lp, name)
+    if versions and not new_version:
+        raise SmoacsError(
+            f"campaign {name!r} is already on the {describe(lp)} (version "
+            f"{versions[-1]}); use --new-version to submit it again"
+        )
+    floor = versions[-1] if versions else 0
+    coll = lp.db[VERSIONS_COLLECTION]
+    _seed_counter(coll, name, floor)
+    flt: dict[str, Any] = {"_id": name} if new_version else {"_id": name, "version": floor}
+    doc = coll.find_one_and_update(
+        flt, {"$inc": {"version": 1}}, return_document=ReturnDocument.AFTER
+    )
+    if doc is None:
+        cur = (coll.find_one({"_id": name}) or {}).get("version")
+        raise SmoacsError(
+            f"campaign {name!r}: version {cur} was already claimed on the {describe(lp)} "
+            "(another submit, or workflows since deleted); use --new-version to submit it again"
+        )
+    return int(doc["version"])
+
+
 def submit(
     campaign: Campaign | str | Path,
     launchpad: LaunchPad | str | Path | None = None,
@@ -85,13 +135,7 @@ def submit(
         cats[c] = cats.get(c, 0) + 1
     t1 = time.perf_counter()
     with lp_session(lp):
-        versions = existing_versions(lp, campaign.name)
-        if versions and not new_version:
-            raise SmoacsError(
-                f"campaign {campaign.name!r} is already on the {describe(lp)} (version "
-                f"{versions[-1]}); use --new-version to submit it again"
-            )
-        version = (versions[-1] + 1) if versions else 1
+        version = allocate_version(lp, campaign.name, new_version)
         tags = [campaign_tag(campaign.name), campaign_tag(campaign.name, version)]
         wf.metadata["smoacs_version"] = version
         wf.metadata["tags"] = tags

@@ -1,0 +1,163 @@
+"""The query API of the candidates collection: filters, query results, :func:`query`."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pymatgen.core import Element, Structure
+
+from smoacs_flows.stores.fields import FIELDS, OPS, STATES, VERDICTS, QueryError
+
+if TYPE_CHECKING:
+    from smoacs_flows.stores.results import ResultsStore
+
+
+@dataclass
+class Filter:
+    """A conjunction of field comparisons plus element include/exclude lists."""
+
+    terms: list[tuple[str, str, Any]] = field(default_factory=list)
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+
+    def add(self, name: str, op: str, value: Any) -> None:
+        """Add ``name op value`` (``op`` a Mongo operator), checking field and value."""
+        if name not in FIELDS:
+            raise QueryError(f"unknown filter field {name!r}; fields: {', '.join(FIELDS)}")
+        typ = FIELDS[name][2]
+        vals = value if op == "$in" else [value]
+        conv = []
+        for v in vals:
+            if v is None:
+                conv.append(None)
+                continue
+            try:
+                if typ is bool and isinstance(v, str):
+                    if v.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                        raise ValueError(v)
+                    v = v.lower() in ("true", "1", "yes")
+                conv.append(typ(v))
+            except (TypeError, ValueError):
+                raise QueryError(f"{name}: {v!r} is not a {typ.__name__}") from None
+        if name == "state":
+            bad = [v for v in conv if v not in STATES]
+            if bad:
+                raise QueryError(f"state: {bad[0]!r} is not one of {', '.join(STATES)}")
+        if name == "verdict":
+            bad = [v for v in conv if v is not None and v not in VERDICTS]
+            if bad:
+                raise QueryError(f"verdict: {bad[0]!r} is not one of {', '.join(VERDICTS)}")
+        self.terms.append((name, op, conv if op == "$in" else conv[0]))
+
+    def add_elements(self, include: list[str] | None, exclude: list[str] | None) -> None:
+        """Elements every match must contain / must not contain (symbols checked)."""
+        for which, els in (("include", include), ("exclude", exclude)):
+            for el in els or []:
+                if not Element.is_valid_symbol(el):
+                    raise QueryError(f"{which}: {el!r} is not an element symbol")
+                getattr(self, which).append(el)
+
+    def add_where(self, expr: str) -> None:
+        """Parse ``FIELD<=VALUE`` (also ``<``, ``>``, ``>=``, ``=``, ``!=``; ``=a|b`` for any)."""
+        m = re.fullmatch(r"\s*([A-Za-z_]+)\s*(<=|>=|!=|=|<|>)\s*(.*?)\s*", expr)
+        if not m:
+            raise QueryError(
+                f"--where {expr!r}: expected FIELD<=VALUE (operators {', '.join(OPS)})"
+            )
+        name, op, raw = m.groups()
+        if raw == "":
+            raise QueryError(f"--where {expr!r}: no value")
+        value: Any = None if raw.lower() in ("none", "null") else raw
+        if op == "=" and value is not None and "|" in raw:
+            self.add(name, "$in", raw.split("|"))
+        else:
+            self.add(name, OPS[op], value)
+
+    def mongo(self) -> dict[str, Any]:
+        """The filter as a MongoDB query."""
+        q: dict[str, Any] = defaultdict(dict)
+        for name, op, value in self.terms:
+            q[FIELDS[name][0]][op] = value
+        if self.include:
+            q["elements"]["$all"] = list(self.include)
+        if self.exclude:
+            q["elements"]["$nin"] = list(self.exclude)
+        return dict(q)
+
+
+# ----------------------------------------------------------------------------- the store
+
+
+@dataclass
+class Candidate:
+    """One query result: the summary row, the final structure, and the full document."""
+
+    candidate_id: str
+    summary: dict[str, Any]
+    structure: Structure | None
+    _store: ResultsStore | None = None
+
+    @property
+    def doc(self) -> dict[str, Any]:
+        """The full candidate document (read from the store on first use)."""
+        if not hasattr(self, "_doc"):
+            assert self._store is not None
+            self._doc = self._store.get(self.candidate_id)
+        return self._doc
+
+
+def query(
+    campaign: str | None = None,
+    version: int | None = None,
+    verdict: str | None = None,
+    e_hull_max: float | None = None,
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    max_elements: int | None = None,
+    polarisation_min: float | None = None,
+    moment_min: float | None = None,
+    moment_max: float | None = None,
+    stable: bool | None = None,
+    unique: bool | None = None,
+    novel: bool | None = None,
+    sun: bool | None = None,
+    state: str | None = None,
+    where: list[str] | None = None,
+    sort: str | None = "e_above_hull",
+    descending: bool = False,
+    limit: int | None = None,
+    results: ResultsStore | None = None,
+) -> list[Candidate]:
+    """Candidates of the results store as :class:`Candidate` objects (pymatgen structures).
+
+    ``campaign`` None covers every campaign (latest version of each); ``where`` takes
+    ``FIELD<=VALUE`` expressions over :data:`FIELDS`; ``polarisation_min`` applies to |P|.
+    """
+    flt = Filter()
+    for name, op, v in (
+        ("verdict", "$eq", verdict),
+        ("e_above_hull", "$lte", e_hull_max),
+        ("nelements", "$lte", max_elements),
+        ("polarisation", "$gte", polarisation_min),
+        ("moment_per_fu", "$gte", moment_min),
+        ("moment_per_fu", "$lte", moment_max),
+        ("stable", "$eq", stable),
+        ("unique", "$eq", unique),
+        ("novel", "$eq", novel),
+        ("sun", "$eq", sun),
+        ("state", "$eq", state),
+    ):
+        if v is not None:
+            flt.add(name, op, v)
+    flt.add_elements(include, exclude)
+    for w in where or []:
+        flt.add_where(w)
+    if results is None:
+        from smoacs_flows.stores.results import load_results_store
+
+        results = load_results_store()
+    results.connect()  # left open: Candidate.doc reads from it
+    return results.find(flt, results.versions(campaign, version), sort, descending, limit)
