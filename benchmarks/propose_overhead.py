@@ -27,7 +27,7 @@ DRIVERS = {
         {"chgnet": {"type": "chgnet"}},
         [
             {"term": "energy", "predictor": "chgnet"},
-            {"term": "magmom_integer", "predictor": "chgnet"},
+            {"term": "magmom_integer", "predictor": "chgnet", "property": "magmom_abs_total"},
             {"term": "tolerance_factor", "target": 0.9},
         ],
     ),

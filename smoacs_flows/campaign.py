@@ -120,6 +120,11 @@ class AnnealingSpec(_Strict):
     coord_step: float = Field(0.02, gt=0, description="fractional-coordinate noise")
     length_step: float = Field(0.02, gt=0, description="relative length noise")
     angle_step: float = Field(2.0, gt=0, description="angle noise, degrees")
+    keep: Literal["current", "best"] = Field(
+        "current",
+        description="after each SA step keep the Metropolis current state (the seed's "
+        "gradient + SA hybrid: accepted uphill moves survive) or copy the best state back",
+    )
 
 
 class RefreshSpec(_Strict):

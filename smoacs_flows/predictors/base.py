@@ -12,8 +12,9 @@ Conventions
 * ``predict`` returns ``{property: tensor}``. Per-crystal properties have shape ``(B,)``;
   per-site properties are named ``site_*`` and have shape ``(N,)``.
 * Standard property names and units: ``energy_per_atom`` (eV/atom),
-  ``formation_energy_per_atom`` (eV/atom), ``band_gap`` (eV), ``magmom_total`` (μB per cell),
-  ``site_magmoms`` (μB).
+  ``formation_energy_per_atom`` (eV/atom), ``band_gap`` (eV), ``magmom_total`` (the *net*
+  moment, μB per cell, e.g. ALIGNN JARVIS ``magmom_oszicar``), ``magmom_abs_total`` (Σ|m_i|,
+  μB per cell, from predictors of moment magnitudes such as CHGNet), ``site_magmoms`` (μB).
 * Predictors whose neighbour graph is not differentiable set ``needs_graph_refresh = True`` and
   rebuild their edge lists in ``refresh(batch)``; between refreshes, edge vectors are recomputed
   differentiably from the lattice and coordinates over the fixed edge list.

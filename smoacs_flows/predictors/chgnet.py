@@ -56,13 +56,18 @@ class _ChgnetGraph:
 
 
 class ChgnetPredictor(Predictor):
-    """CHGNet over soft crystals: ``energy_per_atom``, ``site_magmoms``, ``magmom_total``."""
+    """CHGNet over soft crystals: ``energy_per_atom``, ``site_magmoms``, ``magmom_abs_total``.
+
+    CHGNet predicts moment *magnitudes* |m_i| (its magmom head is trained on absolute site
+    moments), so its per-cell total is Σ|m_i| — ``magmom_abs_total``, never a net moment: an
+    antiferromagnet and a ferromagnet with the same site moments get the same value.
+    """
 
     name = "chgnet"
     properties = {
         "energy_per_atom": "eV/atom",
         "site_magmoms": "μB",
-        "magmom_total": "μB",
+        "magmom_abs_total": "μB",
         "energy_above_atomref": "eV/atom",
     }
     supported_z = frozenset(range(1, CHGNET_MAX_Z + 1))
@@ -231,11 +236,11 @@ class ChgnetPredictor(Predictor):
             energy = energy + (ref / counts if m.composition_model.is_intensive else ref)
         if site_magmoms is None:  # n_conv == 1: CHGNet never computes moments
             site_magmoms = atom_feas.new_zeros(n_total)
-        magmom_total = _segment_sum(site_magmoms, g.crystal_index, n_b)
+        magmom_abs_total = _segment_sum(site_magmoms, g.crystal_index, n_b)  # Σ|m_i|
         return {
             "energy_per_atom": energy.to(out_dtype),
             "site_magmoms": site_magmoms.to(out_dtype),
-            "magmom_total": magmom_total.to(out_dtype),
+            "magmom_abs_total": magmom_abs_total.to(out_dtype),
             # energy relative to CHGNet's fitted per-element references (AtomRef), eV/atom:
             # a formation-energy-like objective that does not favour heavy elements
             "energy_above_atomref": above_ref.to(out_dtype),

@@ -40,6 +40,9 @@ class EngineSettings:
     sa_coord_step: float = 0.02
     sa_length_step: float = 0.02
     sa_angle_step: float = 2.0
+    #: after each SA step keep the Metropolis "current" state (the seed's hybrid rule) or
+    #: copy the "best" state seen back into the parameters
+    sa_keep: str = "current"
     refresh_count: int = 8
 
 
@@ -273,11 +276,14 @@ class SmoacsOptimizer:
     # ----------------------------------------------------------------- annealing
     @torch.no_grad()
     def anneal(self, step: int) -> None:
-        """One simulated-annealing step: ``sa_trials`` Metropolis proposals, best kept.
+        """One simulated-annealing step: ``sa_trials`` Metropolis proposals.
 
         Each proposal perturbs, per candidate, either its coordinates, its lengths or its
-        angles (equal probability; coordinates or lengths when angles are fixed). The best
-        state seen (including the starting one) is copied back into the parameters.
+        angles (equal probability; coordinates or lengths when angles are fixed) and is
+        accepted when it lowers the loss, else with probability exp(−Δ/T). With
+        ``sa_keep="current"`` (the seed's gradient + SA hybrid) the chain's current state stays
+        in the parameters, accepted uphill moves included; with ``"best"`` the best state seen
+        in this step (the starting one included) is copied back.
         """
         st, s = self.state, self.s
         n_sa = s.steps - s.sa_start_step
@@ -286,8 +292,9 @@ class SmoacsOptimizer:
         t_soft = self.temperature(step)
         current, _, _ = self.evaluate(t_soft)
         current = torch.where(torch.isfinite(current), current, torch.full_like(current, math.inf))
+        keep_best = s.sa_keep == "best"
         best_loss = current.clone()
-        best = st.geometry_snapshot()
+        best = st.geometry_snapshot() if keep_best else None
         b = current.shape[0]
         n_kinds = 2 if st.fix_angles else 3
         for _ in range(s.sa_trials):
@@ -303,16 +310,18 @@ class SmoacsOptimizer:
             accept &= torch.isfinite(new)
             st.load_geometry(saved, ~accept)
             current = torch.where(accept, new, current)
-            improved = current < best_loss
-            if improved.any():
-                now = st.geometry_snapshot()
-                for key in best:
-                    rows = improved if best[key].shape[0] == b else improved[st.crystal_index]
-                    best[key][rows] = now[key][rows]
-                best_loss = torch.where(improved, current, best_loss)
+            if best is not None:
+                improved = current < best_loss
+                if improved.any():
+                    now = st.geometry_snapshot()
+                    for key in best:
+                        rows = improved if best[key].shape[0] == b else improved[st.crystal_index]
+                        best[key][rows] = now[key][rows]
+                    best_loss = torch.where(improved, current, best_loss)
             self.stats.sa_proposed += b
             self.stats.sa_accepted += int(accept.sum())
-        st.load_geometry(best, torch.ones(b, dtype=torch.bool))
+        if best is not None:
+            st.load_geometry(best, torch.ones(b, dtype=torch.bool))
 
     def _perturb(self, kind: torch.Tensor) -> None:
         st, s = self.state, self.s

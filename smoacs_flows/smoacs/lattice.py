@@ -46,7 +46,11 @@ def unit_from_angles(angles: torch.Tensor, lo: float, hi: float) -> torch.Tensor
 
 
 def arcsine_refresh_steps(total_steps: int, count: int) -> list[int]:
-    """Graph-refresh steps t_k = ceil(T · (2/π) · arcsin(k / (K + 1))), k = 1..K (dense late)."""
+    """Graph-refresh steps t_k = ceil(T · (2/π) · arcsin(k / (K + 1))), k = 1..K.
+
+    Dense early, sparse late: the learning rate decays on a cosine, so refreshes follow its
+    integral (a sine); this reproduces the seed papers' published step lists.
+    """
     steps = {
         math.ceil(total_steps * (2 / math.pi) * math.asin(k / (count + 1)))
         for k in range(1, count + 1)

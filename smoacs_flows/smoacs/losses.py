@@ -210,19 +210,35 @@ def energy(predictor: str, property: str = "energy_per_atom") -> LossTerm:
     return LossTerm("energy", "energy", 1.0, lambda ctx: _crystal_values(ctx, k), [k])
 
 
+#: the moment a property name stands for (docs and error messages)
+MOMENT_KINDS = {
+    "magmom_total": "net moment (e.g. ALIGNN JARVIS magmom_oszicar)",
+    "magmom_abs_total": "sum of moment magnitudes Σ|m_i| (e.g. CHGNet), not a net moment",
+    "site_magmoms": "per-site moments",
+}
+
+
 def moment_per_fu(ctx: LossContext, key: str) -> torch.Tensor:
-    """Total magnetic moment per formula unit."""
+    """The per-cell moment read from ``key`` divided by the formula units per cell."""
     return _crystal_values(ctx, key) / ctx.formula_units
 
 
 @register_term("magmom_integer")
-def magmom_integer(predictor: str, property: str = "magmom_total", tol: float = 0.1) -> LossTerm:
-    """|m − round(m)| for the total moment per formula unit (half-metals: integer moments)."""
+def magmom_integer(
+    predictor: str, property: str = "magmom_total", margin: float = 0.05, tol: float = 0.1
+) -> LossTerm:
+    """max(0, |m − round(m)| − margin) on the moment per formula unit named by ``property``.
+
+    Half-metals have integer moments per formula unit (Slater–Pauling). The seed's term acts on
+    the *net* moment (``magmom_total``, ALIGNN JARVIS magmom); with CHGNet it can only act on
+    Σ|m_i| (``magmom_abs_total``). ``margin`` defaults to seed 000's constant 0.05 (eq. 12);
+    ``tol`` is the success criterion's tolerance.
+    """
     k = _key(predictor, property)
 
     def fn(ctx: LossContext) -> torch.Tensor:
         m = moment_per_fu(ctx, k)
-        return (m - torch.round(m.detach())).abs()
+        return torch.relu((m - torch.round(m.detach())).abs() - margin)
 
     return LossTerm(
         "magmom_integer",
@@ -236,7 +252,8 @@ def magmom_integer(predictor: str, property: str = "magmom_total", tol: float = 
 
 @register_term("magmom_min")
 def magmom_min(predictor: str, minimum: float = 1.0, property: str = "magmom_total") -> LossTerm:
-    """max(0, minimum − m) on the total moment per formula unit (keep candidates magnetic)."""
+    """max(0, minimum − m) on the moment per formula unit named by ``property`` (net moment
+    ``magmom_total``, or CHGNet's Σ|m_i| ``magmom_abs_total``): keeps candidates magnetic."""
     k = _key(predictor, property)
     return LossTerm(
         "magmom_min",
@@ -249,8 +266,10 @@ def magmom_min(predictor: str, minimum: float = 1.0, property: str = "magmom_tot
 
 
 @register_term("magmom_nonnegative")
-def magmom_nonnegative(predictor: str, property: str = "site_magmoms") -> LossTerm:
-    """Sum of max(0, −m) over sites (or of the total): penalises negative moments."""
+def magmom_nonnegative(predictor: str, property: str = "magmom_total") -> LossTerm:
+    """max(0, −M) on the predicted net moment per cell (seed 000: keeps M in the non-negative
+    range of the training data), or Σ_i max(0, −m_i) for a per-site property. Zero for CHGNet,
+    whose moments are magnitudes."""
     k = _key(predictor, property)
 
     def fn(ctx: LossContext) -> torch.Tensor:
@@ -281,11 +300,16 @@ def element_reduction() -> LossTerm:
 
 
 @register_term("metallicity")
-def metallicity(predictor: str, property: str = "band_gap") -> LossTerm:
-    """max(0, gap): pulls the predicted gap to zero."""
+def metallicity(predictor: str, property: str = "band_gap", margin: float = 0.01) -> LossTerm:
+    """max(0, gap − margin): pulls the predicted gap to zero (``margin`` defaults to seed
+    000's constant 0.01 eV, eq. 11)."""
     k = _key(predictor, property)
     return LossTerm(
-        "metallicity", "metallicity", 1.0, lambda ctx: torch.relu(_crystal_values(ctx, k)), [k]
+        "metallicity",
+        "metallicity",
+        1.0,
+        lambda ctx: torch.relu(_crystal_values(ctx, k) - margin),
+        [k],
     )
 
 

@@ -93,6 +93,43 @@ def build_templates(campaign: Campaign, rng: np.random.Generator) -> list[Templa
     return out
 
 
+#: properties a predictor type is known to lack, with what to use instead
+_RENAMED = {
+    ("chgnet", "magmom_total"): (
+        "magmom_abs_total",
+        "CHGNet predicts moment magnitudes, so its total is Σ|m_i|, not a net moment",
+    ),
+}
+
+
+def check_term_properties(
+    campaign: Campaign, terms: list[LossTerm], predictors: dict[str, Predictor] | None = None
+) -> None:
+    """Every ``<predictor>.<property>`` a loss term reads exists; errors name the loss.
+
+    Known renames (CHGNet's ``magmom_total`` → ``magmom_abs_total``) are caught from the
+    predictor type alone, without loading a model; with loaded ``predictors`` every property
+    is checked against what the predictor declares.
+    """
+    for i, term in enumerate(terms):
+        for key in term.reads:
+            name, prop = key.split(".", 1)
+            kind = (campaign.predictors.get(name) or {}).get("type")
+            if (kind, prop) in _RENAMED:
+                new, why = _RENAMED[(kind, prop)]
+                raise SpecError(
+                    f"losses[{i}].property: {kind} predictor {name!r} has no {prop!r}: {why}; "
+                    f"set 'property: {new}' (or use a net-moment predictor such as ALIGNN "
+                    "JARVIS magmom)"
+                )
+            pred = (predictors or {}).get(name)
+            if pred is not None and pred.properties and prop not in pred.properties:
+                raise SpecError(
+                    f"losses[{i}].property: predictor {name!r} has no property {prop!r} "
+                    f"(it predicts {', '.join(sorted(pred.properties))})"
+                )
+
+
 @dataclass
 class Criteria:
     """Success criteria derived from the loss terms, overridden by the campaign's ``success``."""
@@ -220,11 +257,14 @@ class ProposalRun:
         if len(set(names)) != len(names):
             raise SpecError("losses: two terms share a name; give one a distinct 'name'")
         needed = {k.split(".", 1)[0] for t in self.terms for k in t.reads}
+        check_term_properties(campaign, self.terms, predictors)
         if predictors is None:
             predictors = {
                 n: build_predictor(campaign.predictors[n], device=self.device) for n in needed
             }
         self.predictors = predictors
+        if predictors:
+            check_term_properties(campaign, self.terms, predictors)
         excluded = exclusion_mask(campaign.exclude)
         supported = np.ones(N_ELEMENTS, dtype=bool)
         for p in predictors.values():
@@ -267,6 +307,7 @@ class ProposalRun:
             sa_coord_step=sa.coord_step,
             sa_length_step=sa.length_step,
             sa_angle_step=sa.angle_step,
+            sa_keep=sa.keep,
             refresh_count=sch.graph_refresh.count,
         )
 

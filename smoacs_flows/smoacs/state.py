@@ -185,7 +185,8 @@ class CandidateState(torch.nn.Module):
         self.pattern_logits = torch.nn.Parameter(torch.zeros(b, p_max, dtype=dtype))
         self.reinit_elements(torch.ones(b, dtype=torch.bool))
         with torch.no_grad():
-            self.pattern_logits.uniform_(0.0, 1.0, generator=generator)
+            # same uniform start as the element logits: a soft mixture at the first temperature
+            self.pattern_logits.uniform_(0.0, init_scale, generator=generator)
 
     # ----------------------------------------------------------------- parametrisation
     @property
@@ -218,10 +219,14 @@ class CandidateState(torch.nn.Module):
         """Lattice matrices (B, 3, 3) and the degenerate-cell flags (B,)."""
         return lattice_from_parameters(self.lengths(), self.angles())
 
-    def pattern_weights(self) -> torch.Tensor:
-        """Softmax over each candidate's valid patterns (B, P)."""
-        logits = self.pattern_logits.masked_fill(~self.pattern_valid, float("-inf"))
-        return torch.softmax(logits, dim=-1)
+    def pattern_weights(self, temperature: float) -> torch.Tensor:
+        """Oxidation-pattern weights (B, P): softmax_T over each candidate's valid patterns.
+
+        The same temperature as the element distributions (seed papers: õ = σ_T(o)), so the
+        mixture anneals toward a single pattern as T falls.
+        """
+        logits = self.pattern_logits / temperature
+        return torch.softmax(logits.masked_fill(~self.pattern_valid, float("-inf")), dim=-1)
 
     def pattern_probs(self, temperature: float) -> torch.Tensor:
         """p(element | pattern) per site (N, P, 98): softmax_T of the masked, clipped logits.
@@ -237,7 +242,7 @@ class CandidateState(torch.nn.Module):
         """The soft batch at ``temperature`` and auxiliary tensors for the loss terms."""
         lattice, degenerate = self.lattice()
         p_dp = self.pattern_probs(temperature)
-        w = self.pattern_weights()
+        w = self.pattern_weights(temperature)
         probs = (p_dp * w[self.crystal_index].unsqueeze(-1)).sum(1)
         batch = SoftCrystalBatch(
             lattice, self.frac_coords(), probs, self.crystal_index, self.n_sites

@@ -46,7 +46,13 @@ def tiny_campaign(
         "predictors": {"chgnet": {"type": "chgnet"}},
         "losses": [
             {"term": "energy", "predictor": "chgnet", "weight": 1.0},
-            {"term": "magmom_min", "predictor": "chgnet", "minimum": 1.0, "weight": 1.0},
+            {
+                "term": "magmom_min",
+                "predictor": "chgnet",
+                "property": "magmom_abs_total",
+                "minimum": 1.0,
+                "weight": 1.0,
+            },
         ],
         "geometry": {"coords": {"mode": "bounded", "epsilon": 0.05}, "length_range": [3.0, 8.0]},
         "schedule": {

@@ -91,8 +91,8 @@ def test_one_hot_equals_chgnet_predict_structure(predictor: ChgnetPredictor) -> 
     torch.testing.assert_close(out["site_magmoms"], m_ref, atol=1e-4, rtol=0)
     # total moment is the per-cell sum of site moments (bcc Fe: two ~2 μB sites)
     fe = len(structures) - 2
-    assert out["magmom_total"][fe] == pytest.approx(float(m_ref[-10:-8].sum()), abs=1e-4)
-    assert out["magmom_total"][fe] > 3.0
+    assert out["magmom_abs_total"][fe] == pytest.approx(float(m_ref[-10:-8].sum()), abs=1e-4)
+    assert out["magmom_abs_total"][fe] > 3.0
 
 
 def test_batch_of_mixed_sizes_equals_one_at_a_time(predictor: ChgnetPredictor) -> None:
@@ -106,8 +106,8 @@ def test_batch_of_mixed_sizes_equals_one_at_a_time(predictor: ChgnetPredictor) -
         assert together["energy_per_atom"][i] == pytest.approx(
             float(alone["energy_per_atom"][0]), abs=1e-5
         )
-        assert together["magmom_total"][i] == pytest.approx(
-            float(alone["magmom_total"][0]), abs=1e-4
+        assert together["magmom_abs_total"][i] == pytest.approx(
+            float(alone["magmom_abs_total"][0]), abs=1e-4
         )
     # the 2x1x1 supercell is the same crystal: same energy per atom
     assert together["energy_per_atom"][3] == pytest.approx(
@@ -170,7 +170,7 @@ def test_gradients_reach_lattice_coordinates_and_distributions(
 ) -> None:
     batch = _with_grad(SoftCrystalBatch.from_structures([*_perovskites(2), _fe_bcc()]))
     out = predictor.predict(batch)
-    (out["energy_per_atom"].sum() + out["magmom_total"].sum()).backward()
+    (out["energy_per_atom"].sum() + out["magmom_abs_total"].sum()).backward()
     for name in ("lattice", "frac_coords", "element_probs"):
         grad = getattr(batch, name).grad
         assert grad is not None, name
@@ -204,7 +204,7 @@ def test_gradient_matches_central_finite_difference(
 
     def energy(b: SoftCrystalBatch) -> torch.Tensor:
         out = predictor64.predict(b)
-        return out["energy_per_atom"].sum() + 0.1 * out["magmom_total"].sum()
+        return out["energy_per_atom"].sum() + 0.1 * out["magmom_abs_total"].sum()
 
     batch = _with_grad(base)
     energy(batch).backward()
@@ -291,6 +291,6 @@ def test_registry_builds_chgnet() -> None:
     assert set(p.properties) == {
         "energy_per_atom",
         "site_magmoms",
-        "magmom_total",
+        "magmom_abs_total",
         "energy_above_atomref",
     }

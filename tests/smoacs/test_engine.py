@@ -7,6 +7,7 @@ import math
 import numpy as np
 import torch
 
+from smoacs_flows.campaign import Campaign
 from smoacs_flows.smoacs.engine import EngineSettings, Evaluator, SmoacsOptimizer
 from smoacs_flows.smoacs.lattice import arcsine_refresh_steps, lattice_from_parameters
 from smoacs_flows.smoacs.losses import build_term
@@ -123,8 +124,8 @@ def _volume_run(**settings) -> SmoacsOptimizer:
     return _optimizer(run, 16, seed=5, sa_start_step=0, steps=10, **settings)
 
 
-def test_annealing_keeps_the_best_state() -> None:
-    opt = _volume_run(sa_trials=6, sa_t0=10.0, sa_tmin=5.0, sa_length_step=0.2)
+def test_annealing_best_rule_keeps_the_best_state() -> None:
+    opt = _volume_run(sa_trials=6, sa_t0=10.0, sa_tmin=5.0, sa_length_step=0.2, sa_keep="best")
     before, _, _ = opt.evaluate(0.01)
     opt.anneal(0)
     after, _, _ = opt.evaluate(0.01)
@@ -132,6 +133,66 @@ def test_annealing_keeps_the_best_state() -> None:
     assert (after < before - 1e-6).any(), "annealing never improved a known volume loss"
     # hot: most proposals accepted, including uphill ones
     assert opt.stats.sa_accepted > 0.5 * opt.stats.sa_proposed
+
+
+def _at_minimum_run(keep: str) -> SmoacsOptimizer:
+    """One cubic template, angles fixed, loss |V/N − V0/N| with V0 the template's volume: every
+    candidate starts exactly at the loss minimum, so any length move is uphill."""
+
+    def campaign(target: float) -> Campaign:
+        return perovskite_campaign(
+            templates=[{"source": "perovskite", "count": 1, "patterns": [[2, 4, -2]]}],
+            losses=[{"term": "volume_per_atom", "target": target}],
+        )
+
+    a = ProposalRun(campaign(1.0)).templates[0].structure.lattice.a
+    run = ProposalRun(campaign(a**3 / 5))  # same seed, same template
+    return _optimizer(
+        run,
+        16,
+        seed=5,
+        sa_start_step=0,
+        steps=10,
+        sa_trials=6,
+        sa_t0=1e9,
+        sa_tmin=1e9,
+        sa_length_step=0.2,
+        sa_keep=keep,
+    )
+
+
+def test_annealing_current_rule_keeps_accepted_uphill_moves() -> None:
+    # the seed's gradient + SA hybrid: the chain's current state stays, even when worse
+    opt = _at_minimum_run("current")
+    start_loss, _, _ = opt.evaluate(0.01)
+    assert float(start_loss.abs().max()) < 1e-3
+    start = opt.state.length_scale.detach().clone()
+    opt.anneal(0)
+    # infinite temperature: every proposal is accepted
+    assert opt.stats.sa_accepted == opt.stats.sa_proposed == 16 * 6
+    after, _, _ = opt.evaluate(0.01)
+    moved = (opt.state.length_scale.detach() - start).abs().amax(1) > 1e-6
+    assert moved.sum() >= 8  # with 6 trials nearly every candidate made a length move
+    assert (after[moved] > start_loss[moved] + 0.1).all()  # uphill moves survived
+
+
+def test_annealing_best_rule_returns_to_the_minimum() -> None:
+    opt = _at_minimum_run("best")
+    start_loss, _, _ = opt.evaluate(0.01)
+    start = {k: v.clone() for k, v in opt.state.geometry_snapshot().items()}
+    opt.anneal(0)
+    assert opt.stats.sa_accepted == opt.stats.sa_proposed == 16 * 6
+    after, _, _ = opt.evaluate(0.01)
+    # nothing beats the exact minimum, so the starting geometry comes back unchanged
+    for k, v in opt.state.geometry_snapshot().items():
+        assert torch.equal(v, start[k]), k
+    assert torch.equal(after, start_loss)
+
+
+def test_annealing_keep_is_a_campaign_setting() -> None:
+    assert ProposalRun(perovskite_campaign()).settings.sa_keep == "current"
+    camp = perovskite_campaign(schedule={"annealing": {"start_step": 2, "keep": "best"}})
+    assert ProposalRun(camp).settings.sa_keep == "best"
 
 
 def test_cold_annealing_rejects_uphill_moves() -> None:
@@ -143,12 +204,41 @@ def test_cold_annealing_rejects_uphill_moves() -> None:
     assert hot.stats.sa_accepted == hot.stats.sa_proposed
 
 
-def test_arcsine_refresh_schedule() -> None:
-    steps = arcsine_refresh_steps(200, 8)
-    expected = [math.ceil(200 * (2 / math.pi) * math.asin(k / 9)) for k in range(1, 9)]
-    assert steps == expected
-    gaps = np.diff(steps)
-    assert gaps[-1] > gaps[0]  # arcsin is steepest near 1: refreshes are densest early
+def test_refresh_schedule_matches_the_seeds_published_steps() -> None:
+    # seed 000 SI B.3: 15 graph updates over 200 steps
+    assert arcsine_refresh_steps(200, 15) == [
+        8, 16, 25, 33, 41, 49, 58, 67, 77, 86, 97, 108, 121, 136, 155
+    ]  # fmt: skip
+    # seed 001 A.6: 32 updates over 200 steps
+    assert arcsine_refresh_steps(200, 32) == [
+        4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 61, 65, 69,
+        74, 79, 83, 88, 93, 99, 104, 110, 116, 123, 129, 137, 146, 156, 169,
+    ]  # fmt: skip
+    gaps = np.diff(arcsine_refresh_steps(200, 15))
+    assert gaps[-1] > gaps[0]  # dense early, sparse late (the learning rate decays)
+
+
+def test_pattern_weights_anneal_to_one_hot() -> None:
+    camp = perovskite_campaign(schedule={"steps": 30})  # two patterns per template
+    opt = _optimizer(ProposalRun(camp), 8)
+    st = opt.state
+    w0 = st.pattern_weights(opt.temperature(0))
+    assert float(w0.max(-1).values.max()) < 0.9  # a real mixture at the first temperature
+    # the forward mixes the element distributions with the same tempered weights
+    t = opt.temperature(0)
+    batch, aux = st(t)
+    logits = st.elem_logits.clamp_min(st.logit_floor) / t
+    by_pattern = [
+        torch.softmax(logits.masked_fill(~st.masks[:, d], float("-inf")), -1) for d in range(2)
+    ]
+    w_site = torch.softmax(st.pattern_logits / t, -1)[st.crystal_index]
+    expected = w_site[:, :1] * by_pattern[0] + w_site[:, 1:] * by_pattern[1]
+    torch.testing.assert_close(batch.element_probs, expected)
+    torch.testing.assert_close(aux["pattern_weights"], w0)
+    opt.run()
+    w_end = st.pattern_weights(opt.temperature(29))
+    assert float(w_end.max(-1).values.min()) > 0.99  # annealed toward one pattern
+    assert torch.equal(w_end.argmax(-1), st.discrete()["pattern_index"])
 
 
 def test_same_seed_same_proposals_and_other_seed_differs() -> None:

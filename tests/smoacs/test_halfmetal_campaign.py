@@ -33,7 +33,7 @@ def test_halfmetal_campaign_end_to_end(tmp_path) -> None:
         assert not banned & set(rec["elements"])
         assert is_charge_neutral(s.composition, "ionic+metallic")
         e = rec["predicted"]["chgnet.energy_per_atom"]
-        m = rec["predicted"]["chgnet.magmom_total"]
+        m = rec["predicted"]["chgnet.magmom_abs_total"]
         assert math.isfinite(e) and -15 < e < 5
         assert m >= 0 and len(rec["predicted"]["chgnet.site_magmoms"]) == len(s)
         assert {"magmom_integer", "magnetic", "max_elements"} <= set(rec["success"])
