@@ -19,9 +19,10 @@ class _Strict(BaseModel):
 
 
 class TemplateSpec(_Strict):
-    """A source of templates: ``perovskite`` (synthetic) or a structure file/folder path."""
+    """A source of templates: ``perovskite`` (synthetic), ``mp`` (the Materials Project) or a
+    structure file/folder path."""
 
-    source: str = Field(description="'perovskite' or a CIF/JSON/POSCAR file or folder")
+    source: str = Field(description="'perovskite', 'mp' or a CIF/JSON/POSCAR file or folder")
     count: int = Field(1, ge=1, description="number of random synthetic templates")
     length_range: tuple[float, float] | None = Field(
         None, description="allowed lattice lengths (Å) of the unit template"
@@ -33,6 +34,23 @@ class TemplateSpec(_Strict):
         "perovskites",
     )
     formula_units: int = Field(1, ge=1)
+    # source: mp (see smoacs/mp_templates.py)
+    max_sites: int | None = Field(None, ge=1, description="mp: at most this many sites")
+    n: int | None = Field(None, ge=1, description="mp: templates drawn (seeded) from the matches")
+    criteria: dict[str, Any] | None = Field(
+        None, description="mp: keyword arguments of mp-api's materials.summary.search"
+    )
+    cache: str | None = Field(
+        None, description="mp: cache file (default $SMOACS_HOME/templates/mp/<digest>.json.gz)"
+    )
+
+    @model_validator(mode="after")
+    def _mp_only(self) -> TemplateSpec:
+        if self.source != "mp":
+            for key in ("max_sites", "n", "criteria", "cache"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key} applies to source: mp only")
+        return self
 
     @field_validator("length_range")
     @classmethod

@@ -74,7 +74,8 @@ def validate_proposal(campaign: Campaign) -> int:
     from smoacs_flows.smoacs.propose import ProposalRun
 
     check_predictors(campaign)
-    run = ProposalRun(campaign, predictors={})
+    # predictors and not-yet-cached remote templates are resolved on the worker, at run time
+    run = ProposalRun(campaign, predictors={}, remote_templates=False)
     return len(run.batches)
 
 

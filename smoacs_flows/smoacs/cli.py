@@ -130,6 +130,8 @@ def run_propose(args: argparse.Namespace) -> int:
         "success": success_table(result.records),
         "stats": result.stats,
         "campaign_spec": yaml.safe_load(yaml.safe_dump(campaign.model_dump(mode="json"))),
+        # remote template sources: database version, material ids, query, cache file
+        "template_provenance": run.template_provenance,
     }
     with atomic_output_dir(args.out, force=args.force) as tmp:
         write_outputs(tmp, result, summary)

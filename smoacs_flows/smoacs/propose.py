@@ -57,14 +57,44 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def build_templates(campaign: Campaign, rng: np.random.Generator) -> list[Template]:
-    """Every template of the campaign, with supercells and explicit patterns applied."""
+def build_templates(
+    campaign: Campaign,
+    rng: np.random.Generator,
+    remote: bool = True,
+    provenance: dict[str, Any] | None = None,
+) -> list[Template]:
+    """Every template of the campaign, with supercells and explicit patterns applied.
+
+    ``remote`` False: a Materials Project source that is not cached yet is skipped instead of
+    downloaded (checks before a run, e.g. building the Flow offline). ``provenance`` collects
+    each remote source's provenance under its ``templates[i]`` label.
+    """
     out: list[Template] = []
     for ti, spec in enumerate(campaign.templates):
         where = f"templates[{ti}]"
         if spec.source == "perovskite":
             lr = spec.length_range or (2.0, 10.0)
             base = [synthetic_perovskite(rng, lr, index=len(out) + i) for i in range(spec.count)]
+        elif spec.source == "mp":
+            from smoacs_flows.smoacs.mp_templates import fetch_mp_templates
+
+            got = fetch_mp_templates(
+                spec.max_sites,
+                spec.n,
+                spec.criteria,
+                campaign.seed,
+                campaign.resolve(spec.cache) if spec.cache else None,
+                where=where,
+                allow_download=remote,
+            )
+            if got is None:
+                continue
+            base, prov = got
+            if provenance is not None:
+                provenance[where] = prov
+            if spec.length_range:
+                for t in base:
+                    t.length_range = spec.length_range
         else:
             base = load_templates(campaign.resolve(spec.source))
             if spec.length_range:
@@ -237,7 +267,13 @@ class ProposalRun:
         steps: int | None = None,
         seed: int | None = None,
         predictors: dict[str, Predictor] | None = None,
+        remote_templates: bool = True,
     ) -> None:
+        """Validate and prepare everything before any output is written.
+
+        ``predictors`` None builds the campaign's predictors ({} checks without any);
+        ``remote_templates`` False skips Materials Project sources that are not cached yet.
+        """
         self.campaign = campaign
         sch = campaign.schedule
         self.n = int(n_candidates or sch.n_candidates)
@@ -272,7 +308,9 @@ class ProposalRun:
                 supported &= np.isin(np.arange(1, N_ELEMENTS + 1), sorted(p.supported_z))
         self.allowed = ~excluded & supported
         rng = np.random.default_rng(self.seed)
-        self.templates = build_templates(campaign, rng)
+        #: provenance of remote template sources (Materials Project), by ``templates[i]``
+        self.template_provenance: dict[str, Any] = {}
+        self.templates = build_templates(campaign, rng, remote_templates, self.template_provenance)
         self.prepared: list[PreparedTemplate] = [
             prepare_template(t, self.table, self.allowed, campaign.max_patterns)
             for t in self.templates
@@ -314,7 +352,7 @@ class ProposalRun:
     @property
     def batches(self) -> list[list[int]]:
         """Template index per candidate, split into batches (round-robin over templates)."""
-        assign = [i % len(self.prepared) for i in range(self.n)]
+        assign = [i % max(len(self.prepared), 1) for i in range(self.n)]
         bs = self.campaign.schedule.batch_size
         return [assign[i : i + bs] for i in range(0, self.n, bs)]
 
