@@ -180,7 +180,7 @@ class HalfMetalCampaignMaker(Maker):
         dft = HalfMetalDftMaker(
             category=cats.cpu, settings=st.dft.model_dump(), metadata=meta
         ).make(sun.output)
-        summary = jobs.summary_job(sun.output, dft.output)
+        summary = jobs.summary_job(sun.output, dft.output, st.dft.e_hull_max)
         summary.name = "summary"
         jobs.route(summary, cats.cpu, {**meta, "stage": "summary"})
         return Flow(

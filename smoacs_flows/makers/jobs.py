@@ -133,9 +133,9 @@ def dft_fanout(sun: dict, dft: dict, cpu_category: str, metadata: dict) -> Respo
 
 
 @job
-def summary_job(sun: dict, dft: dict) -> dict:
-    """The campaign's funnel and top candidates."""
-    out = stages.summarise(sun, dft.get("results", []))
+def summary_job(sun: dict, dft: dict, e_hull_max: float | None = None) -> dict:
+    """The campaign's funnel and top candidates (``e_hull_max``: the DFT-hull step)."""
+    out = stages.summarise(sun, dft.get("results", []), e_hull_max=e_hull_max)
     if dft.get("failed"):
         out["notes"].append(f"{dft['failed']} DFT candidate(s) failed; see the fizzled fireworks")
     return out

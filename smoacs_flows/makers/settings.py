@@ -62,7 +62,9 @@ class DftSettings(_Strict):
     """DFT of the S.U.N. survivors (one sub-flow per survivor)."""
 
     engine: Literal["gpaw", "vasp"] = "gpaw"
-    max_candidates: int = Field(2, ge=0, description="survivors sent to DFT (best first)")
+    max_candidates: int | None = Field(
+        2, ge=0, description="survivors sent to DFT (best first); null: every survivor"
+    )
     rank_by: Literal["e_above_hull", "mlip_energy_per_atom", "loss"] = "e_above_hull"
     symprec: float | None = Field(
         0.1,
@@ -72,6 +74,11 @@ class DftSettings(_Strict):
         "null: keep it as relaxed",
     )
     category: str | None = Field(None, description="FireWorks category (default: the cpu one)")
+    e_hull_max: float | None = Field(
+        None,
+        description="the funnel's last step: DFT half-metals within this DFT hull distance "
+        "(eV/atom; VASP against the MP + Alexandria reference store); null: no such step",
+    )
     gpaw: dict[str, Any] = Field(default_factory=dict, description="GPAWSettings fields")
     vasp: dict[str, Any] = Field(default_factory=dict, description="VaspChainSettings fields")
     analysis: dict[str, Any] = Field(default_factory=dict, description="AnalysisSettings")

@@ -391,9 +391,16 @@ def run_gpaw(rec: dict[str, Any], dft: dict[str, Any], work_dir: str | None) -> 
 
 
 def summarise(
-    sun: dict[str, Any], dft_results: list[dict[str, Any]], top: int = 10
+    sun: dict[str, Any],
+    dft_results: list[dict[str, Any]],
+    top: int = 10,
+    e_hull_max: float | None = None,
 ) -> dict[str, Any]:
-    """The campaign funnel and top candidates (with their DFT verdicts where run)."""
+    """The campaign funnel and top candidates (with their DFT verdicts where run).
+
+    ``e_hull_max`` adds the seed's last step: the DFT half-metals whose DFT energy above the
+    hull (``result["hull"]``, VASP against the MP + Alexandria reference store) is at most it.
+    """
     c = dict(sun.get("counts", {}))
     by_id = {d.get("candidate_id"): d for d in dft_results if d}
     n_hm = sum(
@@ -407,6 +414,24 @@ def summarise(
         ("DFT", len(by_id)),
         ("half-metal", n_hm),
     ]
+    notes = list(sun.get("notes", []))
+    if e_hull_max is not None:
+        hms = [
+            d for d in by_id.values() if (d.get("analysis") or {}).get("verdict") == "half_metal"
+        ]
+        hulls = [(d.get("hull") or {}).get("e_above_hull") for d in hms]
+        funnel.append(
+            (
+                f"DFT hull ≤ {e_hull_max:g}",
+                sum(1 for h in hulls if h is not None and h <= e_hull_max),
+            )
+        )
+        if any(h is None for h in hulls):
+            notes.append(
+                f"{sum(1 for h in hulls if h is None)} half-metal(s) without a DFT hull distance "
+                "(GPAW energies are not comparable to MP, or the reference store lacks the "
+                "system)"
+            )
     rows = []
     recs = sun.get("records", [])
     # every DFT'd survivor, then the rest as they come (sorted below)
@@ -435,7 +460,7 @@ def summarise(
             r["mlip_energy_per_atom"] or 0.0,
         )
     )
-    return {"funnel": funnel, "counts": c, "top": rows[:top], "notes": list(sun.get("notes", []))}
+    return {"funnel": funnel, "counts": c, "top": rows[:top], "notes": notes}
 
 
 def format_summary(summary: dict[str, Any]) -> str:
