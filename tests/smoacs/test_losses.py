@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from smoacs_flows.errors import SpecError
-from smoacs_flows.predictors.base import SoftCrystalBatch
+from smoacs_flows.predictors.base import Predictor, SoftCrystalBatch
 from smoacs_flows.smoacs.losses import LossContext, build_term
 from smoacs_flows.smoacs.propose import ProposalRun
 
@@ -78,3 +78,23 @@ def test_chgnet_abs_total_is_accepted() -> None:
     )
     run = ProposalRun(camp, predictors={})
     assert run.terms[1].reads == ["chgnet.magmom_abs_total"]
+
+
+class _GapOnly(Predictor):
+    properties = {"band_gap": "eV"}
+
+    def predict(self, batch: SoftCrystalBatch) -> dict[str, torch.Tensor]:
+        return {"band_gap": torch.zeros(batch.n_crystals)}
+
+
+def test_a_property_the_loaded_predictor_lacks_is_refused() -> None:
+    camp = perovskite_campaign(
+        predictors={"g": {"type": "alignn", "model": "x"}},
+        losses=[{"term": "magmom_integer", "predictor": "g"}],
+    )
+    with pytest.raises(
+        SpecError,
+        match=r"losses\[0\]\.property: predictor 'g' has no property "
+        r"'magmom_total' \(it predicts band_gap\)",
+    ):
+        ProposalRun(camp, predictors={"g": _GapOnly()})
