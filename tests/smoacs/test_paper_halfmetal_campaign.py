@@ -100,3 +100,27 @@ def test_every_survivor_goes_to_dft_when_max_candidates_is_null() -> None:
     recs = [{"id": f"c{i}", "screening": {"e_above_hull": 0.1 - 0.01 * i}} for i in range(7)]
     chosen = select_for_dft(recs, st)
     assert [r["id"] for r in chosen] == [f"c{i}" for i in range(6, -1, -1)]
+
+
+def test_the_alignn_proxies_are_jarvis_models_and_offline_names_the_fix(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    import requests
+    from alignn.pretrained import ALIGNN2_MODELS
+
+    from smoacs_flows.errors import InputError
+    from smoacs_flows.predictors.base import build_predictor
+
+    camp = load_campaign(PATH)
+    targets = {"gap": "optb88vdw_bandgap", "magmom": "magmom_oszicar"}
+    for name, target in targets.items():
+        assert ALIGNN2_MODELS[camp.predictors[name]["model"]]["target"] == target
+
+    def no_network(*a, **k):
+        raise requests.ConnectionError("offline")
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr("alignn.pretrained.requests.get", no_network)
+    for name in targets:
+        with pytest.raises(InputError, match="could not be downloaded.*network allows"):
+            build_predictor(camp.predictors[name])
