@@ -22,6 +22,7 @@ COMMAND_MODULES: list[str] = [
     "smoacs_flows.dft.cli",
     "smoacs_flows.screening.cli",
     "smoacs_flows.makers.cli",
+    "smoacs_flows.makers.cluster_cli",
     "smoacs_flows.stores.cli",
 ]
 
@@ -40,25 +41,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: sub-commands that hand every later argument, options included, to another command line
+PASSTHROUGH = ("lpad", "rlaunch", "qlaunch")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if first is not None and argv[first] in PASSTHROUGH:
+        args = parser.parse_args(argv[: first + 1])
+        args.args = argv[first + 1 :]  # FireWorks' tools log through their own handlers
+    else:
+        args = parser.parse_args(argv)
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.WARNING,
+            format="%(levelname)s %(name)s: %(message)s",
+        )
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from smoacs_flows.makers.discovery import flush_announcements
+
     try:
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
     except SmoacsError as exc:
+        flush_announcements(discard=True)  # bad input: exactly one line
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    flush_announcements()
+    return rc
 
 
 if __name__ == "__main__":

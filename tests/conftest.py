@@ -20,5 +20,14 @@ def shared_data() -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """Every test gets its own SMOACS_HOME so no embedded state leaks between tests."""
+    """Every test gets its own SMOACS_HOME so no embedded state leaks between tests, and no
+    FireWorks / jobflow / smoacs configuration of the machine (discovery would find it)."""
     monkeypatch.setenv("SMOACS_HOME", str(tmp_path_factory.mktemp("smoacs_home")))
+    for var in (
+        "FW_CONFIG_FILE",
+        "JOBFLOW_CONFIG_FILE",
+        "JOBFLOW_JOB_STORE",
+        "SMOACS_JOB_STORE",
+        "SMOACS_RESULTS_STORE",
+    ):
+        monkeypatch.delenv(var, raising=False)

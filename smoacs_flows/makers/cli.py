@@ -51,14 +51,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from smoacs_flows.makers.submit import submit
+    from smoacs_flows.campaign import load_campaign
+    from smoacs_flows.makers.discovery import announce
+    from smoacs_flows.makers.launchpad import resolve_launchpad
+    from smoacs_flows.makers.submit import firework_store, submit
 
-    store = None
-    if args.store:
-        from smoacs_flows.stores import load_job_store
-
-        store = load_job_store(args.store)
-    sub = submit(args.campaign, args.launchpad, new_version=args.new_version, store=store)
+    campaign = load_campaign(args.campaign)  # an invalid campaign fails before any LaunchPad
+    lp, line = resolve_launchpad(args.launchpad)
+    announce(line)
+    store, line = firework_store(lp, args.store)
+    announce(line)
+    sub = submit(campaign, lp, new_version=args.new_version, store=store)
     if args.json:
         print(
             json.dumps(
@@ -84,9 +87,16 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from smoacs_flows.makers.discovery import announce, flush_announcements
+    from smoacs_flows.makers.launchpad import EmbeddedLaunchPad, describe
     from smoacs_flows.makers.run import run_campaign
     from smoacs_flows.makers.stages import format_summary
+    from smoacs_flows.makers.submit import firework_store
 
+    lp = EmbeddedLaunchPad()
+    announce(f"LaunchPad: {describe(lp)} (smoacs-flows run always uses the embedded one)")
+    announce(firework_store(lp)[1])
+    flush_announcements()
     res = run_campaign(
         args.campaign,
         new_version=args.new_version,
@@ -103,10 +113,9 @@ def _run(args: argparse.Namespace) -> int:
     if res.summary:
         print(format_summary(res.summary))
     try:  # the candidates collection, so that `query` and `report` answer at once
-        from smoacs_flows.makers.launchpad import EmbeddedLaunchPad
         from smoacs_flows.stores.results import update_results
 
-        stats = update_results(launchpad=EmbeddedLaunchPad())
+        stats = update_results(launchpad=lp)
         print(
             f"results store: {stats.get('documents_written', 0)} candidate documents "
             f"updated; try `smoacs-flows query --campaign {res.submission.campaign}` or "

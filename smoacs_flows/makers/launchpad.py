@@ -202,13 +202,31 @@ def describe(lp: LaunchPad) -> str:
 
 
 def open_launchpad(file: str | Path | None = None, timeout_ms: int = 5000) -> LaunchPad:
-    """The embedded LaunchPad (``file`` None) or one from a ``my_launchpad.yaml``.
+    """The LaunchPad from ``file``, else the one FireWorks' configuration names
+    (:func:`~smoacs_flows.makers.discovery.find_launchpad_file`), else the embedded one.
 
     A MongoDB LaunchPad is pinged first: an unreachable server is a one-line error naming
     the host (after ``timeout_ms``), before anything is written.
     """
-    if file is None:
-        return EmbeddedLaunchPad()
+    return resolve_launchpad(file, timeout_ms)[0]
+
+
+def resolve_launchpad(
+    file: str | Path | None = None, timeout_ms: int = 5000
+) -> tuple[LaunchPad, str]:
+    """(LaunchPad, one line saying which one and why) — see :func:`open_launchpad`."""
+    from smoacs_flows.makers.discovery import find_launchpad_file
+
+    found = find_launchpad_file(file)
+    if found.path is None:
+        lp: LaunchPad = EmbeddedLaunchPad()
+        return lp, f"LaunchPad: {describe(lp)} ({found.why})"
+    lp = launchpad_from_file(found.path, timeout_ms)
+    return lp, f"LaunchPad: {describe(lp)} from {found.path} ({found.why})"
+
+
+def launchpad_from_file(file: str | Path, timeout_ms: int = 5000) -> LaunchPad:
+    """A LaunchPad from a ``my_launchpad.yaml``: MongoDB (pinged) or ``embedded: PATH``."""
     from smoacs_flows.io import load_yaml
 
     path = Path(file)

@@ -98,10 +98,11 @@ class RunResult:
 
 
 def campaign_summary(tag: str) -> dict[str, Any] | None:
-    """The summary job's output of a campaign version from the embedded JobStore."""
-    from smoacs_flows.stores import embedded_job_store
+    """The summary job's output of a campaign version from the JobStore (``--store`` is not
+    an option of ``run``: ``$SMOACS_JOB_STORE``, jobflow's ``JOB_STORE`` or the embedded one)."""
+    from smoacs_flows.stores import load_job_store
 
-    store = embedded_job_store()
+    store = load_job_store()
     store.connect()
     try:
         doc = store.query_one(

@@ -57,6 +57,28 @@ def build_workflow(campaign: Campaign, store: Any = None) -> Workflow:
     )
 
 
+def firework_store(lp: LaunchPad, source: str | Path | None = None) -> tuple[Any, str]:
+    """The JobStore to write into every firework (None: each worker's jobflow ``JOB_STORE``)
+    and one line saying which and why.
+
+    ``--store``/``$SMOACS_JOB_STORE`` are written into the fireworks; so is the embedded
+    default for the embedded LaunchPad. A store from jobflow's settings file is not (workers
+    read the same ``JOBFLOW_CONFIG_FILE``; no credentials in firework specs), nor is the
+    embedded default for a MongoDB LaunchPad (remote workers could not reach it).
+    """
+    from smoacs_flows.stores.jobstore import resolve_job_store
+
+    store, origin, line = resolve_job_store(source)
+    if origin in ("option", "env") or (origin == "embedded" and isinstance(lp, EmbeddedLaunchPad)):
+        return store, line + ", written into every firework"
+    if origin == "jobflow":
+        return None, line + "; not written into the fireworks: workers use their own JOB_STORE"
+    return None, (
+        "JobStore: none written into the fireworks: each worker uses its jobflow JOB_STORE "
+        "(JOBFLOW_CONFIG_FILE on the worker; template stores/jobflow.yaml)"
+    )
+
+
 def existing_versions(lp: LaunchPad, name: str) -> list[int]:
     """Versions of a campaign already on the LaunchPad."""
     docs = lp.workflows.find({"metadata.smoacs_campaign": name}, {"metadata": 1})
@@ -123,10 +145,8 @@ def submit(
     if not isinstance(campaign, Campaign):
         campaign = load_campaign(campaign)
     lp = launchpad if isinstance(launchpad, LaunchPad) else open_launchpad(launchpad)
-    if store is None and isinstance(lp, EmbeddedLaunchPad):
-        from smoacs_flows.stores import embedded_job_store
-
-        store = embedded_job_store()
+    if store is None:
+        store = firework_store(lp)[0]
     wf = build_workflow(campaign, store)
     t_build = time.perf_counter() - t0
     cats: dict[str, int] = {}

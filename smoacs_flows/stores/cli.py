@@ -160,15 +160,34 @@ def _csv_list(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
 
 
+def results_why(source: str | None) -> str:
+    """Why the results store is the one it is (``--results``, the variable, or the default)."""
+    import os
+
+    from smoacs_flows.stores.results import RESULTS_STORE_ENV
+
+    if source:
+        return "(--results)"
+    if os.environ.get(RESULTS_STORE_ENV):
+        return f"({RESULTS_STORE_ENV})"
+    return f"(default: no --results or {RESULTS_STORE_ENV})"
+
+
 def _open(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    """(launchpad, job store, results store) from the common options."""
-    from smoacs_flows.makers.launchpad import open_launchpad
-    from smoacs_flows.stores.jobstore import load_job_store
+    """(launchpad, job store, results store) from the common options; one line on stderr
+    for each saying which and why."""
+    from smoacs_flows.makers.discovery import announce
+    from smoacs_flows.makers.launchpad import resolve_launchpad
+    from smoacs_flows.stores.jobstore import resolve_job_store
     from smoacs_flows.stores.results import load_results_store
 
     results = load_results_store(args.results).connect()
-    lp = open_launchpad(args.launchpad)
-    return lp, load_job_store(getattr(args, "store", None)), results
+    lp, line = resolve_launchpad(args.launchpad)
+    announce(line)
+    job_store, _, line = resolve_job_store(getattr(args, "store", None))
+    announce(line)
+    announce(f"results store: {results.where} {results_why(args.results)}")
+    return lp, job_store, results
 
 
 def _update(args: argparse.Namespace, lp: Any, job_store: Any, results: Any) -> None:
@@ -350,7 +369,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from smoacs_flows.makers.launchpad import EmbeddedLaunchPad, open_launchpad
+    from smoacs_flows.makers.discovery import announce
+    from smoacs_flows.makers.launchpad import EmbeddedLaunchPad, resolve_launchpad
     from smoacs_flows.makers.recovery import (
         LOST_AFTER,
         Overrides,
@@ -368,7 +388,8 @@ def _resume(args: argparse.Namespace) -> int:
     )
     if args.max_errors is not None and args.max_errors < 1:
         raise SmoacsError("--max-errors: must be at least 1")
-    lp = open_launchpad(args.launchpad)
+    lp, line = resolve_launchpad(args.launchpad)
+    announce(line)
     version, tag = _tag(lp, args.campaign, args.version)
     after = LOST_AFTER if args.lost_after is None else args.lost_after
     failed = resume(lp, tag, ov, args.stage, after, args.dry_run, args.fw)
@@ -383,12 +404,20 @@ def _resume(args: argparse.Namespace) -> int:
         print(
             f"{verb} {f.name} (fw {f.fw_id}, {f.stage}, {f.state}, {f.category}): {f.reason}{extra}"
         )
+    if ov.walltime and not args.dry_run:
+        print(
+            f"note: walltime {ov.walltime} is in each rerun's spec._queueadapter; FireWorks "
+            "applies it when the rerun is submitted in reservation mode (qlaunch -r)"
+        )
     if args.run and not args.dry_run:
         if not isinstance(lp, EmbeddedLaunchPad):
             raise SmoacsError(
                 "--run works with the embedded LaunchPad; on a cluster start "
                 "workers with rlaunch/qlaunch (docs/orchestration.md)"
             )
+        from smoacs_flows.makers.discovery import flush_announcements
+
+        flush_announcements()
         from smoacs_flows.config import home_path
         from smoacs_flows.makers.run import run_workers
 

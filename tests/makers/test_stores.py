@@ -54,11 +54,12 @@ def test_launcher_templates_route_by_category():
     from fireworks import FWorker
     from fireworks.utilities.fw_serializers import load_object_from_file
 
-    for cat in ("gpu", "cpu"):
-        w = FWorker.from_file(str(ROOT / "launchers" / cat / "my_fworker.yaml"))
+    for cat in ("gpu", "cpu", "vasp"):
+        w = FWorker.from_file(str(ROOT / "launchers" / f"my_fworker_{cat}.yaml"))
         assert w.category == cat
-        q = load_object_from_file(str(ROOT / "launchers" / cat / "my_qadapter.yaml"))
-        assert q.q_type == "SLURM" and f"launchers/{cat}/my_fworker.yaml" in q["rocket_launch"]
+        q = load_object_from_file(str(ROOT / "launchers" / f"my_qadapter_{cat}.yaml"))
+        assert q.q_type == "SLURM"
+        assert f"-w /path/to/fw_config/my_fworker_{cat}.yaml singleshot" in q["rocket_launch"]
         script = q.get_script_str(str(ROOT))
         assert ("--gres=gpu:1" in script) == (cat == "gpu")
     lp = yaml.safe_load((ROOT / "launchers" / "my_launchpad.yaml").read_text())

@@ -1,0 +1,341 @@
+"""``smoacs-flows launchers init DIR``: a FireWorks configuration folder laid out as
+atomate2's installation guide does.
+
+``FW_config.yaml`` (``CONFIG_FILE_DIR: DIR``; ``export FW_CONFIG_FILE=DIR/FW_config.yaml``),
+``my_launchpad.yaml``, one ``my_fworker_<queue>.yaml`` + ``my_qadapter_<queue>.yaml`` per queue
+(gpu: proposals and MLIP relaxation; cpu: prefilter, S.U.N., GPAW, summary; vasp: VASP with one
+MPI rank per core) and ``jobflow.yaml`` (``JOB_STORE``). Every path is absolute: FireWorks' job
+script ``cd``s into ``block_*/launcher_*`` before ``rocket_launch`` runs. ``rocket_launch`` is
+``rlaunch ... singleshot`` so that reservation mode (``qlaunch -r``) works, which is also what
+applies per-firework ``_queueadapter`` overrides (``smoacs-flows resume --walltime``).
+The annotated templates in the repository's ``launchers/`` folder are this module's output for
+the placeholder folder :data:`TEMPLATE_DIR` (``tests`` check they match).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from smoacs_flows.errors import SmoacsError
+
+QUEUES = ("gpu", "cpu", "vasp")
+SCHEDULERS = ("slurm", "pbs")
+#: the folder the shipped templates in launchers/ are rendered for
+TEMPLATE_DIR = Path("/path/to/fw_config")
+TEMPLATE_ACTIVATE = "source /path/to/smoacs-flows/.venv/bin/activate"
+
+_FWORKER_NOTES = {
+    "gpu": "proposal (SMOACS optimisation) and MLIP relaxation fireworks",
+    "cpu": "prefilter, S.U.N., DFT fan-out/collection, GPAW DFT and the summary",
+    "vasp": "VASP DFT fireworks of campaigns with stages.dft.category: vasp",
+}
+
+_MONGO_LAUNCHPAD = """\
+# FireWorks LaunchPad on MongoDB. Fill in host/port/name and credentials; keep this file
+# private (chmod 600), never in git. Read by `rlaunch`/`qlaunch`/`lpad` (via FW_CONFIG_FILE)
+# and by `smoacs-flows submit/status/resume/lpad`.
+host: mongodb.example.org      # or a mongodb+srv:// URI with uri_mode: true
+port: 27017
+name: smoacs_fireworks         # database name
+username: null
+password: null
+authsource: admin
+logdir: null
+strm_lvl: INFO
+user_indices: []
+wf_user_indices: []
+mongoclient_kwargs:
+  serverSelectionTimeoutMS: 5000   # fail fast (smoacs-flows names the host) instead of 30 s
+"""
+
+_MONGO_JOB_STORE = {
+    "docs_store": {
+        "type": "MongoStore",
+        "host": "mongodb.example.org",
+        "port": 27017,
+        "database": "smoacs_jobs",
+        "collection_name": "outputs",
+        "username": None,
+        "password": None,
+        "key": "uuid",
+    },
+    "additional_stores": {
+        "data": {
+            "type": "GridFSStore",
+            "host": "mongodb.example.org",
+            "port": 27017,
+            "database": "smoacs_jobs",
+            "collection_name": "outputs_blobs",
+            "username": None,
+            "password": None,
+            "key": "blob_uuid",
+        }
+    },
+}
+
+
+def _activate_line() -> str:
+    """How a queue job gets this installation's ``smoacs-flows`` on its PATH."""
+    act = Path(sys.prefix) / "bin" / "activate"
+    if act.is_file():
+        return f"source {act}"
+    return f"export PATH={Path(sys.executable).parent}:$PATH"
+
+
+def embedded_launchpad_text(path: Path) -> str:
+    """``my_launchpad.yaml`` naming the embedded LaunchPad file."""
+    return (
+        "# The embedded LaunchPad (no server): a locked mongomock-persistence file. FireWorks'\n"
+        "# own rlaunch/qlaunch/lpad cannot open it (no MongoDB host, no lock); use\n"
+        "# `smoacs-flows rlaunch|qlaunch|lpad ...`, FireWorks' own command lines on it.\n"
+        f"embedded: {path}\n"
+    )
+
+
+def embedded_job_store_spec(home: Path) -> dict[str, Any]:
+    """jobflow's ``JOB_STORE`` for the embedded montydb store under ``home`` (absolute)."""
+    path = str(home / "jobstore")
+    common = {"type": "MontyStore", "database_path": path, "database_name": "smoacs"}
+    return {
+        "docs_store": {**common, "collection_name": "outputs", "key": "uuid"},
+        "additional_stores": {
+            "data": {**common, "collection_name": "outputs_blobs", "key": "blob_uuid"}
+        },
+    }
+
+
+def _fworker(queue: str) -> str:
+    return (
+        f"# FireWorks worker of the {queue} queue: {_FWORKER_NOTES[queue]}.\n"
+        f"name: smoacs-{queue}\n"
+        f"category: {queue}                # = the campaign's category for these fireworks\n"
+        "query: '{}'                  # e.g. '{\"spec.tags\": \"smoacs:perovskite\"}': one "
+        "campaign only\n"
+        "env: {}\n"
+    )
+
+
+_RESOURCES = {
+    # queue -> scheduler -> (resource lines, OMP line)
+    "gpu": {
+        "slurm": (
+            "nodes: 1\nntasks: 1\ncpus_per_task: 8\n"
+            "gres: gpu:1                   # #SBATCH --gres=gpu:1\n"
+            "walltime: '04:00:00'\nqueue: gpu                    # partition\nmem: 32G\n",
+            "export OMP_NUM_THREADS=8",
+        ),
+        "pbs": (
+            "nnodes: 1\nppnode: 8\n"
+            "# GPUs: CommonAdapter's PBS template has no GPU line; give your site's syntax\n"
+            "# (e.g. #PBS -l select=1:ncpus=8:ngpus=1) in a template named by _fw_template_file\n"
+            "walltime: '04:00:00'\nqueue: gpu\n",
+            "export OMP_NUM_THREADS=8",
+        ),
+    },
+    "cpu": {
+        "slurm": (
+            "nodes: 1\nntasks: 1\ncpus_per_task: 16          # one process; BLAS/torch threads\n"
+            "walltime: '12:00:00'\nqueue: cpu\nmem: 64G\n",
+            "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}",
+        ),
+        "pbs": (
+            "nnodes: 1\nppnode: 16\nwalltime: '12:00:00'\nqueue: cpu\n",
+            "export OMP_NUM_THREADS=16",
+        ),
+    },
+    "vasp": {
+        "slurm": (
+            "# VASP is MPI-parallel: one rank per core (ntasks = cores of the node), one thread\n"
+            "nodes: 1\nntasks: 32\ncpus_per_task: 1\n"
+            "walltime: '24:00:00'\nqueue: cpu\nmem: 120G\n",
+            "export OMP_NUM_THREADS=1",
+        ),
+        "pbs": (
+            "# VASP is MPI-parallel: one rank per core (ppnode = cores of the node)\n"
+            "nnodes: 1\nppnode: 32\nwalltime: '24:00:00'\nqueue: cpu\n",
+            "export OMP_NUM_THREADS=1",
+        ),
+    },
+}
+
+_VASP_ENV = {
+    "slurm": ('"srun vasp_std"', '"srun vasp_gam"'),
+    "pbs": ('"mpiexec vasp_std"', '"mpiexec vasp_gam"'),
+}
+
+_VASP_NOTES = """\
+# NCORE / KPAR (INCAR; campaign stages.dft.vasp.incar, or `smoacs-flows resume --incar`):
+#   KPAR  = number of k-point groups; ranks are split into KPAR groups (a divisor of ntasks,
+#           up to the number of irreducible k-points; KPAR = nodes is a good start).
+#   NCORE = ranks working on one band, ~ sqrt(ranks per KPAR group) or the cores per socket
+#           (e.g. 4 or 8 for 32-128 cores); NCORE = 1 for small cells or hybrid functionals.
+# VASP_CMD: atomate2 reads ATOMATE2_VASP_CMD (or VASP_CMD in ~/.atomate2.yaml); custodian runs it
+# inside this job, so `srun` starts ntasks ranks. POTCARs: PMG_VASP_PSP_DIR.
+"""
+
+
+def _qadapter(queue: str, scheduler: str, folder: Path, rlaunch: str, activate: str) -> str:
+    res, omp = _RESOURCES[queue][scheduler]
+    lines = [
+        f"# {scheduler.upper()} queue adapter of the {queue} queue ({_FWORKER_NOTES[queue]}).",
+        "# Absolute paths: FireWorks' job script cds into block_*/launcher_* before rocket_launch.",
+        "# singleshot: one firework per queue job; needed by reservation mode (qlaunch -r), which",
+        "# is also what applies a firework's _queueadapter overrides (resume --walltime).",
+        "_fw_name: CommonAdapter",
+        f"_fw_q_type: {scheduler.upper() if scheduler == 'pbs' else 'SLURM'}",
+        f"rocket_launch: {rlaunch} -l {folder / 'my_launchpad.yaml'} "
+        f"-w {folder / f'my_fworker_{queue}.yaml'} singleshot",
+        res.rstrip("\n"),
+        "account: null",
+        f"job_name: smoacs-{queue}",
+        "pre_rocket: |",
+        f"  {activate}",
+        f"  export FW_CONFIG_FILE={folder / 'FW_config.yaml'}",
+        f"  export JOBFLOW_CONFIG_FILE={folder / 'jobflow.yaml'}   # the JOB_STORE",
+        f"  {omp}",
+    ]
+    if queue == "vasp":
+        std, gam = _VASP_ENV[scheduler]
+        lines += [
+            f"  export ATOMATE2_VASP_CMD={std}",
+            f"  export ATOMATE2_VASP_GAMMA_CMD={gam}",
+            "  # export PMG_VASP_PSP_DIR=/path/to/potcars",
+        ]
+    lines += ["post_rocket: null", "logdir: null"]
+    text = "\n".join(lines) + "\n"
+    return text + (_VASP_NOTES if queue == "vasp" else "")
+
+
+def _fw_config(folder: Path) -> str:
+    return (
+        f"# FireWorks settings, atomate2's layout: export FW_CONFIG_FILE={folder}/FW_config.yaml\n"
+        "# then rlaunch, qlaunch, lpad, smoacs-flows find my_launchpad.yaml in CONFIG_FILE_DIR.\n"
+        f"CONFIG_FILE_DIR: {folder}\n"
+    )
+
+
+def _jobflow(spec: dict[str, Any], note: str) -> str:
+    body = yaml.safe_dump({"JOB_STORE": spec}, sort_keys=False)
+    return (
+        "# jobflow settings (export JOBFLOW_CONFIG_FILE=this file): JOB_STORE is where every\n"
+        "# worker writes job outputs and where smoacs-flows query/status/report read them.\n"
+        f"# {note}\n" + body
+    )
+
+
+def render(
+    folder: Path,
+    launchpad_text: str,
+    job_store: dict[str, Any],
+    store_note: str,
+    scheduler: str = "slurm",
+    rlaunch: str = "rlaunch",
+    activate: str | None = None,
+) -> dict[str, str]:
+    """``{file name: text}`` of a configuration folder (``folder`` absolute)."""
+    activate = activate or _activate_line()
+    files = {
+        "FW_config.yaml": _fw_config(folder),
+        "my_launchpad.yaml": launchpad_text,
+        "jobflow.yaml": _jobflow(job_store, store_note),
+    }
+    for q in QUEUES:
+        files[f"my_fworker_{q}.yaml"] = _fworker(q)
+        files[f"my_qadapter_{q}.yaml"] = _qadapter(q, scheduler, folder, rlaunch, activate)
+    return files
+
+
+def render_templates() -> dict[str, str]:
+    """The annotated templates of the repository's ``launchers/`` folder."""
+    return render(
+        TEMPLATE_DIR,
+        _MONGO_LAUNCHPAD,
+        _MONGO_JOB_STORE,
+        "Fill in MongoDB (documents + GridFS for the `data` store); keep private (chmod 600).",
+        activate=TEMPLATE_ACTIVATE,
+    )
+
+
+def _launchpad_from(file: Path) -> tuple[str, bool]:
+    """(text, embedded?) of a user's LaunchPad file, checked but not connected to."""
+    from smoacs_flows.io import load_yaml
+
+    spec = load_yaml(file, "LaunchPad file", SmoacsError)
+    if not isinstance(spec, dict) or not (spec.get("host") or spec.get("embedded")):
+        raise SmoacsError(f"{file}: not a LaunchPad file (expected host: ... or embedded: ...)")
+    if spec.get("embedded"):
+        path = Path(os.path.expandvars(str(spec["embedded"]))).expanduser().resolve()
+        return embedded_launchpad_text(path), True
+    return file.read_text(), False
+
+
+def _job_store_from(file: Path) -> tuple[dict[str, Any], str]:
+    """(expanded ``JOB_STORE`` spec, note) from a JobStore file, checked by building it."""
+    from smoacs_flows.io import load_yaml
+    from smoacs_flows.stores.jobstore import _expand, job_store_from_spec
+
+    spec = load_yaml(file, "JobStore file", SmoacsError)
+    job_store_from_spec(spec, source=str(file))  # raises a SpecError naming the file
+    if "JOB_STORE" in spec:
+        spec = spec["JOB_STORE"]
+    return _expand(spec), f"From {file} (variables expanded); keep private if it holds passwords."
+
+
+def init_launchers(
+    folder: str | Path,
+    launchpad: str | Path | None = None,
+    embedded: bool = False,
+    store: str | Path | None = None,
+    scheduler: str = "slurm",
+    force: bool = False,
+) -> dict[str, Path]:
+    """Write the configuration folder atomically (nothing when any input is bad)."""
+    from smoacs_flows.io import atomic_output_dir
+    from smoacs_flows.makers.launchpad import embedded_launchpad_path
+
+    if scheduler not in SCHEDULERS:
+        raise SmoacsError(f"--scheduler {scheduler!r}: expected one of {', '.join(SCHEDULERS)}")
+    if launchpad and embedded:
+        raise SmoacsError("--launchpad and --embedded exclude each other")
+    folder = Path(folder).expanduser().absolute()
+    if not folder.parent.is_dir():
+        raise SmoacsError(f"{folder}: parent folder {folder.parent} does not exist")
+    if launchpad:
+        lp_text, is_embedded = _launchpad_from(Path(launchpad).expanduser())
+    elif embedded:
+        lp_text, is_embedded = embedded_launchpad_text(embedded_launchpad_path().resolve()), True
+    else:
+        lp_text, is_embedded = _MONGO_LAUNCHPAD, False
+    if store:
+        spec, note = _job_store_from(Path(store).expanduser())
+    elif is_embedded:
+        from smoacs_flows.config import smoacs_home
+
+        home = smoacs_home().resolve()
+        spec, note = embedded_job_store_spec(home), f"The embedded montydb store under {home}."
+    else:
+        spec = _MONGO_JOB_STORE
+        note = (
+            "Fill in MongoDB (documents + GridFS for the `data` store); keep private (chmod 600)."
+        )
+    files = render(
+        folder,
+        lp_text,
+        spec,
+        note,
+        scheduler,
+        rlaunch="smoacs-flows rlaunch" if is_embedded else "rlaunch",
+    )
+    with atomic_output_dir(folder, force=force) as tmp:
+        tmp.chmod(0o700)
+        for name, text in files.items():
+            p = tmp / name
+            p.write_text(text)
+            if name in ("my_launchpad.yaml", "jobflow.yaml"):
+                p.chmod(0o600)
+    return {name: folder / name for name in files}
