@@ -19,7 +19,14 @@ from __future__ import annotations
 import itertools
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from smoacs_flows.campaign import Campaign
 from smoacs_flows.errors import SpecError
@@ -54,8 +61,19 @@ class ScreeningSettings(_Strict):
     references: str | None = Field(
         None, description="JSON(.gz) file of ComputedEntries, 'store' (reference store) or null"
     )
+    reference_sources: list[Literal["mp", "alexandria"]] = Field(
+        default_factory=list,
+        description="with references: store, fetch the campaign's chemical systems from these "
+        "sources into the reference store at S.U.N. time (once per system; mp needs MP_API_KEY)",
+    )
     relax_references: bool = True
     n_jobs: int = Field(1, ge=1, description="processes for structure matching")
+
+    @model_validator(mode="after")
+    def _sources_need_store(self) -> ScreeningSettings:
+        if self.reference_sources and self.references != "store":
+            raise ValueError("reference_sources needs references: store")
+        return self
 
 
 class DftSettings(_Strict):

@@ -221,9 +221,15 @@ def _references(st: ScreeningSettings, base_dir: Path, chemsys: set[str]) -> lis
     if st.references is None:
         return None
     if st.references == "store":
-        from smoacs_flows.screening.references import ReferenceStore, entry_chemsys
+        from smoacs_flows.screening.references import (
+            ReferenceStore,
+            ensure_sources,
+            entry_chemsys,
+        )
 
         with ReferenceStore() as store:
+            if st.reference_sources:
+                ensure_sources(store, chemsys, st.reference_sources)
             refs = [e for cs in sorted(chemsys) for e in store.get(cs)]
         return list({(entry_chemsys(e), e.entry_id): e for e in refs}.values())
     from smoacs_flows.screening.pipeline import load_references

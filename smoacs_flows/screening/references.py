@@ -327,6 +327,36 @@ def fetch(source: str, chemsys: Sequence[str], store: ReferenceStore | None = No
     return _add(entries, source, store)
 
 
+def ensure_sources(
+    store: ReferenceStore, chemsys: Iterable[str], sources: Sequence[str]
+) -> dict[str, int]:
+    """Fetch every chemical system from every source once into ``store``; returns entries added
+    per source. Which (source, chemsys) pairs were fetched is recorded beside the entries, so
+    a system with no entries of its own is not asked for again. Offline or without
+    ``MP_API_KEY`` this raises the sources' own :class:`InputError`."""
+    from maggma.stores import MontyStore
+
+    done = MontyStore(
+        "reference_fetches", key="key", database_path=str(store.path), database_name="smoacs"
+    )
+    done.connect()
+    added: dict[str, int] = {}
+    try:
+        systems = sorted({normalize_chemsys(c) for c in chemsys})
+        for src in sources:
+            todo = [cs for cs in systems if done.query_one({"key": f"{src}:{cs}"}) is None]
+            if not todo:
+                continue
+            counts = fetch(src, todo, store)
+            done.update(
+                [{"key": f"{src}:{cs}", "source": src, "chemsys": cs} for cs in todo], key="key"
+            )
+            added[src] = sum(counts.values())
+    finally:
+        done.close()
+    return added
+
+
 def _add(entries: Sequence[ComputedEntry], source: str, store: ReferenceStore | None) -> dict:
     if store is not None:
         return store.add(entries, source=source)

@@ -53,6 +53,8 @@ def test_paper_campaign_settings() -> None:
     st = stage_settings(camp)
     assert st.screening.mlip == "mattersim" and st.screening.e_hull_max == 0.1
     assert st.screening.prefilter.max_elements == 5
+    assert st.screening.references == "store"
+    assert st.screening.reference_sources == ["mp", "alexandria"]
     assert st.dft.engine == "vasp" and st.dft.max_candidates is None
     assert st.dft.e_hull_max == 0.1
     weights = st.orchestration.sweep.points()
