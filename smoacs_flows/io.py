@@ -111,7 +111,12 @@ def load_yaml(path: str | Path, what: str, error: type[SmoacsError] = InputError
     if not path.is_file():
         raise error(f"{path}: no such {what}")
     try:
-        return yaml.safe_load(path.read_text())
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = getattr(exc, "strerror", None) or exc
+        raise error(f"{path}: cannot read {what}: {why}") from None
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -73,10 +73,19 @@ def _launchers_init(args: argparse.Namespace) -> int:
     print(f"wrote {len(files)} files to {folder}:")
     for name in sorted(files):
         print(f"  {name}")
+    embedded = "embedded:" in files["my_launchpad.yaml"].read_text()
+    qlaunch = "smoacs-flows qlaunch" if embedded else "qlaunch"
     print(
         f"next: export FW_CONFIG_FILE={folder / 'FW_config.yaml'} "
         f"JOBFLOW_CONFIG_FILE={folder / 'jobflow.yaml'}"
     )
+    if not embedded and not args.launchpad:
+        print("      fill in MongoDB in my_launchpad.yaml and jobflow.yaml (placeholders now)")
+    for q in ("gpu", "cpu"):
+        print(
+            f"      {qlaunch} -w {folder / f'my_fworker_{q}.yaml'} "
+            f"-q {folder / f'my_qadapter_{q}.yaml'} -r rapidfire --nlaunches infinite"
+        )
     return 0
 
 

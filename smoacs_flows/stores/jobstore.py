@@ -131,7 +131,7 @@ def _decode_store(spec: dict[str, Any], source: str) -> JobStore:
 
     check(spec, "")
     try:
-        store = MontyDecoder().process_decoded(spec)
+        store = MontyDecoder().process_decoded(_expand(spec))
     except Exception as exc:  # noqa: BLE001 - unknown classes, bad arguments
         raise SpecError(f"{source}: {type(exc).__name__}: {exc}") from None
     if not isinstance(store, JobStore):

@@ -217,6 +217,14 @@ def test_launchers_init_bad_input_writes_nothing(tmp_path, capsys):
     cases.append(
         (["launchers", "init", str(tmp_path / "fw"), "--launchpad", str(bad)], "invalid YAML")
     )
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00bad")
+    cases.append(
+        (
+            ["launchers", "init", str(tmp_path / "fw"), "--launchpad", str(binary)],
+            "cannot read LaunchPad file",
+        )
+    )
     nodata = tmp_path / "nodata.yaml"
     nodata.write_text("docs_store: {type: MemoryStore}\n")
     cases.append(
@@ -229,7 +237,7 @@ def test_launchers_init_bad_input_writes_nothing(tmp_path, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and msg in err[0], (argv, err)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "nodata.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "binary.yaml", "nodata.yaml"]
 
 
 def test_config_json_names_the_sources(tmp_path, monkeypatch, capsys):
