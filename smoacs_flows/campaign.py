@@ -43,6 +43,9 @@ class TemplateSpec(_Strict):
     cache: str | None = Field(
         None, description="mp: cache file (default $SMOACS_HOME/templates/mp/<digest>.json.gz)"
     )
+    family: str | None = Field(
+        None, description="structure family (e.g. full_heusler) for family rules: Slater–Pauling"
+    )
 
     @model_validator(mode="after")
     def _mp_only(self) -> TemplateSpec:

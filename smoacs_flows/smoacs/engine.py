@@ -98,6 +98,9 @@ class Evaluator:
             roles=state.roles,
             radii=state.radii if state.has_roles else None,
             formula_units=state.formula_units,
+            template_families=[
+                state.prepared[i].template.meta.get("family") for i in state.assignment
+            ],
         )
 
     def losses(self, ctx: LossContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -36,6 +36,8 @@ class LossContext:
     radii: torch.Tensor | None
     #: (B,) formula units per cell
     formula_units: torch.Tensor
+    #: per crystal: its template's family (``templates[].family``), for family-specific rules
+    template_families: list[str | None] | None = None
 
     def per_crystal_mean(self, site_values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean of ``site_values`` over the sites where ``mask`` holds, per crystal."""
@@ -322,3 +324,7 @@ def volume_per_atom(target: float, margin: float = 0.0) -> LossTerm:
         return torch.relu((v - target).abs() - margin)
 
     return LossTerm("volume_per_atom", "volume_per_atom", 1.0, fn, [])
+
+
+# terms defined in their own modules register themselves on import
+from smoacs_flows.smoacs import slater_pauling as _slater_pauling  # noqa: E402,F401
