@@ -59,7 +59,10 @@ class ScreeningSettings(_Strict):
     optimizer: Literal["FIRE", "BFGS"] = "FIRE"
     e_hull_max: float = 0.1
     references: str | None = Field(
-        None, description="JSON(.gz) file of ComputedEntries, 'store' (reference store) or null"
+        None,
+        description="JSON(.gz) file of ComputedEntries, 'store' (reference store), "
+        "'mp-elements' (shipped MP elemental references: stability against the elements), "
+        "'mp-or-elements' (MP phases with MP_API_KEY, else the shipped elements) or null",
     )
     reference_sources: list[Literal["mp", "alexandria"]] = Field(
         default_factory=list,
@@ -83,7 +86,11 @@ class DftSettings(_Strict):
     max_candidates: int | None = Field(
         2, ge=0, description="survivors sent to DFT (best first); null: every survivor"
     )
-    rank_by: Literal["e_above_hull", "mlip_energy_per_atom", "loss"] = "e_above_hull"
+    rank_by: Literal["e_above_hull", "mlip_energy_per_atom", "loss", "halfmetal"] = Field(
+        "e_above_hull",
+        description="halfmetal: magnetic, near-integer moment, few elements, low energy "
+        "(screening.halfmetal_rank)",
+    )
     symprec: float | None = Field(
         0.1,
         gt=0,

@@ -189,8 +189,14 @@ def relax(prefiltered: dict[str, Any], settings: dict[str, Any]) -> dict[str, An
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = relax_structures(structs, st.mlip, st.method, st.fmax, st.steps, st.optimizer)
+    moments: dict[int, list[float]] = {}
+    if st.mlip == "chgnet":  # site-moment magnitudes of the relaxed cells (DFT ranking)
+        from smoacs_flows.screening.halfmetal_rank import chgnet_site_moments
+
+        ok = [i for i, r in enumerate(res) if r.ok]
+        moments = dict(zip(ok, chgnet_site_moments([res[i].structure for i in ok])))
     kept, rejected = [], {}
-    for rec, r in zip(records, res):
+    for i, (rec, r) in enumerate(zip(records, res)):
         if not r.ok:
             rejected[rec["id"]] = [f"relaxation failed: {r.error}"]
             continue
@@ -203,6 +209,8 @@ def relax(prefiltered: dict[str, Any], settings: dict[str, Any]) -> dict[str, An
             "relax_steps": r.steps,
             "relax_wall_time": r.wall_time,
         }
+        if i in moments:
+            rec["screening"]["mlip_site_magmoms"] = moments[i]
         kept.append(rec)
     counts = dict(prefiltered.get("counts", {}))
     counts["relaxed"] = len(kept)
@@ -220,6 +228,10 @@ def _references(st: ScreeningSettings, base_dir: Path, chemsys: set[str]) -> lis
     """Reference entries for the campaign's chemical systems (None: not configured)."""
     if st.references is None:
         return None
+    if st.references in ("mp-elements", "mp-or-elements"):
+        from smoacs_flows.screening.builtin_refs import keyword_references
+
+        return keyword_references(st.references, chemsys)[0]
     if st.references == "store":
         from smoacs_flows.screening.references import (
             ReferenceStore,
@@ -260,6 +272,9 @@ def sun_filter(
     chemsys = {entry_chemsys(ComputedEntry(s.composition, 0.0)) for s in final.values()}
     refs = _references(st, Path(base_dir), chemsys)
     notes: list[str] = []
+    ref_label = reference_label(st.references)
+    if ref_label is not None:
+        notes.append(f"stability against: {ref_label}")
     alive = records
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -291,6 +306,7 @@ def sun_filter(
                     rejected[rec["id"]] = [f"stability failed: {exc}"[:300]]
                     continue
                 scr["e_above_hull"] = eh
+                scr["stability_reference"] = ref_label
                 scr["stable"] = eh <= st.e_hull_max
                 if scr["stable"]:
                     kept.append(rec)
@@ -340,8 +356,26 @@ def sun_filter(
     }
 
 
+def reference_label(references: str | None) -> str | None:
+    """What the screening's reference set is, in words (None: no references)."""
+    if references is None:
+        return None
+    if references in ("mp-elements", "mp-or-elements"):
+        import os
+
+        from smoacs_flows.screening.builtin_refs import LABEL_ELEMENTS, LABEL_MP
+
+        online = references == "mp-or-elements" and os.environ.get("MP_API_KEY")
+        return LABEL_MP if online else LABEL_ELEMENTS
+    return "the reference store" if references == "store" else f"reference file {references}"
+
+
 def rank_key(rec: dict[str, Any], rank_by: str) -> float:
     """Sort key of a survivor (lower is better; missing values last)."""
+    if rank_by == "halfmetal":
+        from smoacs_flows.screening.halfmetal_rank import halfmetal_score
+
+        return halfmetal_score(rec)
     scr = rec.get("screening") or {}
     v = {
         "e_above_hull": scr.get("e_above_hull"),
@@ -488,7 +522,7 @@ def format_summary(summary: dict[str, Any]) -> str:
 def check_references(settings: dict[str, Any], base_dir: Path) -> None:
     """Fail at submit time when the configured reference file does not exist."""
     st = ScreeningSettings.model_validate(settings)
-    if st.references and st.references != "store":
+    if st.references and st.references not in ("store", "mp-elements", "mp-or-elements"):
         path = Path(st.references).expanduser()
         path = path if path.is_absolute() else base_dir / path
         if not path.is_file():

@@ -115,6 +115,8 @@ def build_templates(
                     pats.append(tuple(p))
                 t.patterns = pats
             t.formula_units = spec.formula_units
+            if spec.family is not None:
+                t.meta["family"] = spec.family
             out.append(make_supercell(t, spec.supercell))
     ids = [t.id for t in out]
     if len(set(ids)) != len(ids):
@@ -494,6 +496,8 @@ class ProposalRun:
                     "batch": batch_index,
                     "seed": self.seed,
                     "template_id": pt.template.id,
+                    "template_family": pt.template.meta.get("family"),
+                    "formula_units": pt.template.formula_units,
                     "oxidation_pattern": pattern,
                     "formula": comp.formula,
                     "reduced_formula": comp.reduced_formula,
