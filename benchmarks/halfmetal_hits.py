@@ -64,7 +64,12 @@ def arm_campaign(campaign_path: Path, arm: str, n: int) -> Any:
 
         camp.losses = [
             *camp.losses,
-            LossSpec(term="slater_pauling", predictor="chgnet", weight=1.0),
+            LossSpec(
+                term="slater_pauling",
+                predictor="chgnet",
+                property="magmom_abs_total",
+                weight=1.0,
+            ),
         ]
     return camp
 

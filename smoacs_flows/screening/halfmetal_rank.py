@@ -58,7 +58,7 @@ def score_parts(rec: dict[str, Any], magmom_min: float = MAGMOM_MIN) -> dict[str
     scr = rec.get("screening") or {}
     m = moment_per_fu(rec)
     if m is None:  # no relaxed moment: fall back on the proposal's prediction
-        pred = (rec.get("predicted") or {}).get("chgnet.magmom_total")
+        pred = (rec.get("predicted") or {}).get("chgnet.magmom_abs_total")
         m = None if pred is None else float(pred) / float(rec.get("formula_units") or 1)
     e = scr.get("e_above_hull")
     if e is None:
