@@ -130,6 +130,10 @@ def run_propose(args: argparse.Namespace) -> int:
         "success": success_table(result.records),
         "stats": result.stats,
         "campaign_spec": yaml.safe_load(yaml.safe_dump(campaign.model_dump(mode="json"))),
+        # each loss term and the predicted quantity it acts on (e.g. which moment)
+        "loss_terms": {
+            t.name: {"term": t.term, "weight": t.weight, "reads": list(t.reads)} for t in run.terms
+        },
         # remote template sources: database version, material ids, query, cache file
         "template_provenance": run.template_provenance,
     }

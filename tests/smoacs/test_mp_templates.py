@@ -173,6 +173,11 @@ def test_propose_records_the_provenance(server: _Server, tmp_path: Path) -> None
     recs = [json.loads(x) for x in (out / "proposals.jsonl").read_text().splitlines()]
     assert {r["template_id"] for r in recs} == set(prov["material_ids"])
     assert KEY not in (out / "summary.json").read_text()
+    assert summary["loss_terms"]["element_reduction"] == {
+        "term": "element_reduction",
+        "weight": 1.0,
+        "reads": [],
+    }
 
 
 def test_no_key_and_no_cache_is_a_clear_error(
