@@ -25,7 +25,12 @@ def vasp_entry(result: DFTResult) -> ComputedStructureEntry:
     if result.engine != "vasp" or result.energy is None:
         raise InputError(f"{result.reduced_formula}: only VASP energies can enter an MP hull")
     structure = Structure.from_dict(result.structure)
-    incar = result.settings.get("incar") or {}
+    # the INCAR of the run whose energy this is (the chain's static, not its non-SCF DOS run)
+    incar = (
+        (result.settings.get("energy_from") or {}).get("incar")
+        or result.settings.get("incar")
+        or {}
+    )
     hubbards: dict[str, float] = {}
     if incar.get("LDAU"):
         symbols = Poscar(structure).site_symbols

@@ -1,54 +1,150 @@
-"""VASP through atomate2: the spin-resolved DOS chain and parsing of existing VASP outputs.
+"""VASP through atomate2: the spin-resolved DOS chain, its settings, and the VASP command.
 
-Chain (:class:`SpinDOSFlowMaker`): ``MPGGADoubleRelaxStaticMaker`` (relax 1, relax 2, static)
-→ carry the static's site moments onto its structure (atomate2 issue #1377: MAGMOM is dropped
-otherwise) → uniform non-SCF (``NonSCFMaker``: ISPIN=2, LORBIT=11, ISMEAR=-5, dense mesh, fine
-NEDOS, CHGCAR from the static, ``auto_ispin`` off) → analysis job producing a
-:class:`~smoacs_flows.dft.schema.DFTResult`. DOS and band structure objects go to the JobStore's
-``data`` store (atomate2 puts them there; the analysis job puts its DOS arrays there too).
+Chain (:class:`SpinDOSFlowMaker`): ``relax_static_maker`` (default ``MPGGADoubleRelaxStaticMaker``:
+relax 1, relax 2, static) → carry the static's site moments onto its structure (atomate2 issue
+#1377: MAGMOM is dropped otherwise) → ``dos_maker`` (default: a uniform ``NonSCFMaker`` with
+ISPIN=2, LORBIT=11, ISMEAR=-5, dense mesh, fine NEDOS, CHGCAR from the static, ``auto_ispin``
+off) → analysis job producing a :class:`~smoacs_flows.dft.schema.DFTResult` whose energy (and
+so its hull) is the static's. DOS and band structure objects go to the JobStore's ``data``
+store.
+
+The makers are built from the campaign's ``stages.dft.vasp`` section at submit time
+(:meth:`SpinDOSFlowMaker.from_settings`) and live as dataclass fields of the DFT fan-out's Maker,
+so atomate2 powerups applied to the submitted Flow reach the VASP jobs the fan-out creates.
+Outputs are parsed by :mod:`smoacs_flows.dft.vasp_outputs`.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import logging
+import importlib
+import inspect
 import os
 import shutil
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import numpy as np
 from jobflow import Flow, Maker, job
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pymatgen.core import Structure
-from pymatgen.electronic_structure.core import Spin
 
-from smoacs_flows.dft.analysis import AnalysisSettings, analyse_spin_channels
-from smoacs_flows.dft.schema import DFTResult, DOSData
+from smoacs_flows.dft.analysis import AnalysisSettings
+from smoacs_flows.dft.schema import DFTResult
 from smoacs_flows.dft.structures import check_structure, initial_moments
-from smoacs_flows.errors import InputError, SmoacsError
+from smoacs_flows.dft.vasp_outputs import parse_vasp_output, result_from_taskdoc
+from smoacs_flows.errors import SmoacsError, SpecError
 
-logger = logging.getLogger(__name__)
+__all__ = [
+    "DOS_INCAR",
+    "SPIN_INCAR",
+    "MakerSpec",
+    "SpinDOSFlowMaker",
+    "VaspChainSettings",
+    "analyse_vasp_dos_job",
+    "carry_magmoms",
+    "configured_vasp_cmd",
+    "make_memory_store",
+    "parse_vasp_output",
+    "result_from_taskdoc",
+    "run_vasp_chain",
+]
 
 #: INCAR keys forced in every stage so a magnetic candidate is never collapsed to ISPIN=1
 SPIN_INCAR = {"ISPIN": 2}
 #: INCAR keys forced in the DOS stage (uniform non-SCF)
 DOS_INCAR = {"ISPIN": 2, "LORBIT": 11, "ISMEAR": -5, "ICHARG": 11, "NSW": 0}
+#: ``user_kpoints_settings`` keys accepted from a campaign (a uniform mesh by density)
+KPOINTS_KEYS = ("reciprocal_density", "grid_density", "length")
+PotcarFunctional = Literal[
+    "PBE", "PBE_52", "PBE_54", "PBE_64", "LDA", "LDA_52", "LDA_54", "LDA_64", "PW91", "LDA_US"
+]
 
 
-@dataclass
-class VaspChainSettings:
-    """Settings of the VASP chain (custodian, VASP command, DOS mesh)."""
+class MakerSpec(BaseModel):
+    """A jobflow Maker by import path and keyword arguments (MSON dicts in them are decoded)."""
 
-    reciprocal_density: float = 200  # uniform non-SCF k-points per Å^-3 (gapped systems)
-    reciprocal_density_metal: float = 400  # ... when the static is metallic
-    dedos: float = 0.005  # eV per NEDOS point over the energy range
-    max_errors: int = 5  # custodian max errors per job
-    wall_time: int | None = None  # seconds; adds custodian's WallTimeHandler
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    class_path: str = Field(alias="class", description="module.Class or module:Class")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    def build(self, where: str) -> Maker:
+        """Import and instantiate the Maker; errors name ``where`` (the campaign field)."""
+        from monty.json import MontyDecoder
+
+        module, _, name = self.class_path.replace(":", ".").rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise SpecError(f"{where}.class: cannot import {self.class_path!r} ({exc})") from None
+        if not (isinstance(cls, type) and issubclass(cls, Maker)):
+            raise SpecError(f"{where}.class: {self.class_path} is not a jobflow Maker")
+        try:
+            return cls(**MontyDecoder().process_decoded(self.kwargs))
+        except Exception as exc:  # noqa: BLE001 - any constructor error is a spec error
+            raise SpecError(
+                f"{where}.kwargs: {self.class_path} rejects them ({type(exc).__name__}: {exc})"
+            ) from None
+
+
+class VaspChainSettings(BaseModel):
+    """The campaign's ``stages.dft.vasp`` section: inputs of every stage, makers, custodian."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    incar: dict[str, Any] = Field(
+        default_factory=dict, description="user_incar_settings of every stage (DOS guards win)"
+    )
+    kpoints: dict[str, float] | None = Field(
+        None, description="user_kpoints_settings of the relax and static stages (one density)"
+    )
+    potcar_functional: PotcarFunctional | None = Field(None, description="every stage")
+    magmom: Literal["mp", "high_spin"] = Field(
+        "mp", description="first relaxation's MAGMOM: MPRelaxSet's table or the high-spin one"
+    )
+    magmom_overrides: dict[str, float] = Field(default_factory=dict)
+    relax_static_maker: MakerSpec | None = None  # default MPGGADoubleRelaxStaticMaker
+    dos_maker: MakerSpec | None = None  # default: uniform NonSCFMaker (MP U/POTCARs)
+    reciprocal_density: float = Field(200, gt=0, description="DOS mesh, k-points per Å^-3")
+    reciprocal_density_metal: float = Field(400, gt=0, description="... when metallic")
+    dedos: float = Field(0.005, gt=0, description="eV per NEDOS point")
+    max_errors: int = Field(5, ge=0, description="custodian max errors per job")
+    wall_time: int | None = Field(None, gt=0, description="s; adds custodian's WallTimeHandler")
     vasp_cmd: str | None = None  # None: atomate2 settings (VASP_CMD / ATOMATE2_VASP_CMD)
-    magmom_overrides: dict[str, float] = field(default_factory=dict)
+
+    @field_validator("incar")
+    @classmethod
+    def _known_tags(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from pymatgen.io.vasp import Incar
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            Incar({k.upper(): val for k, val in v.items()}).check_params()
+        if caught:
+            raise ValueError(str(caught[0].message))
+        return {k.upper(): val for k, val in v.items()}
+
+    @field_validator("kpoints")
+    @classmethod
+    def _one_density(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        if v is not None and (len(v) != 1 or next(iter(v)) not in KPOINTS_KEYS):
+            raise ValueError(f"give exactly one of {', '.join(KPOINTS_KEYS)}")
+        return v
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "vasp") -> VaspChainSettings:
+        """Validate; an error names the field (``{where}.incar: ...``) as a :class:`SpecError`."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(x) for x in err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            raise SpecError(f"{where}.{loc}: {msg}") from None
 
     def run_vasp_kwargs(self) -> dict[str, Any]:
         """kwargs for atomate2 ``run_vasp`` (custodian with atomate2's default handlers)."""
@@ -60,8 +156,17 @@ class VaspChainSettings:
         return kwargs
 
 
-def _mp_nscf_maker(settings: VaspChainSettings) -> Maker:
-    """A uniform ``NonSCFMaker`` with MP GGA(+U) settings and the spin guards."""
+def default_relax_static_maker() -> Maker:
+    """MP's GGA(+U) double relaxation and static (``MPGGADoubleRelaxStaticMaker``)."""
+    from atomate2.vasp.flows.mp import MPGGADoubleRelaxStaticMaker
+
+    return MPGGADoubleRelaxStaticMaker()
+
+
+def default_dos_maker(
+    reciprocal_density: float = 200, reciprocal_density_metal: float = 400, dedos: float = 0.005
+) -> Maker:
+    """A uniform ``NonSCFMaker`` with MP GGA(+U) settings and the spin/DOS guards."""
     from atomate2.vasp.jobs.core import NonSCFMaker
     from atomate2.vasp.sets.core import NonSCFSetGenerator
     from pymatgen.io.vasp.sets import MPRelaxSet
@@ -69,16 +174,16 @@ def _mp_nscf_maker(settings: VaspChainSettings) -> Maker:
     gen = NonSCFSetGenerator(
         mode="uniform",
         config_dict=copy.deepcopy(MPRelaxSet.CONFIG),  # same U values and POTCARs as MP
-        reciprocal_density=settings.reciprocal_density,
-        reciprocal_density_metal=settings.reciprocal_density_metal,
-        dedos=settings.dedos,
+        reciprocal_density=reciprocal_density,
+        reciprocal_density_metal=reciprocal_density_metal,
+        dedos=dedos,
         auto_ispin=False,  # guard: never collapse a magnetic candidate to ISPIN=1
         user_incar_settings=dict(DOS_INCAR),
     )
     return NonSCFMaker(name="spin DOS uniform", input_set_generator=gen)
 
 
-def _vasp_makers(maker: Any) -> Iterator[Any]:
+def vasp_job_makers(maker: Any) -> Iterator[Any]:
     """All atomate2 VASP job makers nested in ``maker`` (dataclass fields, recursively)."""
     from atomate2.vasp.jobs.base import BaseVaspMaker
 
@@ -89,50 +194,131 @@ def _vasp_makers(maker: Any) -> Iterator[Any]:
         for f in dataclasses.fields(maker):
             value = getattr(maker, f.name)
             if isinstance(value, Maker):
-                yield from _vasp_makers(value)
+                yield from vasp_job_makers(value)
 
 
-def _default_relax_static() -> Maker:
-    from atomate2.vasp.flows.mp import MPGGADoubleRelaxStaticMaker
+def _guard(maker: Maker, incar: dict[str, Any]) -> None:
+    """Force ``incar`` keys and ``auto_ispin`` off in every VASP job maker of ``maker``."""
+    for m in vasp_job_makers(maker):
+        gen = m.input_set_generator
+        gen.user_incar_settings = {**(gen.user_incar_settings or {}), **incar}
+        if hasattr(gen, "auto_ispin"):
+            gen.auto_ispin = False
 
-    return MPGGADoubleRelaxStaticMaker()
+
+def _apply_settings(maker: Maker, st: VaspChainSettings, scf: bool) -> None:
+    """The campaign's INCAR, k-points (SCF stages), POTCAR functional and custodian settings."""
+    for m in vasp_job_makers(maker):
+        m.run_vasp_kwargs = {**m.run_vasp_kwargs, **st.run_vasp_kwargs()}
+        gen = m.input_set_generator
+        gen.user_incar_settings = {**(gen.user_incar_settings or {}), **st.incar}
+        if scf and st.kpoints:
+            gen.user_kpoints_settings = dict(st.kpoints)
+        if st.potcar_functional:
+            gen.user_potcar_functional = st.potcar_functional
+
+
+def _override_magmom_table(gen: Any, overrides: dict[str, float]) -> None:
+    """Per-element MAGMOM = the input set's table updated with ``overrides`` (a MAGMOM dict in
+    ``user_incar_settings`` replaces the table as a whole in pymatgen, so merge it first)."""
+    config = getattr(gen, "config_dict", None) or {}
+    table = (config.get("INCAR") or {}).get("MAGMOM")
+    uis = dict(gen.user_incar_settings or {})
+    user = uis.get("MAGMOM")
+    base = user if isinstance(user, dict) else table if isinstance(table, dict) else {}
+    gen.user_incar_settings = {**uis, "MAGMOM": {**base, **overrides}}
 
 
 @dataclass
 class SpinDOSFlowMaker(Maker):
-    """MP double relax + static → uniform spin-polarised DOS → half-metal analysis.
+    """Relax + static → uniform spin-polarised DOS → half-metal analysis (hull: static energy).
 
-    Every VASP stage gets ISPIN=2 and custodian settings from ``settings``; the first relax
-    starts from high-spin moments (site ``magmom`` properties win); the DOS stage gets the
-    static's moments as MAGMOM.
+    ``magmom`` sets the first relaxation's MAGMOM: ``mp`` leaves it to the relax maker's input
+    set (MPRelaxSet's per-element table; site ``magmom`` properties of the candidate are
+    dropped, ``magmom_overrides`` become a per-element MAGMOM in its INCAR); ``high_spin`` puts
+    the project's high-spin table (:data:`~smoacs_flows.dft.structures.HIGH_SPIN_MOMENTS`, site
+    ``magmom`` properties win) on the structure. Every VASP stage gets ISPIN=2 and ``auto_ispin``
+    off; the DOS stage gets :data:`DOS_INCAR` and the static's moments as MAGMOM.
     """
 
     name: str = "smoacs spin DOS"
-    settings: VaspChainSettings = field(default_factory=VaspChainSettings)
-    analysis_settings: AnalysisSettings = field(default_factory=AnalysisSettings)
-    relax_static_maker: Maker = field(default_factory=_default_relax_static)
-    dos_maker: Maker | None = None  # default: _mp_nscf_maker(settings)
+    relax_static_maker: Maker = field(default_factory=default_relax_static_maker)
+    dos_maker: Maker = field(default_factory=default_dos_maker)
+    magmom: str = "mp"
+    magmom_overrides: dict[str, float] = field(default_factory=dict)
+    analysis_settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.analysis_settings, BaseModel):
+            self.analysis_settings = self.analysis_settings.model_dump()
+        if self.magmom not in ("mp", "high_spin"):
+            raise SpecError(f"magmom: {self.magmom!r} is not one of mp, high_spin")
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: VaspChainSettings | dict[str, Any] | None = None,
+        analysis_settings: AnalysisSettings | dict[str, Any] | None = None,
+        where: str = "vasp",
+    ) -> SpinDOSFlowMaker:
+        """The chain with the campaign's ``stages.dft.vasp`` settings applied to its makers."""
+        st = settings if isinstance(settings, VaspChainSettings) else None
+        st = st or VaspChainSettings.from_dict(settings or {}, where)
+        rs = (
+            st.relax_static_maker.build(f"{where}.relax_static_maker")
+            if st.relax_static_maker
+            else default_relax_static_maker()
+        )
+        dos = (
+            st.dos_maker.build(f"{where}.dos_maker")
+            if st.dos_maker
+            else default_dos_maker(st.reciprocal_density, st.reciprocal_density_metal, st.dedos)
+        )
+        for m, name in ((rs, "relax_static_maker"), (dos, "dos_maker")):
+            if not any(True for _ in vasp_job_makers(m)):
+                raise SpecError(f"{where}.{name}: {type(m).__name__} holds no atomate2 VASP job")
+        _apply_settings(rs, st, scf=True)
+        _apply_settings(dos, st, scf=False)
+        if isinstance(analysis_settings, BaseModel):
+            analysis_settings = analysis_settings.model_dump()
+        return cls(
+            relax_static_maker=rs,
+            dos_maker=dos,
+            magmom=st.magmom,
+            magmom_overrides=dict(st.magmom_overrides),
+            analysis_settings=dict(analysis_settings or {}),
+        )
 
     def make(self, structure: Structure) -> Flow:
         """Build the flow for one candidate (checks the structure first)."""
         check_structure(structure)
         structure = structure.copy()
-        structure.add_site_property(
-            "magmom", initial_moments(structure, self.settings.magmom_overrides)
-        )
         relax_static = copy.deepcopy(self.relax_static_maker)
-        dos_maker = copy.deepcopy(self.dos_maker) or _mp_nscf_maker(self.settings)
-        for m in [*_vasp_makers(relax_static), *_vasp_makers(dos_maker)]:
-            m.run_vasp_kwargs = {**m.run_vasp_kwargs, **self.settings.run_vasp_kwargs()}
-            gen = m.input_set_generator
-            gen.user_incar_settings = {**(gen.user_incar_settings or {}), **SPIN_INCAR}
-            if hasattr(gen, "auto_ispin"):
-                gen.auto_ispin = False
+        dos_maker = copy.deepcopy(self.dos_maker)
+        if self.magmom == "high_spin":
+            structure.add_site_property("magmom", initial_moments(structure, self.magmom_overrides))
+        else:
+            if "magmom" in structure.site_properties:
+                structure.remove_site_property("magmom")
+            if self.magmom_overrides:  # per-element MAGMOM for sites without a magmom
+                for m in vasp_job_makers(relax_static):
+                    _override_magmom_table(m.input_set_generator, self.magmom_overrides)
+        _guard(relax_static, SPIN_INCAR)
+        _guard(dos_maker, DOS_INCAR)
         rs_flow = relax_static.make(structure)
         static = rs_flow.output
         carry = carry_magmoms(static.structure, static.calcs_reversed[0].output.outcar)
-        dos_job = dos_maker.make(carry.output, prev_dir=static.dir_name, mode="uniform")
-        analysis = analyse_vasp_dos_job(dos_job.output, self.analysis_settings.model_dump())
+        kwargs: dict[str, Any] = {"prev_dir": static.dir_name}
+        if "mode" in inspect.signature(dos_maker.make).parameters:
+            kwargs["mode"] = "uniform"
+        dos_job = dos_maker.make(carry.output, **kwargs)
+        energy = {
+            "stage": "static",
+            "energy": static.output.energy,
+            "incar": static.calcs_reversed[0].input.incar,
+            "dir_name": static.dir_name,
+        }
+        analysis = analyse_vasp_dos_job(dos_job.output, self.analysis_settings, energy)
         return Flow([rs_flow, carry, dos_job, analysis], output=analysis.output, name=self.name)
 
 
@@ -153,252 +339,15 @@ def carry_magmoms(structure: Structure, outcar: dict | None) -> Structure:
 
 
 @job(data=["dos", "eigenvalues"])
-def analyse_vasp_dos_job(task_doc: Any, analysis_settings: dict) -> dict:
-    """Analysis job: the DOS stage's TaskDoc → a :class:`DFTResult` dict."""
-    result = result_from_taskdoc(task_doc, AnalysisSettings(**analysis_settings))
+def analyse_vasp_dos_job(
+    task_doc: Any, analysis_settings: dict, energy_doc: dict | None = None
+) -> dict:
+    """Analysis job: the DOS stage's TaskDoc → a :class:`DFTResult` dict; energy and hull
+    from ``energy_doc`` (the static's ``{"energy", "incar", "dir_name"}``)."""
+    result = result_from_taskdoc(
+        task_doc, AnalysisSettings(**analysis_settings), energy_doc=energy_doc
+    )
     return result.model_dump(mode="json")
-
-
-# ---------------------------------------------------------------------------------------------
-# Turning VASP outputs into a DFTResult
-
-
-def _get(obj: Any, key: str, default: Any = None) -> Any:
-    """Attribute or key access (TaskDocs arrive as models or as dicts)."""
-    if obj is None:
-        return default
-    if isinstance(obj, dict):
-        return obj.get(key, default)
-    return getattr(obj, key, default)
-
-
-def _dos_arrays(dos: Any) -> DOSData | None:
-    """A pymatgen Dos/CompleteDos (or its dict) → DOSData."""
-    if dos is None:
-        return None
-    if isinstance(dos, dict):
-        from pymatgen.electronic_structure.dos import CompleteDos, Dos
-
-        dos = (CompleteDos if "pdos" in dos else Dos).from_dict(dos)
-    up = dos.densities.get(Spin.up)
-    down = dos.densities.get(Spin.down)
-    if up is None:
-        return None
-    return DOSData(
-        energies=np.asarray(dos.energies, float).tolist(),
-        up=np.asarray(up, float).tolist(),
-        down=None if down is None else np.asarray(down, float).tolist(),
-        method="vasp",
-    )
-
-
-def _eigenvalues_from_bs(bs: Any) -> dict[str, list] | None:
-    """BandStructure (or dict) → {"up": [k][band], "down": ...}."""
-    if bs is None:
-        return None
-    if isinstance(bs, dict):
-        from pymatgen.electronic_structure.bandstructure import BandStructure
-
-        bs = BandStructure.from_dict(bs)
-    out = {}
-    for spin, name in ((Spin.up, "up"), (Spin.down, "down")):
-        if spin in bs.bands:
-            out[name] = np.asarray(bs.bands[spin], float).T.tolist()
-    return out
-
-
-def _finish(result: DFTResult, settings: AnalysisSettings) -> DFTResult:
-    """Attach the half-metal analysis to a result."""
-    n_k = len(result.eigenvalues["up"]) if result.eigenvalues else None
-    result.analysis = analyse_spin_channels(
-        result.efermi,
-        eigenvalues=result.eigenvalues if result.spin_polarised else None,
-        dos=result.dos if result.spin_polarised else None,
-        total_moment=result.total_moment,
-        n_formula_units=result.n_formula_units,
-        site_moments=result.site_moments,
-        n_kpoints=n_k,
-        settings=settings,
-    )
-    return result
-
-
-def result_from_taskdoc(
-    task_doc: Any, settings: AnalysisSettings | None = None, source: str | None = None
-) -> DFTResult:
-    """An atomate2/emmet ``TaskDoc`` (model or dict) → analysed :class:`DFTResult`."""
-    settings = settings or AnalysisSettings()
-    calc = _get(task_doc, "calcs_reversed")[0]
-    calc_in, calc_out = _get(calc, "input"), _get(calc, "output")
-    params = _get(calc_in, "parameters") or {}
-    incar = _get(calc_in, "incar") or {}
-    ispin = int(params.get("ISPIN", incar.get("ISPIN", 1)))
-    output = _get(task_doc, "output")
-    structure = _get(output, "structure") or _get(calc_out, "structure")
-    if isinstance(structure, dict):
-        structure = Structure.from_dict(structure)
-    outcar = _get(calc_out, "outcar") or {}
-    mags = outcar.get("magnetization") or []
-    site_moments = [float(m["tot"]) for m in mags] if len(mags) == len(structure) else None
-    total = outcar.get("total_magnetization")
-    vobj = _get(task_doc, "vasp_objects") or {}
-    vobj = {str(getattr(k, "value", k)): v for k, v in vobj.items()}
-    eig = _eigenvalues_from_bs(vobj.get("bandstructure"))
-    if total is None and ispin == 2:
-        total = _moment_from_dos(_dos_arrays(vobj.get("dos")), _get(calc_out, "efermi"))
-    return _build_result(
-        structure=structure,
-        energy=_get(output, "energy"),
-        efermi=_get(calc_out, "efermi"),
-        ispin=ispin,
-        total_moment=total,
-        site_moments=site_moments,
-        dos=_dos_arrays(vobj.get("dos")),
-        eigenvalues=eig,
-        incar=dict(incar),
-        source=source or _get(task_doc, "dir_name"),
-        parser="atomate2/emmet TaskDoc",
-        settings=settings,
-    )
-
-
-def _moment_from_dos(dos: DOSData | None, efermi: float | None) -> float | None:
-    """Total moment (μB/cell) from integrating N_up - N_down up to E_F."""
-    if dos is None or dos.down is None or efermi is None:
-        return None
-    e = np.asarray(dos.energies)
-    m = e <= efermi
-    diff = np.asarray(dos.up)[m] - np.asarray(dos.down)[m]
-    return float(np.trapezoid(diff, e[m]))
-
-
-def _build_result(
-    *,
-    structure: Structure,
-    energy: float | None,
-    efermi: float | None,
-    ispin: int,
-    total_moment: float | None,
-    site_moments: list[float] | None,
-    dos: DOSData | None,
-    eigenvalues: dict | None,
-    incar: dict,
-    source: str | None,
-    parser: str,
-    settings: AnalysisSettings,
-) -> DFTResult:
-    factor = structure.composition.get_reduced_composition_and_factor()[1]
-    spin_pol = ispin == 2
-    incar_json = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in incar.items()}
-    result = DFTResult(
-        engine="vasp",
-        settings={"parser": parser, "incar": incar_json},
-        source=source,
-        structure=structure.as_dict(),
-        formula=structure.composition.formula,
-        reduced_formula=structure.composition.reduced_formula,
-        n_formula_units=float(factor),
-        energy=None if energy is None else float(energy),
-        energy_per_atom=None if energy is None else float(energy) / len(structure),
-        efermi=None if efermi is None else float(efermi),
-        spin_polarised=spin_pol,
-        total_moment=None if total_moment is None else float(total_moment),
-        moment_per_fu=None if total_moment is None else float(total_moment) / factor,
-        site_moments=site_moments,
-        dos=dos,
-        eigenvalues=eigenvalues,
-    )
-    result.hull = _hull_or_note(result)
-    return _finish(result, settings)
-
-
-def _hull_or_note(result: DFTResult) -> dict[str, Any]:
-    """DFT hull against the screening reference store; a failure becomes a note, not an error."""
-    from smoacs_flows.dft.hull import dft_hull
-
-    if result.energy is None:
-        return {"comparable_to_mp": False, "e_above_hull": None, "note": "no energy"}
-    try:
-        return dft_hull(result)
-    except Exception as exc:  # the reference store is optional here
-        return {
-            "comparable_to_mp": True,
-            "e_above_hull": None,
-            "note": f"reference store unavailable ({type(exc).__name__}: {exc})",
-        }
-
-
-def _zpath(directory: Path, name: str) -> Path | None:
-    for cand in (name, name + ".gz", name + ".bz2", name + ".xz"):
-        if (directory / cand).is_file():
-            return directory / cand
-    return None
-
-
-def parse_vasp_output(path: str | Path, settings: AnalysisSettings | None = None) -> DFTResult:
-    """Parse a VASP directory or ``vasprun.xml[.gz]`` into an analysed :class:`DFTResult`.
-
-    With OUTCAR and CONTCAR beside vasprun.xml the directory goes through atomate2's own
-    ``TaskDoc.from_directory`` (emmet); otherwise through pymatgen's ``Vasprun`` (moments then
-    come from occupations). ISPIN=1 gives the ``not_spin_polarised`` verdict.
-    """
-    from pymatgen.io.vasp import Vasprun
-
-    settings = settings or AnalysisSettings()
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file or directory")
-    if path.is_dir():
-        directory, vasprun = path, _zpath(path, "vasprun.xml")
-        if vasprun is None:
-            raise InputError(f"{path}: no vasprun.xml or vasprun.xml.gz in this VASP directory")
-    else:
-        directory, vasprun = path.parent, path
-        if not path.name.startswith("vasprun.xml"):
-            raise InputError(f"{path}: expected a VASP directory or a vasprun.xml[.gz] file")
-    if (
-        _zpath(directory, "OUTCAR")
-        and _zpath(directory, "CONTCAR")
-        and (vasprun.name.startswith("vasprun.xml") and vasprun == _zpath(directory, "vasprun.xml"))
-    ):
-        from emmet.core.tasks import TaskDoc
-
-        try:
-            td = TaskDoc.from_directory(directory, parse_dos=True, parse_bandstructure=True)
-        except Exception as exc:
-            raise InputError(
-                f"{directory}: atomate2/emmet cannot parse this VASP run ({exc})"
-            ) from None
-        return result_from_taskdoc(td, settings, source=str(directory))
-    try:
-        vr = Vasprun(str(vasprun), parse_potcar_file=False, parse_projected_eigen=False)
-    except Exception as exc:
-        raise InputError(f"{vasprun}: not a readable vasprun.xml ({exc})") from None
-    ispin = int(vr.parameters.get("ISPIN", 1))
-    eig = {}
-    total = None
-    for spin, name in ((Spin.up, "up"), (Spin.down, "down")):
-        if spin in vr.eigenvalues:
-            eig[name] = np.asarray(vr.eigenvalues[spin][..., 0], float).tolist()
-    if ispin == 2 and Spin.down in vr.eigenvalues:
-        w = np.asarray(vr.actual_kpoints_weights, float)
-        occ_up = vr.eigenvalues[Spin.up][..., 1].sum(axis=1)
-        occ_dn = vr.eigenvalues[Spin.down][..., 1].sum(axis=1)
-        total = float(np.sum(w * (occ_up - occ_dn)) / np.sum(w))
-    return _build_result(
-        structure=vr.final_structure,
-        energy=vr.final_energy,
-        efermi=vr.efermi,
-        ispin=ispin,
-        total_moment=total,
-        site_moments=None,
-        dos=_dos_arrays(vr.tdos),
-        eigenvalues=eig or None,
-        incar=dict(vr.incar),
-        source=str(vasprun),
-        parser="pymatgen Vasprun (no OUTCAR/CONTCAR: moments from occupations)",
-        settings=settings,
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -445,10 +394,7 @@ def run_vasp_chain(
     """Run :class:`SpinDOSFlowMaker` locally (jobflow ``run_locally``) and return the result."""
     from jobflow import run_locally
 
-    settings = settings or VaspChainSettings()
-    maker = SpinDOSFlowMaker(
-        settings=settings, analysis_settings=analysis_settings or AnalysisSettings()
-    )
+    maker = SpinDOSFlowMaker.from_settings(settings, analysis_settings)
     flow = maker.make(structure)
     store = store or make_memory_store()
     work_dir = Path(work_dir)

@@ -12,10 +12,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobflow import Flow, Job, Maker
+from jobflow import Flow, Job, Maker, job
 
 from smoacs_flows.campaign import Campaign
 from smoacs_flows.makers import jobs, stages
@@ -106,20 +107,43 @@ class SunFilterMaker(Maker):
 @dataclass
 class HalfMetalDftMaker(Maker):
     """DFT of the best S.U.N. survivors: a fan-out job replaced at run time by one sub-flow per
-    survivor (``engine`` gpaw | vasp), routed to ``dft_category`` (default: the cpu one)."""
+    survivor (``engine`` gpaw | vasp), routed to ``stages.dft.category`` (default: the cpu one).
+
+    ``vasp_maker`` (engine vasp; built from ``settings["vasp"]`` when not given) is the
+    :class:`~smoacs_flows.dft.vasp.SpinDOSFlowMaker` every candidate's chain is made from. The
+    fan-out job is this Maker's bound method, so atomate2 powerups applied to the submitted
+    Flow (``update_user_incar_settings``, ``add_metadata_to_flow``, ...) update its nested VASP
+    makers through jobflow's ``update_maker_kwargs`` and reach the jobs made at run time.
+    """
 
     name: str = "dft"
     category: str = "cpu"
     settings: dict[str, Any] = field(default_factory=dict)  # stages.dft
     metadata: dict[str, Any] = field(default_factory=dict)
+    vasp_maker: Maker | None = None
+
+    def __post_init__(self) -> None:
+        if self.vasp_maker is None and self.settings.get("engine") == "vasp":
+            from smoacs_flows.dft.vasp import SpinDOSFlowMaker
+
+            self.vasp_maker = SpinDOSFlowMaker.from_settings(
+                self.settings.get("vasp") or {},
+                self.settings.get("analysis") or {},
+                where="stages.dft.vasp",
+            )
 
     def make(self, sun_output: Any) -> Job:
         """The fan-out job; its output (after the run) is ``{"results": [...]}``."""
-        j = jobs.dft_fanout(sun_output, self.settings, self.category, self.metadata)
+        j = self.fanout(sun_output)
         j.name = self.name
         # new jobs are routed explicitly; never pass this job's category on to them
         j.config.pass_manager_config = False
         return jobs.route(j, self.category, {**self.metadata, "stage": "dft"})
+
+    @job
+    def fanout(self, sun: dict[str, Any]) -> Any:
+        """Replace this job by one DFT sub-flow per selected survivor (run time)."""
+        return jobs.dft_fanout(sun, self.settings, self.category, self.metadata, self.vasp_maker)
 
 
 def sweep_variants(st: StageSettings) -> list[dict[str, Any]]:
@@ -135,12 +159,14 @@ class HalfMetalCampaignMaker(Maker):
     """The whole campaign as one Flow, from a validated :class:`Campaign`.
 
     Settings come from the campaign's ``stages`` section (:mod:`smoacs_flows.makers.settings`);
-    ``categories`` overrides ``stages.orchestration.categories`` when given.
+    ``categories`` overrides ``stages.orchestration.categories`` when given; ``dft_maker``
+    replaces the DFT Maker the campaign's ``stages.dft`` would give (its VASP makers included).
     """
 
     name: str = "halfmetal campaign"
     categories: Categories | None = None
     validate: bool = True
+    dft_maker: HalfMetalDftMaker | None = None  # default: from the campaign's stages.dft
 
     def make(self, campaign: Campaign) -> Flow:
         """Validate everything a worker would trip on, then build the Flow."""
@@ -177,9 +203,12 @@ class HalfMetalCampaignMaker(Maker):
         sun = SunFilterMaker(
             category=cats.cpu, settings=screening, metadata=meta, base_dir=str(campaign.base_dir)
         ).make([r.output for r in relax_jobs])
-        dft = HalfMetalDftMaker(
-            category=cats.cpu, settings=st.dft.model_dump(), metadata=meta
-        ).make(sun.output)
+        if self.dft_maker is None:
+            dft_maker = HalfMetalDftMaker(category=cats.cpu, settings=st.dft.model_dump())
+        else:
+            dft_maker = dataclasses.replace(self.dft_maker, category=cats.cpu)
+        dft_maker.metadata = {**dft_maker.metadata, **meta}
+        dft = dft_maker.make(sun.output)
         summary = jobs.summary_job(sun.output, dft.output, st.dft.e_hull_max)
         summary.name = "summary"
         jobs.route(summary, cats.cpu, {**meta, "stage": "summary"})

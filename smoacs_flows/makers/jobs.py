@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from jobflow import Flow, Job, Response, job
+from jobflow import Flow, Job, Maker, Response, job
 
 from smoacs_flows.makers import stages
 
@@ -76,14 +76,17 @@ def collect_dft(results: list[dict]) -> dict:
     }
 
 
-@job
-def dft_fanout(sun: dict, dft: dict, cpu_category: str, metadata: dict) -> Response | dict:
-    """One DFT sub-flow per selected S.U.N. survivor, added by replacing this job.
+def dft_fanout(
+    sun: dict, dft: dict, cpu_category: str, metadata: dict, vasp_maker: Maker | None = None
+) -> Response | dict:
+    """One DFT sub-flow per selected S.U.N. survivor, added by replacing the running job.
 
-    The replacement's last job (``collect_dft``) takes this job's uuid, so references to this
-    job's output resolve to the collected results. Every new job is routed explicitly: the
-    DFT category (``stages.dft.category``, default the cpu one) for engine jobs, cpu for the
-    collector.
+    Called by :meth:`~smoacs_flows.makers.core.HalfMetalDftMaker.fanout` (the job). VASP chains
+    come from ``vasp_maker`` (a :class:`~smoacs_flows.dft.vasp.SpinDOSFlowMaker` built at submit
+    time, so powerups applied to the submitted Flow are in it). The replacement's last job
+    (``collect_dft``) takes the running job's uuid, so references to its output resolve to the
+    collected results. Every new job is routed explicitly: the DFT category
+    (``stages.dft.category``, default the cpu one) for engine jobs, cpu for the collector.
     """
     from jobflow import CURRENT_JOB, OnMissing
 
@@ -104,14 +107,11 @@ def dft_fanout(sun: dict, dft: dict, cpu_category: str, metadata: dict) -> Respo
             sub.name = f"dft gpaw {rec['id']}"
             out = sub.output
         else:
-            from smoacs_flows.dft.analysis import AnalysisSettings
-            from smoacs_flows.dft.vasp import SpinDOSFlowMaker, VaspChainSettings
+            if vasp_maker is None:
+                from smoacs_flows.dft.vasp import SpinDOSFlowMaker
 
-            maker = SpinDOSFlowMaker(
-                settings=VaspChainSettings(**st.vasp),
-                analysis_settings=AnalysisSettings(**st.analysis),
-            )
-            chain = maker.make(stages.dft_structure(rec, st.symprec))
+                vasp_maker = SpinDOSFlowMaker.from_settings(st.vasp, st.analysis)
+            chain = vasp_maker.make(stages.dft_structure(rec, st.symprec))
             tag = tag_dft_result(chain.output, rec["id"])
             sub = Flow([chain, tag], output=tag.output, name=f"dft vasp {rec['id']}")
             # a failure anywhere in the chain fizzles the jobs after it at once (each gets

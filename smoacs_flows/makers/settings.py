@@ -4,6 +4,7 @@
 stages:
   screening:   {mlip: chgnet, fmax: 0.05, steps: 200, e_hull_max: 0.1, references: refs.json.gz}
   dft:         {engine: gpaw, max_candidates: 2, category: null, gpaw: {ecut: 300}}
+  # or engine: vasp, vasp: {incar: {ENCUT: 600}, magmom: mp, relax_static_maker: ...}
   orchestration:
     categories: {gpu: gpu, cpu: cpu}
     batches_per_job: 1        # optimiser batches per proposal job
@@ -105,7 +106,10 @@ class DftSettings(_Strict):
         "(eV/atom; VASP against the MP + Alexandria reference store); null: no such step",
     )
     gpaw: dict[str, Any] = Field(default_factory=dict, description="GPAWSettings fields")
-    vasp: dict[str, Any] = Field(default_factory=dict, description="VaspChainSettings fields")
+    vasp: dict[str, Any] = Field(
+        default_factory=dict,
+        description="VaspChainSettings: incar, kpoints, potcar_functional, magmom, makers, ...",
+    )
     analysis: dict[str, Any] = Field(default_factory=dict, description="AnalysisSettings")
 
 
@@ -200,14 +204,12 @@ def stage_settings(campaign: Campaign) -> StageSettings:
         sec = "analysis" if "Analysis" in exc.title else st.dft.engine
         raise SpecError(f"campaign {campaign.name}: stages.dft.{sec}.{loc}: {err['msg']}") from None
     if st.dft.engine == "vasp":
-        import dataclasses
+        from smoacs_flows.dft.vasp import SpinDOSFlowMaker
 
-        from smoacs_flows.dft.vasp import VaspChainSettings
-
-        names = {f.name for f in dataclasses.fields(VaspChainSettings)}
-        bad = sorted(set(st.dft.vasp) - names)
-        if bad:
-            raise SpecError(f"campaign {campaign.name}: stages.dft.vasp.{bad[0]}: unknown setting")
+        try:  # builds the makers: import paths and their kwargs fail here, not on a worker
+            SpinDOSFlowMaker.from_settings(st.dft.vasp, st.dft.analysis, where="stages.dft.vasp")
+        except SpecError as exc:
+            raise SpecError(f"campaign {campaign.name}: {exc}") from None
     terms = {loss.name or loss.term for loss in campaign.losses}
     for name in st.orchestration.sweep.weights:
         if name not in terms:

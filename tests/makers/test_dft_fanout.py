@@ -68,8 +68,6 @@ def test_vasp_fanout_builds_one_atomate2_chain_per_survivor_on_its_category():
     not run: no VASP here), and a collector with this job's uuid on the cpu queue."""
     from jobflow import CURRENT_JOB, Response
 
-    from smoacs_flows.makers.jobs import dft_fanout
-
     s = Structure.from_file(TEMPLATES / "half_heusler_C1b.cif")
     recs = [
         {"id": f"v-{i}", "structure": s.as_dict(), "screening": {"e_above_hull": 0.01 * i}}
@@ -79,7 +77,7 @@ def test_vasp_fanout_builds_one_atomate2_chain_per_survivor_on_its_category():
     fan = HalfMetalDftMaker(settings=dft, metadata={"campaign": "t"}).make({"records": recs})
     CURRENT_JOB.job = fan
     try:
-        resp = dft_fanout.original({"records": recs}, dft, "cpu", {"campaign": "t"})
+        resp = type(fan.maker).fanout.original(fan.maker, {"records": recs})
     finally:
         CURRENT_JOB.job = None
     assert isinstance(resp, Response)
