@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fireworks import LaunchPad, Workflow
+from jobflow import Flow
 
 from smoacs_flows.campaign import Campaign, load_campaign
 from smoacs_flows.errors import SmoacsError
@@ -45,13 +46,17 @@ class Submission:
         return len(self.fw_ids)
 
 
-def build_workflow(campaign: Campaign, store: Any = None) -> Workflow:
-    """The campaign's FireWorks workflow (``store`` None: the worker's jobflow JOB_STORE)."""
+def build_workflow(campaign: Campaign, store: Any = None, flow: Flow | None = None) -> Workflow:
+    """The campaign's FireWorks workflow (``store`` None: the worker's jobflow JOB_STORE).
+
+    ``flow``: the campaign's Flow as built by ``HalfMetalCampaignMaker().make(campaign)`` and
+    then modified (atomate2 powerups, ``update_metadata``, ...); default: built here.
+    """
     from jobflow.managers.fireworks import flow_to_workflow
 
     from smoacs_flows.makers.core import HalfMetalCampaignMaker
 
-    flow = HalfMetalCampaignMaker().make(campaign)
+    flow = flow if flow is not None else HalfMetalCampaignMaker().make(campaign)
     return flow_to_workflow(
         flow, store=store, name=campaign.name, metadata={"smoacs_campaign": campaign.name}
     )
@@ -137,17 +142,19 @@ def submit(
     launchpad: LaunchPad | str | Path | None = None,
     new_version: bool = False,
     store: Any = None,
+    flow: Flow | None = None,
 ) -> Submission:
     """Validate and add a campaign workflow; refuses a campaign name already on the LaunchPad
     unless ``new_version``. ``launchpad`` None = the embedded one; ``store`` None = the
-    embedded JobStore for the embedded LaunchPad, the worker's ``JOB_STORE`` otherwise."""
+    embedded JobStore for the embedded LaunchPad, the worker's ``JOB_STORE`` otherwise;
+    ``flow`` = the campaign's Flow with powerups applied (see :func:`build_workflow`)."""
     t0 = time.perf_counter()
     if not isinstance(campaign, Campaign):
         campaign = load_campaign(campaign)
     lp = launchpad if isinstance(launchpad, LaunchPad) else open_launchpad(launchpad)
     if store is None:
         store = firework_store(lp)[0]
-    wf = build_workflow(campaign, store)
+    wf = build_workflow(campaign, store, flow)
     t_build = time.perf_counter() - t0
     cats: dict[str, int] = {}
     for fw in wf.fws:
