@@ -58,7 +58,7 @@ def test_flow_batching_categories_and_links():
     # the fan-out never passes its category on: each dynamic DFT job is routed explicitly
     dft = next(j for j in jobs if _stage_of(j) == "dft")
     assert dft.config.pass_manager_config is False
-    assert dft.function_args[1]["category"] == "dftq"
+    assert dft.maker.settings["category"] == "dftq"  # the fan-out is its Maker's method
     # batch indices of the proposal jobs cover every batch exactly once
     idx = sorted(i for j in jobs if _stage_of(j) == "propose" for i in j.function_args[1])
     assert idx == [0, 1, 2, 3]
