@@ -4,7 +4,8 @@ Modules:
 
 - :mod:`.schema`: :class:`DFTResult`, the engine-independent result (JSON-serialisable).
 - :mod:`.analysis`: per-spin gaps from eigenvalues, spin polarisation at E_F, verdicts.
-- :mod:`.vasp`: the atomate2 Maker chain and parsing of existing VASP outputs.
+- :mod:`.vasp`: the atomate2 Maker chain and its settings (``stages.dft.vasp``).
+- :mod:`.vasp_outputs`: VASP outputs (TaskDocs, directories, vasprun.xml) → :class:`DFTResult`.
 - :mod:`.gpaw_engine`: the GPAW chain (import needs the ``gpaw`` extra).
 - :mod:`.plot`: spin-resolved DOS plots.
 - :mod:`.cli`: ``smoacs-flows dft run|analyze``.

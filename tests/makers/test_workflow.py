@@ -157,6 +157,18 @@ def test_resubmit_refused_unless_new_version(tmp_path, capsys):
     [
         (lambda d: d["stages"].update({"dft": {"engine": "castep"}}), "stages.dft.engine"),
         (lambda d: d["stages"].update({"dft": {"gpaw": {"ecutt": 3}}}), "stages.dft.gpaw.ecutt"),
+        (
+            lambda d: d["stages"].update(
+                {"dft": {"engine": "vasp", "vasp": {"incar": {"NCOR": 4}}}}
+            ),
+            "stages.dft.vasp.incar: Cannot find NCOR",
+        ),
+        (
+            lambda d: d["stages"].update(
+                {"dft": {"engine": "vasp", "vasp": {"dos_maker": {"class": "atomate2.nope:X"}}}}
+            ),
+            "stages.dft.vasp.dos_maker.class: cannot import",
+        ),
         (lambda d: d["stages"].update({"screening": {"fmaxx": 1}}), "stages.screening.fmaxx"),
         (
             lambda d: d["stages"].update({"screening": {"references": "nope.json.gz"}}),
