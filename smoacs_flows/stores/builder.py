@@ -45,14 +45,16 @@ def _bulk_replace(store: Store, docs: list[dict[str, Any]], scope: dict[str, Any
         if docs:
             store._collection.insert_many([dict(d) for d in docs])
         return
+    # versions of a campaign share candidate ids: a document is (candidate_id, version)
+    keys = [store.key, "version"]
     keep = {d[store.key] for d in docs}
     if docs:
-        store.update(docs)
+        store.update(docs, key=keys)
     stale = [
         d[store.key] for d in store.query(scope, properties=[store.key]) if d[store.key] not in keep
     ]
     if stale:
-        store.remove_docs({store.key: {"$in": stale}})
+        store.remove_docs({**scope, store.key: {"$in": stale}})
 
 
 def load_outputs(job_store: Any, uuids: list[str]) -> dict[str, Any]:

@@ -33,10 +33,22 @@ class QueryIndex:
             for c in self.COLUMNS
             if c != "candidate_id"
         )
-        self.conn.execute(
-            f"CREATE TABLE IF NOT EXISTS candidates (candidate_id TEXT PRIMARY KEY, {cols}, "
-            "elements TEXT, content_hash TEXT, row TEXT, structure TEXT)"
+        # one row per (campaign, version, candidate): versions of a campaign share ids
+        table = (
+            f"CREATE TABLE IF NOT EXISTS candidates (candidate_id TEXT, {cols}, "
+            "elements TEXT, content_hash TEXT, row TEXT, structure TEXT, "
+            "PRIMARY KEY (campaign, version, candidate_id))"
         )
+        found = self.conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type='table' AND name='candidates'"
+        ).fetchone()
+        if found and "candidate_id TEXT PRIMARY KEY" in found[0]:  # an index from before
+            with self.conn:
+                self.conn.execute("ALTER TABLE candidates RENAME TO candidates_old")
+                self.conn.execute(table)
+                self.conn.execute("INSERT INTO candidates SELECT * FROM candidates_old")
+                self.conn.execute("DROP TABLE candidates_old")
+        self.conn.execute(table)
         for c in (
             "campaign, version",
             "state",

@@ -105,7 +105,7 @@ class Candidate:
         """The full candidate document (read from the store on first use)."""
         if not hasattr(self, "_doc"):
             assert self._store is not None
-            self._doc = self._store.get(self.candidate_id)
+            self._doc = self._store.get(self.candidate_id, self.summary.get("version"))
         return self._doc
 
 

@@ -117,7 +117,10 @@ class ResultsStore(MSONable):
             self.candidates.connect()
             self.sources.connect()
             self.sections.connect()
-            if self.index_path is None:
+            from maggma.stores import MontyStore
+
+            # montydb has no indexes (queries scan; the embedded store has the SQLite index)
+            if self.index_path is None and not isinstance(self.candidates, MontyStore):
                 for name, (path, _, _) in FIELDS.items():
                     if name != "candidate_id":
                         self.candidates.ensure_index(path)
@@ -153,9 +156,13 @@ class ResultsStore(MSONable):
         self.close()
 
     # ---- reading
-    def get(self, candidate_id: str) -> dict[str, Any]:
-        """The full document of one candidate."""
-        doc = self.candidates.query_one({"candidate_id": candidate_id})
+    def get(self, candidate_id: str, version: int | None = None) -> dict[str, Any]:
+        """The full document of one candidate (of one campaign version; default the latest:
+        versions of a campaign share candidate ids)."""
+        q: dict[str, Any] = {"candidate_id": candidate_id}
+        if version is not None:
+            q["version"] = int(version)
+        doc = next(iter(self.candidates.query(q, sort={"version": -1}, limit=1)), None)
         if doc is None:
             raise QueryError(f"unknown candidate {candidate_id!r}")
         doc.pop("_id", None)
