@@ -4,6 +4,7 @@
 
     propose (gpu, one job per optimiser batch, per sweep point)
       └─ prefilter (cpu, per relax chunk) ─ relax (gpu, per chunk) ─┐
+                                   [reference relax (gpu, when references are MLIP-relaxed)]
                                                                   S.U.N. (cpu, campaign-wide)
                                                                     └─ DFT fan-out (cpu → one
                                                                        sub-flow per survivor,
@@ -23,7 +24,7 @@ from smoacs_flows.makers import jobs, stages
 from smoacs_flows.makers.settings import Categories, StageSettings, stage_settings
 
 #: stage names in pipeline order (job metadata ``stage``)
-STAGES = ["propose", "prefilter", "relax", "sun", "dft", "summary"]
+STAGES = ["propose", "prefilter", "relax", "references", "sun", "dft", "summary"]
 
 
 @dataclass
@@ -97,11 +98,29 @@ class SunFilterMaker(Maker):
     base_dir: str = "."
     metadata: dict[str, Any] = field(default_factory=dict)
 
-    def make(self, relaxed_outputs: list[Any]) -> Job:
-        """The S.U.N. job."""
-        j = jobs.sun_job(relaxed_outputs, self.settings, self.base_dir)
+    def make(self, relaxed_outputs: list[Any], references: Any = None) -> Job:
+        """The S.U.N. job (``references``: the reference-relaxation job's output)."""
+        j = jobs.sun_job(relaxed_outputs, self.settings, self.base_dir, references)
         j.name = self.name
         return jobs.route(j, self.category, {**self.metadata, "stage": "sun"})
+
+
+@dataclass
+class ReferenceRelaxMaker(Maker):
+    """MLIP relaxation of the reference phases of every relaxed candidate's chemical system,
+    its own job before S.U.N. (category gpu: the campaign's MLIP on its device)."""
+
+    name: str = "reference relax"
+    category: str = "gpu"
+    settings: dict[str, Any] = field(default_factory=dict)
+    base_dir: str = "."
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def make(self, relaxed_outputs: list[Any]) -> Job:
+        """The reference-relaxation job."""
+        j = jobs.reference_relax_job(relaxed_outputs, self.settings, self.base_dir)
+        j.name = self.name
+        return jobs.route(j, self.category, {**self.metadata, "stage": "references"})
 
 
 @dataclass
@@ -178,6 +197,8 @@ class HalfMetalCampaignMaker(Maker):
                 stages.validate_proposal(stages.variant_campaign(campaign, v))
             stages.check_references(st.screening.model_dump(), campaign.base_dir)
         screening = st.screening.model_dump()
+        # MLIP relaxations run on the campaign's device unless the screening stage names one
+        screening["device"] = screening["device"] or campaign.device
         orch = st.orchestration
         meta = {"campaign": campaign.name}
         proposal_flows = [
@@ -200,9 +221,19 @@ class HalfMetalCampaignMaker(Maker):
             r.name = f"relax {c:03d}"
             chunks += [p, r]
         relax_jobs = chunks[1::2]
+        refs: list[Job] = []
+        if st.screening.references is not None and st.screening.relax_references:
+            refs = [
+                ReferenceRelaxMaker(
+                    category=cats.gpu,
+                    settings=screening,
+                    metadata=meta,
+                    base_dir=str(campaign.base_dir),
+                ).make([r.output for r in relax_jobs])
+            ]
         sun = SunFilterMaker(
             category=cats.cpu, settings=screening, metadata=meta, base_dir=str(campaign.base_dir)
-        ).make([r.output for r in relax_jobs])
+        ).make([r.output for r in relax_jobs], refs[0].output if refs else None)
         if self.dft_maker is None:
             dft_maker = HalfMetalDftMaker(category=cats.cpu, settings=st.dft.model_dump())
         else:
@@ -213,7 +244,7 @@ class HalfMetalCampaignMaker(Maker):
         summary.name = "summary"
         jobs.route(summary, cats.cpu, {**meta, "stage": "summary"})
         return Flow(
-            [*proposal_flows, *chunks, sun, dft, summary],
+            [*proposal_flows, *chunks, *refs, sun, dft, summary],
             output=summary.output,
             name=f"{campaign.name}",
         )

@@ -43,10 +43,18 @@ def relax_job(prefiltered: dict, settings: dict) -> dict:
     return stages.relax(prefiltered, settings)
 
 
+@job(data=["entries"])
+def reference_relax_job(relaxed_outputs: list[dict], settings: dict, base_dir: str) -> dict:
+    """MLIP-relax the reference phases of the campaign's chemical systems (GPU)."""
+    return stages.reference_energies(relaxed_outputs, settings, base_dir)
+
+
 @job(data=["records"])
-def sun_job(relaxed_outputs: list[dict], settings: dict, base_dir: str) -> dict:
+def sun_job(
+    relaxed_outputs: list[dict], settings: dict, base_dir: str, references: dict | None = None
+) -> dict:
     """Campaign-wide stability, uniqueness and novelty (CPU)."""
-    return stages.sun_filter(relaxed_outputs, settings, base_dir)
+    return stages.sun_filter(relaxed_outputs, settings, base_dir, references)
 
 
 @job(data=["dos", "eigenvalues"])

@@ -70,8 +70,18 @@ class ScreeningSettings(_Strict):
         description="with references: store, fetch the campaign's chemical systems from these "
         "sources into the reference store at S.U.N. time (once per system; mp needs MP_API_KEY)",
     )
-    relax_references: bool = True
+    relax_references: bool = Field(
+        True, description="MLIP-relax the reference phases (its own gpu job before S.U.N.)"
+    )
     n_jobs: int = Field(1, ge=1, description="processes for structure matching")
+    device: str | None = Field(
+        None, description="torch device of the MLIP relaxations (null: the campaign's device)"
+    )
+    mattersim_model: str | None = Field(
+        None,
+        description="MatterSim checkpoint: a file or a released name found in MatterSim's "
+        "cache (null: $SMOACS_MATTERSIM_CHECKPOINT, else MatterSim-v1.0.0-1M)",
+    )
 
     @model_validator(mode="after")
     def _sources_need_store(self) -> ScreeningSettings:

@@ -188,7 +188,16 @@ def relax(prefiltered: dict[str, Any], settings: dict[str, Any]) -> dict[str, An
     structs = [as_structure(r["structure"]) for r in records]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = relax_structures(structs, st.mlip, st.method, st.fmax, st.steps, st.optimizer)
+        res = relax_structures(
+            structs,
+            st.mlip,
+            st.method,
+            st.fmax,
+            st.steps,
+            st.optimizer,
+            device=st.device,
+            model=st.mattersim_model,
+        )
     moments: dict[int, list[float]] = {}
     if st.mlip == "chgnet":  # site-moment magnitudes of the relaxed cells (DFT ranking)
         from smoacs_flows.screening.halfmetal_rank import chgnet_site_moments
@@ -224,6 +233,66 @@ def relax(prefiltered: dict[str, Any], settings: dict[str, Any]) -> dict[str, An
     }
 
 
+def reference_source() -> str | None:
+    """The source a worker can fetch missing reference phases from: ``mp`` when
+    ``MP_API_KEY`` is set, ``alexandria`` when ``SMOACS_ALEXANDRIA_URLS`` names a dump (a
+    local file or URL), else None."""
+    import os
+
+    if os.environ.get("MP_API_KEY"):
+        return "mp"
+    if os.environ.get("SMOACS_ALEXANDRIA_URLS"):
+        return "alexandria"
+    return None
+
+
+def _lacking(entries: list, chemsys: str) -> bool:
+    """Whether ``entries`` lack an elemental phase of some element of ``chemsys`` (no hull)."""
+    have = {e.composition.elements[0].symbol for e in entries if e.composition.is_element}
+    return not set(chemsys.split("-")) <= have
+
+
+def _store_references(chemsys: set[str], sources: list[str] | None = None) -> list:
+    """Entries of the reference store for the chemical systems, after fetching them from the
+    campaign's ``reference_sources`` (once per system); systems still lacking are fetched from
+    the source the worker's environment configures, and with none the job fails naming them."""
+    from smoacs_flows.errors import SmoacsError
+    from smoacs_flows.screening.references import (
+        ReferenceStore,
+        ensure_sources,
+        entry_chemsys,
+        fetch,
+    )
+
+    with ReferenceStore() as store:
+        if sources:
+            ensure_sources(store, chemsys, sources)
+        missing = sorted(cs for cs in chemsys if _lacking(store.get(cs), cs))
+        if missing:
+            source = reference_source()
+            if source is None or source in (sources or []):
+                raise SmoacsError(
+                    "stages.screening.references: store: the reference store has no "
+                    f"(elemental) entries for chemical system(s) {', '.join(missing)} and no "
+                    "other source is configured on this worker: run `smoacs-flows refs fetch "
+                    f"--source mp --chemsys {','.join(missing)}` (needs MP_API_KEY) or "
+                    "`smoacs-flows refs load FILE`, or set MP_API_KEY or "
+                    "SMOACS_ALEXANDRIA_URLS=/path/to/convex_hull_pbe.json.bz2 for the worker "
+                    "(or stages.screening.reference_sources: [mp, alexandria]), then "
+                    "`smoacs-flows resume`"
+                )
+            log.info("fetching reference phases of %s from %s", ", ".join(missing), source)
+            fetch(source, missing, store)
+            still = sorted(cs for cs in missing if _lacking(store.get(cs), cs))
+            if still:
+                raise SmoacsError(
+                    f"stages.screening.references: store: {source} has no elemental entries "
+                    f"for chemical system(s) {', '.join(still)}"
+                )
+        refs = [e for cs in sorted(chemsys) for e in store.get(cs)]
+    return list({(entry_chemsys(e), e.entry_id): e for e in refs}.values())
+
+
 def _references(st: ScreeningSettings, base_dir: Path, chemsys: set[str]) -> list | None:
     """Reference entries for the campaign's chemical systems (None: not configured)."""
     if st.references is None:
@@ -233,17 +302,7 @@ def _references(st: ScreeningSettings, base_dir: Path, chemsys: set[str]) -> lis
 
         return keyword_references(st.references, chemsys)[0]
     if st.references == "store":
-        from smoacs_flows.screening.references import (
-            ReferenceStore,
-            ensure_sources,
-            entry_chemsys,
-        )
-
-        with ReferenceStore() as store:
-            if st.reference_sources:
-                ensure_sources(store, chemsys, st.reference_sources)
-            refs = [e for cs in sorted(chemsys) for e in store.get(cs)]
-        return list({(entry_chemsys(e), e.entry_id): e for e in refs}.values())
+        return _store_references(chemsys, st.reference_sources)
     from smoacs_flows.screening.pipeline import load_references
 
     path = Path(st.references).expanduser()
@@ -251,14 +310,84 @@ def _references(st: ScreeningSettings, base_dir: Path, chemsys: set[str]) -> lis
     return load_references(path)
 
 
-def sun_filter(
+def _candidate_chemsys(relaxed_outputs: list[dict[str, Any]]) -> set[str]:
+    from pymatgen.entries.computed_entries import ComputedEntry
+
+    from smoacs_flows.screening.references import entry_chemsys
+
+    return {
+        entry_chemsys(ComputedEntry(as_structure(r["screening"]["relaxed"]).composition, 0.0))
+        for out in relaxed_outputs
+        for r in out["records"]
+    }
+
+
+def _needed_references(st: ScreeningSettings, base_dir: Path, chemsys: set[str]) -> list | None:
+    """The configured reference entries of the chemical systems and their subsystems."""
+    from smoacs_flows.screening.references import entry_chemsys, subsystems
+
+    refs = _references(st, base_dir, chemsys)
+    if refs is None:
+        return None
+    needed = {cs for c in chemsys for cs in subsystems(c)}
+    return [e for e in refs if entry_chemsys(e) in needed]
+
+
+def reference_energies(
     relaxed_outputs: list[dict[str, Any]], settings: dict[str, Any], base_dir: str
 ) -> dict[str, Any]:
-    """Stability, uniqueness and novelty over every relaxed candidate of the campaign."""
+    """The reference phases of every relaxed candidate's chemical system, MLIP-relaxed with the
+    campaign's MLIP on its device (cached per MLIP and system in the reference store): the
+    ``reference relax`` job (gpu) before S.U.N."""
+    from smoacs_flows.screening.references import ReferenceStore
+    from smoacs_flows.screening.relax import relax as relax_structures
+    from smoacs_flows.screening.stability import mlip_reference_entries
+
+    st = ScreeningSettings.model_validate(settings)
+    chemsys = _candidate_chemsys(relaxed_outputs)
+    refs = _needed_references(st, Path(base_dir), chemsys) or []
+
+    def relax_fn(structs: list[Structure]) -> list[Any]:
+        return relax_structures(
+            structs,
+            st.mlip,
+            st.method,
+            st.fmax,
+            st.steps,
+            st.optimizer,
+            device=st.device,
+            model=st.mattersim_model,
+        )
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with ReferenceStore() as store:
+            entries, counts = mlip_reference_entries(refs, st.mlip, relax_fn, store)
+    return {
+        "entries": [e.as_dict() for e in entries],
+        "counts": counts,
+        "chemsys": sorted(chemsys),
+        "mlip": st.mlip,
+    }
+
+
+def sun_filter(
+    relaxed_outputs: list[dict[str, Any]],
+    settings: dict[str, Any],
+    base_dir: str,
+    references: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Stability, uniqueness and novelty over every relaxed candidate of the campaign.
+
+    ``references``: the output of :func:`reference_energies` (the MLIP-relaxed reference
+    phases, from their own job); without it the configured references are used as they are,
+    or relaxed here when ``relax_references`` is set.
+    """
+    from monty.json import MontyDecoder
     from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
 
     from smoacs_flows.screening.matching import unique_and_novel
-    from smoacs_flows.screening.references import entry_chemsys, subsystems
+    from smoacs_flows.screening.references import entry_chemsys
     from smoacs_flows.screening.stability import Hull, mlip_entry, mlip_reference_entries
 
     st = ScreeningSettings.model_validate(settings)
@@ -270,24 +399,34 @@ def sun_filter(
     counts = _merge_counts(relaxed_outputs)
     final = {r["id"]: as_structure(r["screening"]["relaxed"]) for r in records}
     chemsys = {entry_chemsys(ComputedEntry(s.composition, 0.0)) for s in final.values()}
-    refs = _references(st, Path(base_dir), chemsys)
     notes: list[str] = []
     ref_label = reference_label(st.references)
     if ref_label is not None:
         notes.append(f"stability against: {ref_label}")
+    if references is not None:
+        dec = MontyDecoder()
+        refs = [dec.process_decoded(d) for d in references["entries"]]
+        notes.append(f"reference energies ({references['mlip']} job): {references['counts']}")
+    else:
+        refs = _needed_references(st, Path(base_dir), chemsys)
     alive = records
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if refs is not None:
-            needed = {cs for c in chemsys for cs in subsystems(c)}
-            refs = [e for e in refs if entry_chemsys(e) in needed]
-            if st.relax_references:
+            if st.relax_references and references is None:
                 from smoacs_flows.screening.references import ReferenceStore
                 from smoacs_flows.screening.relax import relax as relax_structures
 
                 def relax_fn(structs: list[Structure]) -> list[Any]:
                     return relax_structures(
-                        structs, st.mlip, st.method, st.fmax, st.steps, st.optimizer
+                        structs,
+                        st.mlip,
+                        st.method,
+                        st.fmax,
+                        st.steps,
+                        st.optimizer,
+                        device=st.device,
+                        model=st.mattersim_model,
                     )
 
                 with ReferenceStore() as store:

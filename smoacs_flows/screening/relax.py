@@ -128,15 +128,47 @@ class BatchEvaluator:
             return out
 
 
+def resolve_device(device: str | None) -> str:
+    """A torch device name: ``auto`` (or None) is CUDA when present, else the CPU."""
+    import torch
+
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"device: {device!r} is not a torch device") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("device: 'cuda' was asked for but no CUDA device is available")
+    return str(dev)
+
+
+def mattersim_checkpoint(model: str | None = None) -> str:
+    """The MatterSim checkpoint to relax with: ``model`` (a file or a released name such as
+    ``MatterSim-v1.0.0-1M``, found in MatterSim's own cache ``~/.local/mattersim/
+    pretrained_models``), else ``$SMOACS_MATTERSIM_CHECKPOINT``, else the default release from
+    MatterSim's cache (downloaded by MatterSim's helper when the network allows)."""
+    from smoacs_flows.predictors.mattersim import DEFAULT_MODEL, resolve_checkpoint
+
+    model = model or os.environ.get(MATTERSIM_CHECKPOINT_ENV) or DEFAULT_MODEL
+    try:
+        return str(resolve_checkpoint(model))
+    except InputError as exc:
+        raise InputError(
+            f"MatterSim relaxation: {exc}; or set {MATTERSIM_CHECKPOINT_ENV}=/path/to/"
+            "mattersim-v1.0.0-1M.pth, or use --mlip chgnet (stages.screening.mlip: chgnet)"
+        ) from None
+
+
 class CHGNetEvaluator(BatchEvaluator):
     """CHGNet (weights ship with the wheel); conventions as ``CHGNetCalculator``."""
 
     name = "chgnet"
 
-    def __init__(self, model: Any = None, batch_size: int = 64) -> None:
+    def __init__(self, model: Any = None, batch_size: int = 64, device: str | None = "auto"):
         from chgnet.model import CHGNet
 
-        self.model = model or CHGNet.load(verbose=False)
+        self.model = model or CHGNet.load(verbose=False, use_device=resolve_device(device))
         self.batch_size = batch_size
 
     def evaluate(self, atoms: Sequence[Atoms]) -> list[tuple[float, np.ndarray, np.ndarray]]:
@@ -159,26 +191,26 @@ class CHGNetEvaluator(BatchEvaluator):
 
 
 class MatterSimEvaluator(BatchEvaluator):
-    """MatterSim from a local checkpoint (``$SMOACS_MATTERSIM_CHECKPOINT`` or ``load_path``)."""
+    """MatterSim from a checkpoint (:func:`mattersim_checkpoint`) on ``device``."""
 
     name = "mattersim"
 
     def __init__(
-        self, load_path: str | None = None, device: str = "cpu", potential: Any = None
+        self,
+        load_path: str | None = None,
+        device: str | None = "auto",
+        potential: Any = None,
+        model: str | None = None,
     ) -> None:
-        from mattersim.forcefield.potential import Potential
-
         if potential is not None:  # an already-loaded mattersim Potential
             self.potential = potential
             return
-        load_path = load_path or os.environ.get(MATTERSIM_CHECKPOINT_ENV)
-        if not load_path or not os.path.isfile(load_path):
-            raise InputError(
-                "MatterSim needs a local checkpoint: set "
-                f"{MATTERSIM_CHECKPOINT_ENV}=/path/to/mattersim-v1.0.0-1M.pth "
-                f"(got {load_path!r}); or use --mlip chgnet"
-            )
-        self.potential = Potential.from_checkpoint(load_path=load_path, device=device)
+        from smoacs_flows.predictors.mattersim import load_potential
+
+        path = load_path or mattersim_checkpoint(model)
+        self.device = resolve_device(device)
+        # read with weights_only=True and checked before MatterSim's own loader
+        self.potential = load_potential(path, device=self.device, download=False)
 
     def evaluate(self, atoms: Sequence[Atoms]) -> list[tuple[float, np.ndarray, np.ndarray]]:
         from mattersim.datasets.utils.build import build_dataloader
@@ -251,6 +283,8 @@ def relax_batched(
     optimizer: str = "FIRE",
     max_atoms_per_batch: int = 1024,
     progress: Callable[[int], None] | None = None,
+    device: str | None = "auto",
+    model: str | None = None,
 ) -> list[RelaxResult]:
     """Relax cell and positions of every structure, all in lockstep with batched MLIP calls.
 
@@ -260,7 +294,12 @@ def relax_batched(
     """
     if optimizer not in OPTIMIZERS:
         raise InputError(f"unknown optimizer {optimizer!r} (FIRE or BFGS)")
-    evaluator = mlip if isinstance(mlip, BatchEvaluator) else make_evaluator(mlip)
+    if isinstance(mlip, BatchEvaluator):
+        evaluator = mlip
+    elif mlip == "mattersim":
+        evaluator = make_evaluator(mlip, device=device, model=model)
+    else:
+        evaluator = make_evaluator(mlip, device=device)
     max_z = MLIPS.get(evaluator.name, {"max_z": 94})["max_z"]
     results: dict[int, RelaxResult] = {}
     queue: list[int] = []
@@ -365,6 +404,8 @@ def relax_atomate2(
     steps: int = 500,
     optimizer: str = "FIRE",
     progress: Callable[[int], None] | None = None,
+    device: str | None = "auto",
+    model: str | None = None,
 ) -> list[RelaxResult]:
     """One atomate2 ``ForceFieldRelaxMaker`` job per structure, run with jobflow locally."""
     from atomate2.forcefields.jobs import ForceFieldRelaxMaker
@@ -373,12 +414,9 @@ def relax_atomate2(
 
     if mlip not in MLIPS:
         raise InputError(f"unknown MLIP {mlip!r} (choose one of {', '.join(MLIPS)})")
-    calc_kwargs: dict[str, Any] = {}
+    calc_kwargs: dict[str, Any] = {"device": resolve_device(device)}
     if mlip == "mattersim":
-        path = os.environ.get(MATTERSIM_CHECKPOINT_ENV)
-        if not path or not os.path.isfile(path):
-            raise InputError(f"MatterSim needs a local checkpoint: set {MATTERSIM_CHECKPOINT_ENV}")
-        calc_kwargs["load_path"] = path
+        calc_kwargs["load_path"] = mattersim_checkpoint(model)
     maker = ForceFieldRelaxMaker(
         force_field_name=MLIPS[mlip]["atomate2"],
         steps=steps,
@@ -448,10 +486,15 @@ def relax(
     steps: int = 500,
     optimizer: str = "FIRE",
     progress: Callable[[int], None] | None = None,
+    device: str | None = "auto",
+    model: str | None = None,
 ) -> list[RelaxResult]:
-    """Relax structures with an MLIP by the chosen path (``batched`` | ``atomate2``)."""
+    """Relax structures with an MLIP by the chosen path (``batched`` | ``atomate2``) on
+    ``device`` (``auto``: CUDA when present); ``model``: MatterSim's checkpoint (a file or a
+    released name in MatterSim's cache; default ``$SMOACS_MATTERSIM_CHECKPOINT``)."""
+    kw = {"progress": progress, "device": device, "model": model}
     if method == "batched":
-        return relax_batched(structures, mlip, fmax, steps, optimizer, progress=progress)
+        return relax_batched(structures, mlip, fmax, steps, optimizer, **kw)
     if method == "atomate2":
-        return relax_atomate2(structures, mlip, fmax, steps, optimizer, progress=progress)
+        return relax_atomate2(structures, mlip, fmax, steps, optimizer, **kw)
     raise InputError(f"unknown relaxation method {method!r} (batched or atomate2)")

@@ -111,3 +111,67 @@ def test_mattersim_without_checkpoint_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("SMOACS_MATTERSIM_CHECKPOINT", raising=False)
     with pytest.raises(InputError, match="SMOACS_MATTERSIM_CHECKPOINT"):
         make_evaluator("mattersim")
+
+
+def _random_mattersim_checkpoint(path):
+    """A small random M3GNet saved in MatterSim's checkpoint layout (no weights offline)."""
+    import torch
+    from mattersim.forcefield.m3gnet.m3gnet import M3Gnet
+
+    torch.manual_seed(0)
+    model = M3Gnet(num_blocks=2, units=32, device="cpu")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {"model_name": "m3gnet", "model_args": model.get_model_args(), "model": model.state_dict()},
+        path,
+    )
+    return path
+
+
+def test_mattersim_checkpoint_found_in_mattersims_cache_by_name(tmp_path, monkeypatch):
+    """With no SMOACS_MATTERSIM_CHECKPOINT, the released model is taken from MatterSim's own
+    cache (~/.local/mattersim/pretrained_models), and relaxation runs on the device asked."""
+    import torch
+
+    import smoacs_flows.predictors.mattersim as pm
+    from smoacs_flows.screening.relax import relax
+
+    monkeypatch.delenv("SMOACS_MATTERSIM_CHECKPOINT", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cache = tmp_path / ".local" / "mattersim" / "pretrained_models"
+    _random_mattersim_checkpoint(cache / "mattersim-v1.0.0-1M.pth")
+    seen = []
+    load = pm.load_potential
+
+    def spy(model, device="cpu", download=True):
+        seen.append((str(model), str(device)))
+        return load(model, device=device, download=download)
+
+    monkeypatch.setattr(pm, "load_potential", spy)
+    s = Structure(Lattice.cubic(2.9), ["Fe", "Fe"], [[0, 0, 0], [0.5, 0.5, 0.52]])
+    res = relax([s], "mattersim", fmax=0.5, steps=2, device="auto")[0]
+    assert res.ok, res.error
+    want = "cuda" if torch.cuda.is_available() else "cpu"
+    assert seen == [(str(cache / "mattersim-v1.0.0-1M.pth"), want)]
+    # a released name picks that file from the cache; an explicit device is passed through
+    seen.clear()
+    relax([s], "mattersim", fmax=0.5, steps=1, device="cpu", model="MatterSim-v1.0.0-1M")
+    assert seen == [(str(cache / "mattersim-v1.0.0-1M.pth"), "cpu")]
+
+
+def test_relax_device_auto_means_cuda_when_present(monkeypatch):
+    """``auto`` asks for CUDA when torch sees it (here pretended), not the CPU."""
+    import torch
+
+    from smoacs_flows.errors import InputError
+    from smoacs_flows.screening.relax import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == "cuda" and resolve_device(None) == "cuda"
+    assert resolve_device("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu"
+    with pytest.raises(InputError, match="no CUDA device"):
+        resolve_device("cuda")
+    with pytest.raises(InputError, match="not a torch device"):
+        resolve_device("gpu0")
