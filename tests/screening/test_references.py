@@ -114,13 +114,19 @@ def _alexandria_dump(path) -> str:
     """A bz2 JSON dump in Alexandria's layout ({"entries": [ComputedStructureEntry dicts]})."""
     import bz2
 
+    from pymatgen.core import Lattice
+
     docs = []
     for i, r in enumerate(perov_rows("test", 20)):
         s = Structure.from_str(r["cif"], fmt="cif")
         docs.append(ComputedStructureEntry(s, -6.0 * len(s), entry_id=f"agm{i:09d}").as_dict())
+    s0 = Structure.from_str(perov_rows("test", 1)[0]["cif"], fmt="cif")
+    # as in Alexandria's hull dump, every element has an elemental phase
+    for i, el in enumerate(sorted({el.symbol for el in s0.composition.elements})):
+        s = Structure(Lattice.cubic(3.0), [el], [[0, 0, 0]])
+        docs.append(ComputedStructureEntry(s, -3.0, entry_id=f"agm{900 + i:09d}").as_dict())
     with bz2.open(path, "wt", encoding="utf-8") as fh:
         json.dump({"entries": docs}, fh)
-    s0 = Structure.from_str(perov_rows("test", 1)[0]["cif"], fmt="cif")
     return "-".join(sorted(el.symbol for el in s0.composition.elements))
 
 
