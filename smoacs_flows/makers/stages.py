@@ -628,6 +628,11 @@ def summarise(
                 "verdict": a.get("verdict"),
                 "moment_per_fu": d.get("moment_per_fu"),
                 "polarisation": a.get("polarisation"),
+                "prototype": rec.get("template_id"),
+                "gapped_channel": a.get("gapped_channel"),
+                "spin_gap": ((a.get("gaps") or {}).get(a.get("gapped_channel") or "") or {}).get(
+                    "gap"
+                ),
             }
         )
     dft_ids = set(by_id)
@@ -653,7 +658,20 @@ def format_summary(summary: dict[str, Any]) -> str:
             v = r["verdict"] or "-"
             if r["moment_per_fu"] is not None:
                 v += f" ({r['moment_per_fu']:.2f} μB/f.u.)"
+            if r.get("spin_gap") is not None:
+                which = "minority" if r.get("gapped_channel") == "down" else "majority"
+                v += f", {which}-spin gap {r['spin_gap']:.2f} eV"
+            if r.get("prototype") and r["verdict"]:
+                v += f" [{r['prototype']}]"
             lines.append(f"{r['id']:<36} {str(r['formula']):<12} {eh:>8} {em:>8}  {v}")
+    verdicts = Counter(r["verdict"] for r in summary["top"] if r["verdict"])
+    if verdicts:
+        lines.append(
+            "DFT verdicts: "
+            + ", ".join(
+                f"{v} {n}" for v, n in sorted(verdicts.items(), key=lambda kv: (-kv[1], kv[0]))
+            )
+        )
     lines += [f"note: {n}" for n in summary.get("notes", [])]
     return "\n".join(lines)
 
