@@ -233,7 +233,9 @@ class SmoacsOptimizer:
 
         Each group-C member is replaced with probability ``mutation_rate`` by a noisy copy of a
         random A/B member grown from the same template; its element distribution is
-        re-initialised uniformly and its own oxidation masks are kept. Returns the (B,) mask of
+        re-initialised uniformly and it inherits the donor's oxidation-pattern weights (the
+        seed: "their oxidation masks were inherited"; same template, so the same masks).
+        Returns the (B,) mask of
         replaced candidates.
         """
         b = total.shape[0]
@@ -271,6 +273,7 @@ class SmoacsOptimizer:
             1 + noise * torch.randn(3, generator=self.gen, dtype=st.length_scale.dtype)
         )
         st.angle_u[target] = st.angle_u[donor]
+        st.pattern_logits[target] = st.pattern_logits[donor]
         src = torch.nonzero(st.crystal_index == donor).flatten()
         dst = torch.nonzero(st.crystal_index == target).flatten()
         jitter = noise * torch.randn(len(dst), 3, generator=self.gen, dtype=st.coord_u.dtype)

@@ -103,10 +103,17 @@ def test_mutation_follows_the_groups() -> None:
             assert torch.equal(st.elem_logits[sites], logits_before[sites])
         else:
             ls = float(st.length_scale[c, 0].detach())
-            assert any(math.isclose(ls, float(scale_before[d, 0]), rel_tol=1e-6) for d in donors)
+            # a copy of one donor: its lengths and its oxidation-pattern weights (inherited)
+            assert any(
+                math.isclose(ls, float(scale_before[d, 0]), rel_tol=1e-6)
+                and torch.equal(st.pattern_logits[c].detach(), pattern_before[d])
+                for d in donors
+            )
+            assert not torch.equal(st.pattern_logits[c].detach(), pattern_before[c])
             # uniform re-initialisation: logits within the init band
             assert float(st.elem_logits[sites].max()) <= st.logit_floor + st.init_scale + 1e-7
-    assert torch.equal(st.pattern_logits.detach(), pattern_before)  # masks/patterns kept
+    for d in donors:  # donors untouched
+        assert torch.equal(st.pattern_logits[d].detach(), pattern_before[d])
 
 
 def test_mutation_rate_zero_replaces_nothing() -> None:
