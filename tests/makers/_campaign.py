@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,3 +84,20 @@ def write_campaign(path: Path, data: dict[str, Any]) -> Path:
     """Write a campaign YAML file."""
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def metallic_channels(result: dict[str, Any], zero: float = 1e-3) -> dict[str, bool]:
+    """Per spin: are there states at E_F? Read off the stored DOS (states/eV/cell at E_F,
+    interpolated), not from the eigenvalue analysis that decided the verdict."""
+    dos, ef = result["dos"], result["efermi"]
+    return {s: float(np.interp(ef, dos["energies"], dos[s])) > zero for s in ("up", "down")}
+
+
+#: how many spin channels have states at E_F for each verdict of a spin-polarised run
+METALLIC_CHANNELS = {
+    "semiconductor": 0,
+    "half_metal": 1,
+    "near_half_metal": 2,
+    "magnetic_metal": 2,
+    "nonmagnetic_metal": 2,
+}
