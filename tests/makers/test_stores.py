@@ -29,14 +29,35 @@ def test_template_embedded_yaml_expands_smoacs_home():
     assert store.additional_stores["data"].collection_name == "outputs_blobs"
 
 
-def test_template_mongodb_yaml_builds_gridfs_data_store():
+def test_template_mongodb_yaml_builds_gridfs_data_store(monkeypatch):
+    from jobflow.settings import JobflowSettings
     from maggma.stores import GridFSStore, MongoStore
 
     store = load_job_store(ROOT / "stores" / "mongodb.yaml")  # no connection is made
-    assert isinstance(store.docs_store, MongoStore)
-    assert isinstance(store.additional_stores["data"], GridFSStore)
-    spec = yaml.safe_load((ROOT / "stores" / "jobflow.yaml").read_text())
-    assert set(spec["JOB_STORE"]["additional_stores"]) == {"data"}
+    spec = yaml.safe_load((ROOT / "stores" / "mongodb.yaml").read_text())
+    # every connection field of the file reaches the store it names
+    for built, want in (
+        (store.docs_store, spec["docs_store"]),
+        (store.additional_stores["data"], spec["additional_stores"]["data"]),
+    ):
+        assert type(built).__name__ == want["type"]
+        for field in ("host", "port", "database", "collection_name", "key"):
+            assert getattr(built, field) == want[field], field
+    # jobflow's own settings loader reads the workers' jobflow.yaml to the same stores
+    monkeypatch.setenv("JOBFLOW_CONFIG_FILE", str(ROOT / "stores" / "jobflow.yaml"))
+    theirs = JobflowSettings().JOB_STORE
+    assert isinstance(theirs.docs_store, MongoStore)
+    assert isinstance(theirs.additional_stores["data"], GridFSStore)
+    for a, b in (
+        (theirs.docs_store, store.docs_store),
+        (theirs.additional_stores["data"], store.additional_stores["data"]),
+    ):
+        assert (a.host, a.port, a.database, a.collection_name) == (
+            b.host,
+            b.port,
+            b.database,
+            b.collection_name,
+        )
 
 
 def test_store_without_data_is_rejected(tmp_path, monkeypatch):

@@ -229,7 +229,7 @@ def test_unreachable_launchpad_names_the_host(tmp_path, capsys):
     assert main(["submit", str(path), "--launchpad", str(lpfile)]) == 2
     err = capsys.readouterr().err
     assert "127.0.0.1:9" in err and "pw123" not in err
-    assert not embedded_launchpad_path().exists() or EmbeddedLaunchPad().get_fw_ids() == []
+    assert not embedded_launchpad_path().exists()  # nothing went to the embedded LaunchPad
 
 
 def test_example_campaigns_build(tmp_path):

@@ -81,7 +81,9 @@ def test_missing_mp_key_is_a_clear_error(smoacs_home, monkeypatch, capsys):
 
 
 def test_alexandria_conversion_selects_systems_and_applies_mp2020():
-    docs = []
+    from pymatgen.entries.compatibility import MaterialsProject2020Compatibility
+
+    docs, comps = [], {}
     for i, r in enumerate(perov_rows("test", 30)):
         s = Structure.from_str(r["cif"], fmt="cif")
         hub = {"V": 3.25} if "V" in s.composition and "O" in s.composition else {}
@@ -89,15 +91,27 @@ def test_alexandria_conversion_selects_systems_and_applies_mp2020():
             s, -6.0 * len(s), entry_id=f"agm{i:09d}", parameters={"hubbards": hub} if hub else {}
         )
         docs.append(e.as_dict())
-    s0 = Structure.from_str(perov_rows("test", 1)[0]["cif"], fmt="cif")
-    cs = "-".join(sorted(el.symbol for el in s0.composition.elements))
-    got = alexandria_entries(docs, [cs])
-    assert got and all(set(e.composition.elements) <= set(s0.composition.elements) for e in got)
-    assert got[0].parameters["run_type"] in ("GGA", "GGA+U")
-    assert (
-        any(adj.name.startswith("MP2020") for adj in got[0].energy_adjustments)
-        or len(got[0].composition) == 1
-    )
+        comps[e.entry_id] = {el.symbol for el in s.composition.elements}
+    systems = ["Ti-Os-N-O-F", "V-Rh-N-O-F", "Cs-Rb-N"]
+    got = {e.entry_id: e for e in alexandria_entries(docs, systems)}
+    # exactly the entries whose elements lie inside one of the systems
+    inside = {k for k, els in comps.items() if any(els <= set(cs.split("-")) for cs in systems)}
+    assert set(got) == inside == {"agm000000000", "agm000000003", "agm000000014"}
+    # run type from the U values; corrections as pymatgen's MP2020 scheme gives them
+    assert got["agm000000000"].parameters["run_type"] == "GGA"
+    assert got["agm000000003"].parameters["run_type"] == "GGA+U"
+    compat = MaterialsProject2020Compatibility(check_potcar=False)
+    for d in docs:
+        if d["entry_id"] in got:
+            mine = got[d["entry_id"]]
+            e = ComputedStructureEntry.from_dict(d)
+            e.parameters = {**e.parameters, "run_type": mine.parameters["run_type"]}
+            assert mine.energy == pytest.approx(compat.process_entry(e).energy, abs=1e-9)
+    # the published MP2020 constants (Wang et al., Sci. Rep. 11, 15496 (2021)): oxide -0.687,
+    # N -0.361, F -0.462 eV per anion; V in GGA+U -1.7 eV per V
+    anions = -0.687 - 0.361 - 0.462
+    assert got["agm000000000"].energy == pytest.approx(-30.0 + anions, abs=1e-9)
+    assert got["agm000000003"].energy == pytest.approx(-30.0 + anions - 1.7, abs=1e-9)
     assert alexandria_entries(docs, ["He-Ne"]) == []
 
 

@@ -75,13 +75,14 @@ def _perov_records(n=12):
 
 def test_screen_cli_funnel_without_relaxation(tmp_path, smoacs_home, capsys):
     recs, structs, elements = _perov_records()
-    dup = structs[0][0].copy()
+    # a perturbed copy of t-0-2 (0.26 eV/atom above the elemental hull: it passes stability)
+    dup = structs[2][0].copy()
     dup.perturb(0.02)
     recs.append(
         {
             "id": "t-0-dup",
             "structure": dup.as_dict(),
-            "screening": {"mlip_energy_per_atom": structs[0][1]},
+            "screening": {"mlip_energy_per_atom": structs[2][1]},
         }
     )
     bad = _cubic(["Sr", "Ti", "O", "O", "O"])
@@ -126,22 +127,22 @@ def test_screen_cli_funnel_without_relaxation(tmp_path, smoacs_home, capsys):
     survivors = read_jsonl(out / "survivors.jsonl")
     assert len(survivors) == funnel["n_survivors"] == st["novelty"]["out"]
     assert sorted(p.stem for p in (out / "cif").iterdir()) == sorted(r["id"] for r in survivors)
-    # e_above_hull equals pymatgen's PhaseDiagram on the same (elemental) references
-    refs = list(elements.values())
-    by_id = {r["id"]: (s, e) for r, (s, e) in zip(recs, structs)}
-    for r in survivors + [{"id": k} for k in funnel["rejected"] if k in by_id]:
-        s, e = by_id[r["id"]]
-        entry = mlip_entry(s, e, "none", r["id"])
-        ref = PhaseDiagram(refs).get_e_above_hull(entry, allow_negative=True)
-        if "screening" in r:
-            assert r["screening"]["e_above_hull"] == pytest.approx(ref, abs=1e-9)
-            assert r["screening"]["stable"] and r["screening"]["unique"]
-            assert r["screening"]["e_above_hull"] <= 0.3
-        else:
-            assert ref > 0.3 or any("duplicate" in x for x in funnel["rejected"][r["id"]])
-    # the perturbed copy is a duplicate only if its original survived stability
-    if "t-0-0" in {r["id"] for r in survivors}:
-        assert funnel["rejected"]["t-0-dup"] == ["duplicate of t-0-0"]
+    # e_above_hull equals pymatgen's PhaseDiagram on the same (elemental) references, and the
+    # survivors are exactly the records within 0.3 eV/atom of that hull, less the duplicate
+    pd = PhaseDiagram(list(elements.values()))
+    ref = {
+        r["id"]: pd.get_e_above_hull(mlip_entry(s, e, "none", r["id"]), allow_negative=True)
+        for r, (s, e) in zip(recs, structs)
+    }
+    assert {r["id"] for r in survivors} == {k for k, v in ref.items() if v <= 0.3}
+    assert "t-0-2" in ref and ref["t-0-2"] <= 0.3  # the original of the duplicate survives
+    for r in survivors:
+        assert r["screening"]["e_above_hull"] == pytest.approx(ref[r["id"]], abs=1e-9)
+        assert r["screening"]["stable"] and r["screening"]["unique"]
+    for k, v in ref.items():
+        if v > 0.3:
+            assert funnel["rejected"][k] == [f"e_above_hull {v:.3f} eV/atom > 0.3"]
+    assert funnel["rejected"]["t-0-dup"] == ["duplicate of t-0-2"]
 
 
 def test_screen_novelty_against_reference_structures(tmp_path, smoacs_home):

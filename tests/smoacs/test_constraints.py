@@ -78,7 +78,8 @@ def test_ionic_exports_are_neutral_and_exclusions_hold(seed, excluded, use_heusl
         return
     result = run.run()
     banned = set(excluded) | set(preset_elements("rohs"))
-    assert result.records, "nothing exported"
+    # every requested candidate is exported or reported as dropped, and some are exported
+    assert len(result.records) + len(result.dropped) == 8 and result.records
     for rec in result.records:
         s = Structure.from_dict(rec["structure"])
         assert is_charge_neutral(s.composition, "ionic"), rec["formula"]

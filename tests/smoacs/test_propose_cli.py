@@ -34,15 +34,34 @@ def test_propose_writes_records_and_cifs(tmp_path, capsys) -> None:
     assert main(["propose", str(_write(tmp_path, BASE)), "--out", str(out), "--quiet"]) == 0
     lines = (out / "proposals.jsonl").read_text().splitlines()
     assert len(lines) == 4
-    for line in lines:
-        rec = json.loads(line)
+    recs = [json.loads(line) for line in lines]
+    for rec in recs:
         s = Structure.from_dict(rec["structure"])
         assert s.composition.reduced_formula == rec["reduced_formula"]
-        assert (out / "cif" / f"{rec['id']}.cif").is_file()
+        # the CIF holds the record's structure
+        cif = Structure.from_file(out / "cif" / f"{rec['id']}.cif")
+        assert cif.composition == s.composition
+        assert cif.lattice.abc == pytest.approx(s.lattice.abc, abs=1e-4)
+        # angles fixed: the cubic perovskite template keeps its right angles
+        assert s.lattice.angles == pytest.approx((90.0, 90.0, 90.0), abs=1e-4)
+        # the one allowed pattern (A2+ B4+ X2-), neutral
+        assert rec["oxidation_pattern"] == [2, 4, -2, -2, -2] and rec["success"]["neutral"]
+        # minimum interatomic distance as pymatgen's neighbour list finds it (images included)
+        dmin = min(n.nn_distance for site in s.get_all_neighbors(8.0) for n in site)
+        assert rec["min_distance"] == pytest.approx(dmin, abs=1e-3)
+        assert rec["success"]["min_distance"] == (dmin >= 0.5)
+        evaluated = [v for k, v in rec["success"].items() if k != "all" and v is not None]
+        assert rec["success"]["all"] == all(evaluated)
         assert set(rec["success"]) >= {"neutral", "tolerance", "template_preserved", "all"}
-        assert "tolerance_factor" in rec["losses"] and "total" in rec["losses"]
+        assert rec["losses"]["total"] == pytest.approx(
+            rec["losses"]["tolerance_factor"] + rec["losses"]["element_reduction"], rel=1e-5
+        )
+    # the summary's success table counts the records
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_exported"] == 4
+    for name, ok, n in summary["success"]:
+        flags = [r["success"][name] for r in recs if r["success"][name] is not None]
+        assert (ok, n) == (sum(flags), len(flags)), name
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out
     assert "tolerance" in printed and "neutral" in printed
@@ -105,6 +124,14 @@ def test_unreadable_template_file_is_named(tmp_path, capsys) -> None:
 def test_example_campaigns_validate() -> None:
     from smoacs_flows.campaign import load_campaign
 
-    for path in sorted((ROOT / "campaigns").glob("*.yaml")):
+    paths = sorted((ROOT / "campaigns").glob("*.yaml"))
+    assert {p.name for p in paths} >= {"halfmetal_small.yaml", "perovskite.yaml"}
+    for path in paths:
         camp = load_campaign(path)
-        assert camp.losses and camp.templates, path
+        raw = yaml.safe_load(path.read_text())
+        # what the file says is what the campaign holds
+        assert camp.name == raw["name"], path
+        assert [t.term for t in camp.losses] == [t["term"] for t in raw["losses"]], path
+        assert len(camp.templates) == len(raw["templates"]), path
+        for t in camp.templates:
+            assert t.source == "perovskite" or (path.parent / t.source).exists(), t.source
