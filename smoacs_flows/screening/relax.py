@@ -414,9 +414,16 @@ def relax_atomate2(
 
     if mlip not in MLIPS:
         raise InputError(f"unknown MLIP {mlip!r} (choose one of {', '.join(MLIPS)})")
-    calc_kwargs: dict[str, Any] = {"device": resolve_device(device)}
+    dev = resolve_device(device)
+    calc_kwargs: dict[str, Any] = {"use_device": dev}  # CHGNetCalculator's name for it
     if mlip == "mattersim":
-        calc_kwargs["load_path"] = mattersim_checkpoint(model)
+        from pathlib import Path
+
+        from smoacs_flows.predictors.mattersim import _validate_checkpoint
+
+        path = mattersim_checkpoint(model)
+        _validate_checkpoint(Path(path))  # weights_only read and layout check first
+        calc_kwargs = {"device": dev, "load_path": path}
     maker = ForceFieldRelaxMaker(
         force_field_name=MLIPS[mlip]["atomate2"],
         steps=steps,

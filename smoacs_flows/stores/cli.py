@@ -152,6 +152,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common(p)
     p.set_defaults(func=_report)
 
+    b = subparsers.add_parser(
+        "builder",
+        help="write the candidates builder as JSON for maggma's mrun",
+        description="Write the incremental candidates builder (the JobStore, results store "
+        "and LaunchPad resolved as the other commands resolve them) to a JSON file that "
+        "maggma's `mrun FILE` runs, e.g. from cron. The file holds the stores' settings, "
+        "credentials included: it is written with mode 600.",
+    )
+    b.add_argument("out", help="builder JSON file to write")
+    _common(b, update=False)
+    b.set_defaults(func=_builder)
+
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -459,4 +471,40 @@ def _report(args: argparse.Namespace) -> int:
         results, job_store, lp, args.campaign, version, args.out, compare=args.compare
     )
     print(f"wrote {path}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- builder
+
+
+def _builder(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from monty.json import MontyEncoder
+
+    from smoacs_flows.io import atomic_write_bytes
+    from smoacs_flows.makers.discovery import announce, find_launchpad_file
+    from smoacs_flows.makers.launchpad import embedded_launchpad_path
+    from smoacs_flows.stores.jobstore import resolve_job_store
+    from smoacs_flows.stores.results import load_results_store
+
+    results = load_results_store(args.results)
+    job_store, _, line = resolve_job_store(args.store)
+    announce(line)
+    found = find_launchpad_file(args.launchpad)
+    if found.path is not None and not Path(found.path).is_file():
+        raise SmoacsError(f"--launchpad {found.path}: no such file")
+    # the LaunchPad by its file (no credentials copied), or the embedded one by its path
+    lp: Any = (
+        str(Path(found.path).resolve())
+        if found.path
+        else {"embedded": str(embedded_launchpad_path().resolve())}
+    )
+    announce(f"LaunchPad: {lp} ({found.why})")
+    text = json.dumps(results.builder(job_store, lp).as_dict(), cls=MontyEncoder, indent=1)
+    out = Path(args.out)
+    atomic_write_bytes(out, text.encode())
+    os.chmod(out, 0o600)
+    print(f"wrote {out}: run `mrun {out}` to bring the candidates collection up to date")
     return 0

@@ -157,6 +157,9 @@ def test_mattersim_checkpoint_found_in_mattersims_cache_by_name(tmp_path, monkey
     seen.clear()
     relax([s], "mattersim", fmax=0.5, steps=1, device="cpu", model="MatterSim-v1.0.0-1M")
     assert seen == [(str(cache / "mattersim-v1.0.0-1M.pth"), "cpu")]
+    # atomate2's path finds the same file (MatterSimCalculator on the device asked)
+    res = relax([s], "mattersim", method="atomate2", fmax=0.5, steps=1, device="cpu")[0]
+    assert res.ok, res.error
 
 
 def test_relax_device_auto_means_cuda_when_present(monkeypatch):

@@ -280,3 +280,27 @@ def test_query_index_from_before_is_migrated(tmp_path):
     assert index.hashes("c", 1) == {"c-b000-c0000": "c-b000-c00001Fe"}
     assert index.hashes("c", 2) == {"c-b000-c0000": "c-b000-c00002Fe2"}
     index.close()
+
+
+def test_builder_command_writes_an_mrun_file(tmp_path, capsys):
+    """``smoacs-flows builder FILE``: the builder as resolved here, private, loadable."""
+    from smoacs_flows.cli import main
+    from smoacs_flows.makers.launchpad import embedded_launchpad_path
+
+    res_yaml = _results_yaml(tmp_path / "res")
+    out = tmp_path / "b" / "builder.json"
+    assert main(["builder", str(out), "--results", str(res_yaml)]) == 0
+    assert "mrun" in capsys.readouterr().out
+    assert out.stat().st_mode & 0o777 == 0o600
+    b = loadfn(out)
+    assert isinstance(b, CandidatesBuilder)
+    assert b.launchpad == {"embedded": str(embedded_launchpad_path().resolve())}
+    assert b.results.candidates.database_path == str(tmp_path / "res")
+    assert b.job_store.docs_store.database_path.startswith(os.environ["SMOACS_HOME"])
+    # a LaunchPad file is kept as its path (its credentials are not copied into the JSON)
+    lpfile = tmp_path / "my_launchpad.yaml"
+    lpfile.write_text("host: mongodb.example.org\nname: fw\npassword: s3cret\n")
+    assert main(["builder", str(out), "--launchpad", str(lpfile)]) == 0
+    assert loadfn(out).launchpad == str(lpfile) and "s3cret" not in out.read_text()
+    assert main(["builder", str(out), "--launchpad", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml: no such file" in capsys.readouterr().err
