@@ -252,3 +252,27 @@ def test_config_json_names_the_sources(tmp_path, monkeypatch, capsys):
     assert rep["launchpad"]["kind"] == "embedded" and rep["mp_api_key_set"] is True
     assert "secret-value-123" not in out
     assert rep["mlip_weights"]["chgnet"] and rep["gpaw"]["installed"] is True
+
+
+def test_lpad_on_the_default_embedded_launchpad(tmp_path):
+    """FireWorks' plain ``lpad`` cannot open an embedded LaunchPad file (KeyError 'host');
+    ``smoacs-flows lpad`` runs the same command line on it."""
+    home = tmp_path / "home"
+    lp_file = tmp_path / "my_launchpad.yaml"
+    lp_file.write_text(f"embedded: {home}/launchpad/fireworks.json\n")
+    env = _env(SMOACS_HOME=str(home), HOME=str(tmp_path))
+    lpad = Path(sys.executable).parent / "lpad"
+    plain = subprocess.run(
+        [str(lpad), "-l", str(lp_file), "get_wflows"], env=env, capture_output=True, text=True
+    )
+    assert plain.returncode != 0 and "KeyError: 'host'" in plain.stderr
+    ours = subprocess.run(
+        [sys.executable, "-m", "smoacs_flows.cli", "lpad", "-l", str(lp_file), "get_wflows"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert ours.returncode == 0, ours.stderr
+    assert json.loads(ours.stdout) == []
+    assert f"embedded LaunchPad {home}/launchpad/fireworks.json" in ours.stderr
