@@ -124,7 +124,8 @@ def propose(
     camp = variant_campaign(base, variant)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = ProposalRun(camp).run(batch_indices=batch_indices)
+        # validated at submit time: resolve only the templates these batches use
+        res = ProposalRun(camp, lazy_templates=True).run(batch_indices=batch_indices)
     for r in res.records:
         r["campaign"] = base.name
         if variant and variant.get("weights"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -237,6 +237,40 @@ class Criteria:
         return out if flags else torch.zeros_like(out)
 
 
+class PreparedTemplates(Sequence[PreparedTemplate]):
+    """The campaign's templates with their neutral patterns and masks, resolved on first use."""
+
+    def __init__(
+        self,
+        templates: list[Template],
+        table: OxidationTable,
+        allowed: np.ndarray,
+        max_patterns: int,
+    ) -> None:
+        self._templates = templates
+        self._args = (table, allowed, max_patterns)
+        self._done: dict[int, PreparedTemplate] = {}
+
+    def __len__(self) -> int:
+        return len(self._templates)
+
+    def __getitem__(self, i: int) -> PreparedTemplate:  # type: ignore[override]
+        i = int(i)
+        if i not in self._done:
+            self._done[i] = prepare_template(self._templates[i], *self._args)
+        return self._done[i]
+
+    @property
+    def resolved(self) -> list[int]:
+        """Indices of the templates prepared so far."""
+        return sorted(self._done)
+
+    def resolve_all(self) -> None:
+        """Prepare every template now (errors name the template and site)."""
+        for i in range(len(self)):
+            self[i]
+
+
 @dataclass
 class ProposalResult:
     """Everything the proposal stage produced."""
@@ -270,11 +304,14 @@ class ProposalRun:
         seed: int | None = None,
         predictors: dict[str, Predictor] | None = None,
         remote_templates: bool = True,
+        lazy_templates: bool = False,
     ) -> None:
         """Validate and prepare everything before any output is written.
 
         ``predictors`` None builds the campaign's predictors ({} checks without any);
-        ``remote_templates`` False skips Materials Project sources that are not cached yet.
+        ``remote_templates`` False skips Materials Project sources that are not cached yet;
+        ``lazy_templates`` resolves a template's oxidation patterns only when a batch uses it
+        (a workflow job runs a few batches of a campaign already validated at submit time).
         """
         self.campaign = campaign
         sch = campaign.schedule
@@ -313,10 +350,11 @@ class ProposalRun:
         #: provenance of remote template sources (Materials Project), by ``templates[i]``
         self.template_provenance: dict[str, Any] = {}
         self.templates = build_templates(campaign, rng, remote_templates, self.template_provenance)
-        self.prepared: list[PreparedTemplate] = [
-            prepare_template(t, self.table, self.allowed, campaign.max_patterns)
-            for t in self.templates
-        ]
+        self.prepared = PreparedTemplates(
+            self.templates, self.table, self.allowed, campaign.max_patterns
+        )
+        if not lazy_templates:
+            self.prepared.resolve_all()
         if any(t.term == "tolerance_factor" for t in self.terms):
             no_roles = [t.id for t in self.templates if t.roles is None]
             if no_roles:

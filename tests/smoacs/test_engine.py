@@ -248,6 +248,21 @@ def test_pattern_weights_anneal_to_one_hot() -> None:
     assert torch.equal(w_end.argmax(-1), st.discrete()["pattern_index"])
 
 
+def test_lazy_templates_prepare_only_what_a_batch_uses() -> None:
+    camp = perovskite_campaign(
+        templates=[{"source": "perovskite", "count": 6, "patterns": [[2, 4, -2], [1, 2, -1]]}],
+        schedule={"steps": 3, "n_candidates": 6, "batch_size": 2},
+    )
+    lazy = ProposalRun(camp, lazy_templates=True)
+    assert lazy.prepared.resolved == []
+    a = lazy.run(batch_indices=[1]).records
+    assert lazy.prepared.resolved == [2, 3]  # batch 1 = candidates 2, 3 = templates 2, 3
+    eager = ProposalRun(camp)
+    assert eager.prepared.resolved == list(range(6))
+    b = eager.run(batch_indices=[1]).records
+    assert [r["structure"] for r in a] == [r["structure"] for r in b]
+
+
 def test_same_seed_same_proposals_and_other_seed_differs() -> None:
     camp = perovskite_campaign(
         schedule={"steps": 8, "n_candidates": 6, "batch_size": 3, "mutation": {"steps": [4]}}
