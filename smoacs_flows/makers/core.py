@@ -193,8 +193,8 @@ class HalfMetalCampaignMaker(Maker):
         cats = self.categories or st.orchestration.categories
         variants = sweep_variants(st)
         if self.validate:
-            for v in variants:
-                stages.validate_proposal(stages.variant_campaign(campaign, v))
+            for i, v in enumerate(variants):  # variants differ in loss weights only
+                stages.validate_proposal(stages.variant_campaign(campaign, v), templates=i == 0)
             stages.check_references(st.screening.model_dump(), campaign.base_dir)
         screening = st.screening.model_dump()
         # MLIP relaxations run on the campaign's device unless the screening stage names one

@@ -68,14 +68,15 @@ def n_batches(campaign: Campaign) -> int:
     return math.ceil(sch.n_candidates / sch.batch_size)
 
 
-def validate_proposal(campaign: Campaign) -> int:
+def validate_proposal(campaign: Campaign, templates: bool = True) -> int:
     """Everything the proposal stage checks before optimising (templates, patterns, terms),
-    without loading any predictor; returns the number of batches."""
+    without loading any predictor; returns the number of batches. ``templates`` False skips
+    the per-template pattern checks (sweep variants share the first variant's templates)."""
     from smoacs_flows.smoacs.propose import ProposalRun
 
     check_predictors(campaign)
     # predictors and not-yet-cached remote templates are resolved on the worker, at run time
-    run = ProposalRun(campaign, predictors={}, remote_templates=False)
+    run = ProposalRun(campaign, predictors={}, remote_templates=False, lazy_templates=not templates)
     return len(run.batches)
 
 
