@@ -17,20 +17,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fireworks import LaunchPad
+
 from smoacs_flows.campaign import Campaign, load_campaign
 from smoacs_flows.config import home_path
 from smoacs_flows.makers.core import STAGES
-from smoacs_flows.makers.launchpad import EmbeddedLaunchPad
+from smoacs_flows.makers.launchpad import EmbeddedLaunchPad, lp_session
 from smoacs_flows.makers.settings import stage_settings
 from smoacs_flows.makers.submit import Submission, submit
 
 ACTIVE = {"READY", "RESERVED", "RUNNING"}
 
 
-def stage_counts(lp: EmbeddedLaunchPad, tag: str) -> dict[str, dict[str, int]]:
-    """``{stage: {state: count}}`` for the fireworks carrying ``tag``."""
+def stage_counts(lp: LaunchPad, tag: str) -> dict[str, dict[str, int]]:
+    """``{stage: {state: count}}`` for the fireworks carrying ``tag`` (any LaunchPad)."""
     out: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    with lp.session(write=False):
+    with lp_session(lp, write=False):
         for d in lp.fireworks.find({"spec.tags": tag}, {"spec.stage": 1, "state": 1}):
             out[d["spec"].get("stage", "?")][d["state"]] += 1
     return {k: dict(v) for k, v in out.items()}
@@ -55,12 +57,12 @@ def format_progress(counts: dict[str, dict[str, int]]) -> str:
     return " · ".join(parts)
 
 
-def fizzled_reasons(lp: EmbeddedLaunchPad, tag: str) -> list[str]:
+def fizzled_reasons(lp: LaunchPad, tag: str) -> list[str]:
     """``name (fw N): reason`` for each fizzled firework of the campaign (the reason as
     ``smoacs-flows resume`` shows it: custodian's correction and the exception's last line)."""
     from smoacs_flows.makers.recovery import failure_reason
 
-    with lp.session(write=False):
+    with lp_session(lp, write=False):
         fws = list(
             lp.fireworks.find({"spec.tags": tag, "state": "FIZZLED"}, {"fw_id": 1, "name": 1})
         )
