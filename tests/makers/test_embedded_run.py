@@ -1,21 +1,35 @@
 """The embedded run end to end: CHGNet proposals, screening, one GPAW DFT candidate, with
-real worker processes (one per category) on the embedded LaunchPad and JobStore."""
+real worker processes (one per category) on the embedded LaunchPad and JobStore.
+
+The campaign grows rock-salt crystals from Mg and O only, so the DFT'd candidate is MgO: a
+wide-gap insulator (experiment 7.8 eV, PBE about 4.5 eV), whose verdict must be
+``semiconductor``. The plane-wave cutoff is 300 eV (GPAW's default here): at the 150 eV of the
+other cheap runs the O potential is so underconverged that MgO comes out metallic (measured)."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 
 from smoacs_flows.cli import main
 from smoacs_flows.makers.launchpad import EmbeddedLaunchPad
+from smoacs_flows.smoacs.elements import symbols
 from smoacs_flows.stores import embedded_job_store
-from tests.makers._campaign import CHEAP_STAGES, tiny_campaign, write_campaign
+from tests.makers._campaign import CHEAP_STAGES, metallic_channels, tiny_campaign, write_campaign
 
 
 @pytest.mark.slow
 def test_embedded_run_tiny_campaign(tmp_path, capsys):
-    path = write_campaign(
-        tmp_path / "c.yaml", tiny_campaign(n=2, batch=2, steps=2, stages=CHEAP_STAGES)
+    stages = copy.deepcopy(CHEAP_STAGES)
+    stages["dft"]["gpaw"]["ecut"] = 300
+    spec = tiny_campaign(n=2, batch=2, steps=2, stages=stages, template="rocksalt.cif")
+    spec.update(
+        policy="ionic",
+        exclude=[s for s in symbols() if s not in ("Mg", "O")],
+        losses=[{"term": "energy", "predictor": "chgnet", "weight": 1.0}],
     )
+    path = write_campaign(tmp_path / "c.yaml", spec)
     rc = main(["run", str(path), "--poll", "1"])
     out, err = capsys.readouterr()
     assert rc == 0, out + err
@@ -49,6 +63,12 @@ def test_embedded_run_tiny_campaign(tmp_path, capsys):
     store.connect()
     doc = store.query_one({"metadata.stage": "dft", "name": gpaw[0]["name"]})
     result = store.get_output(doc["uuid"], load=True)
-    assert result["engine"] == "gpaw" and result["analysis"]["verdict"]
-    assert result["dos"]["up"] and result["candidate_id"] == gpaw[0]["spec"]["candidate_id"]
+    assert result["engine"] == "gpaw" and result["candidate_id"] == gpaw[0]["spec"]["candidate_id"]
+    # MgO: both spin channels gapped by more than 1 eV, no moment, no states at E_F in its DOS
+    assert result["reduced_formula"] == "MgO"
+    assert result["analysis"]["verdict"] == "semiconductor"
+    for spin in ("up", "down"):
+        assert result["analysis"]["gaps"][spin]["gap"] > 1.0, spin
+    assert abs(result["total_moment"]) < 0.05
+    assert metallic_channels(result) == {"up": False, "down": False}
     assert store.additional_stores["data"].count() >= 1

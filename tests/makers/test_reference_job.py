@@ -47,6 +47,16 @@ def _relaxed_outputs() -> list[dict]:
     return [{"records": [rec], "rejected": {}, "counts": {"relaxed": 1}}]
 
 
+def _pymatgen_e_hull(entry_dicts: list[dict]) -> float:
+    """The candidate of :func:`_relaxed_outputs` against these entries, by pymatgen alone."""
+    from pymatgen.analysis.phase_diagram import PhaseDiagram
+    from pymatgen.entries.computed_entries import ComputedEntry
+
+    refs = [ComputedStructureEntry.from_dict(d) for d in entry_dicts]
+    cand = ComputedEntry("FeAl", -6.0 * 2)
+    return float(PhaseDiagram(refs).get_e_above_hull(cand, allow_negative=True))
+
+
 def _flow(tmp_path, screening: dict, **extra):
     data = tiny_campaign(stages={"screening": screening}, **extra)
     return HalfMetalCampaignMaker().make(campaign_from_dict(data, base_dir=tmp_path))
@@ -94,7 +104,8 @@ def test_reference_job_relaxes_and_sun_uses_its_entries(tmp_path, monkeypatch):
     monkeypatch.setattr(relax_mod, "relax", no_relax)
     sun = stages.sun_filter(_relaxed_outputs(), settings, str(tmp_path), out)
     scores = sun["scores"]["t-b000-c0000"]
-    assert scores["e_above_hull"] is not None
+    # pymatgen's hull of the job's MLIP reference entries, the candidate at -6 eV/atom
+    assert scores["e_above_hull"] == pytest.approx(_pymatgen_e_hull(out["entries"]), abs=1e-6)
     assert any("reference energies (chgnet job)" in n for n in sun["notes"])
 
 
@@ -117,7 +128,11 @@ def test_store_references_missing_are_fetched_from_a_configured_file(tmp_path, m
     monkeypatch.setenv("SMOACS_ALEXANDRIA_URLS", str(dump))
     settings = {"mlip": "chgnet", "references": "store", "relax_references": False}
     sun = stages.sun_filter(_relaxed_outputs(), settings, str(tmp_path))
-    assert sun["scores"]["t-b000-c0000"]["e_above_hull"] is not None
+    # the fetched phases (all at -5 eV/atom, no MP2020 correction for Fe/Al in GGA): the
+    # candidate at -6 eV/atom lies 1 eV/atom below their hull
+    expected = _pymatgen_e_hull([e.as_dict() for e in _phases()])
+    assert expected == pytest.approx(-1.0)
+    assert sun["scores"]["t-b000-c0000"]["e_above_hull"] == pytest.approx(expected, abs=1e-6)
     with ReferenceStore() as store:
         assert {"Al", "Fe", "Al-Fe"} <= set(store.chemsys_list())
     assert ROOT.is_dir()
