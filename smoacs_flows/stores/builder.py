@@ -190,6 +190,7 @@ class CandidatesBuilder(Builder):
         self.only = set(campaigns) if campaigns else None
         self.stats: dict[str, int] = defaultdict(int)
         self._lp: Any = None
+        self._connected = False
         super().__init__(
             sources=[job_store],
             targets=[results.candidates, results.sources, results.sections],
@@ -216,11 +217,13 @@ class CandidatesBuilder(Builder):
         self.results.connect()
         if self._lp is None and self.launchpad is not None:
             self._lp = resolve_launchpad(self.launchpad)
+        self._connected = True
 
     def finalize(self) -> None:
         """Close the stores and the query index (``mrun`` calls this at the end)."""
         self.job_store.close()
         self.results.close()
+        self._connected = False
 
     def get_items(self) -> Iterator[dict[str, Any]]:
         """Campaign versions whose job outputs (or DFT fireworks) changed since the last run."""
@@ -274,6 +277,8 @@ class CandidatesBuilder(Builder):
 
     def process_item(self, item: dict[str, Any]) -> dict[str, Any]:
         """Load the changed outputs, merge every job's sections, assemble the documents."""
+        if not self._connected:  # a copy in one of ``mrun -n N``'s worker processes
+            self.connect()
         changed = {_job_key(d) for d in item["changed"]}
         keys = [_job_key(d) for d in item["jobs"] if _job_key(d) not in changed]
         cached = (
