@@ -1,4 +1,4 @@
-"""Uniqueness + novelty at campaign scale (49,152 proposal-like structures) vs naive matching.
+"""Uniqueness + novelty at campaign scale vs pymatgen's own ``StructureMatcher.group_structures``.
 
 Proposal-like structures are generated from real perov_5 templates: each takes a random template,
 substitutes A, B and X sites from element pools (so formulas recur, as in a SMOACS campaign), and
@@ -6,30 +6,41 @@ is then a near-duplicate (0.02 Å noise, permuted sites, 2x1x1 supercell, transl
 different variant (0.25 Å noise, A/B antisite swap). References are the real perov_5 structures of
 both splits plus "known" copies of some generated structures, so novelty has matches to find.
 
-Runs, side by side in one process:
-1. fast ``unique_and_novel`` on all N candidates (wall time, processes = --jobs);
-2. naive pairwise StructureMatcher.fit and the fast path on the same subsample (--naive-n
-   candidates, --naive-refs references), checking that the answers are identical.
+At each size (N candidates, the first N of the 49,152; references a fixed random subset of the
+9,572, N/49,152 of them), side by side in one process, same thread settings:
 
-Usage: .venv/bin/python benchmarks/sun_scale.py [--n 49152] [--jobs 2] [--naive-n 400]
+* **uniqueness**: ``group_structures(candidates)`` vs ``unique_and_novel(candidates)``;
+* **novelty by grouping**: ``group_structures(references + candidates)`` (a candidate is novel
+  when its group holds no reference) vs ``unique_and_novel(references + candidates)``;
+* **the S.U.N. stage's call** ``unique_and_novel(candidates, references)`` (uniqueness and
+  novelty in one pass, novelty = no reference fits); its novel flags are compared with the
+  grouping's and the disagreements counted (they differ only where references match each other).
+
+Answers (every candidate's representative) are asserted identical. Where the peer's projected
+time exceeds ``--peer-budget`` s, it runs on a random sample of whole formula groups (each kept
+with probability f, seeded): ``group_structures`` works group by group, so its time is a sum over
+groups and t_sample / f is an unbiased estimate of the full time; answers are compared on every
+sampled candidate, and ours is also timed on the same sample.
+
+Usage: .venv/bin/python benchmarks/sun_scale.py [--sizes 3072 12288 49152] [--jobs 2]
+    [--peer-budget 3600]   (writes benchmarks/results/sun_scale.json after every size)
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import resource
-import sys
+import os
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import cpu_seconds, machine, write_result
 from pymatgen.core import Lattice, Structure
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from smoacs_flows.screening.matching import make_matcher, unique_and_novel
 
-from smoacs_flows.screening.matching import naive_unique_and_novel, unique_and_novel  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # element pools: big enough that formulas spread like a real campaign's, small enough that many
 # candidates share a formula (the hard case for matching)
@@ -115,85 +126,156 @@ def generate(templates: list[Structure], n: int, seed: int = 0) -> list[Structur
     return out
 
 
-def cpu_seconds() -> float:
-    """CPU time of this process and its (finished) children, all threads."""
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + ch.ru_utime + ch.ru_stime
+def references_subset(refs: list[Structure], n_cands: int, n_full: int) -> list[Structure]:
+    """A fixed random subset of the references, n_cands / n_full of them, in reference order."""
+    k = round(len(refs) * n_cands / n_full)
+    keep = np.sort(np.random.default_rng(5).permutation(len(refs))[:k])
+    return [refs[i] for i in keep]
+
+
+def peer_representatives(structs: list[Structure]) -> tuple[list[int], float, float]:
+    """Representative per structure from ``StructureMatcher.group_structures``; wall, cpu."""
+    t, c = time.perf_counter(), cpu_seconds()
+    groups = make_matcher().group_structures(structs)
+    wall, cpu = time.perf_counter() - t, cpu_seconds() - c
+    pos = {id(s): i for i, s in enumerate(structs)}
+    rep = [-1] * len(structs)
+    for g in groups:
+        first = pos[id(g[0])]  # group_structures puts the group's representative first
+        for s in g:
+            rep[pos[id(s)]] = first
+    return rep, wall, cpu
+
+
+def ours(structs, refs=None, jobs=2):
+    """``unique_and_novel`` with wall and CPU time (children included)."""
+    t, c = time.perf_counter(), cpu_seconds()
+    res = unique_and_novel(structs, refs, n_jobs=jobs)
+    return res, time.perf_counter() - t, cpu_seconds() - c
+
+
+def sample_groups(structs: list[Structure], f: float, seed: int) -> list[int]:
+    """Indices of the structures whose reduced formula is kept (each formula with probability f)."""
+    formulas = [s.composition.reduced_formula for s in structs]
+    rng = np.random.default_rng(seed)
+    keep = {x: rng.random() < f for x in sorted(set(formulas))}
+    return [i for i, x in enumerate(formulas) if keep[x]]
+
+
+def compare_task(name, structs, jobs, budget, projected, seed, n_refs=0) -> dict:
+    """One task (grouping of ``structs``): ours on all, the peer on all or a group sample."""
+    res, w_ours, c_ours = ours(structs, None, jobs)
+    out = {"n_structures": len(structs), "ours_wall_s": w_ours, "ours_cpu_s": c_ours}
+    out["ours_fit_calls"] = res.n_fit_calls
+    f = 1.0 if projected is None or projected <= budget else budget / projected
+    idx = list(range(len(structs))) if f >= 1 else sample_groups(structs, f, seed)
+    sub = [structs[i] for i in idx]
+    rep, w_peer, c_peer = peer_representatives(sub)
+    back = {i: j for j, i in enumerate(idx)}
+    want = [back[res.representative[i]] for i in idx]  # ours, renumbered inside the sample
+    same = want == rep
+    out.update(
+        peer_fraction=f,
+        peer_sampled_structures=len(sub),
+        peer_wall_s=w_peer / f,
+        peer_cpu_s=c_peer / f,
+        peer_measured_wall_s=w_peer,
+        identical=same,
+        unique=sum(r == i for i, r in enumerate(res.representative[n_refs:], start=n_refs)),
+    )
+    if f < 1:  # ours on the very same sample, for a directly measured ratio
+        _, w_s, c_s = ours(sub, None, jobs)
+        out.update(ours_sample_wall_s=w_s, ours_sample_cpu_s=c_s)
+        out["ratio_on_sample_wall"] = w_peer / w_s
+    out["ratio_wall"] = out["peer_wall_s"] / w_ours
+    out["ratio_cpu"] = out["peer_cpu_s"] / c_ours
+    print(
+        f"  {name}: ours {w_ours:.1f} s wall / {c_ours:.1f} s cpu; group_structures "
+        f"{out['peer_wall_s']:.1f} s wall{f' (estimated, f={f:.3f})' if f < 1 else ''}; "
+        f"ratio {out['ratio_wall']:.1f}x wall, {out['ratio_cpu']:.1f}x cpu; identical {same}",
+        flush=True,
+    )
+    if not same:
+        raise SystemExit(f"{name}: answers differ from group_structures")
+    return out, res
+
+
+def projected(prev: dict | None, task: str, n_struct: int) -> float | None:
+    """The peer's time at ``n_struct`` structures from the previous size, scaled by n^1.5
+    (it grows faster than linearly: more structures per formula group); None at the first."""
+    if prev is None:
+        return None  # the smallest size always runs in full
+    p = prev[task]
+    return p["peer_wall_s"] * (n_struct / p["n_structures"]) ** 1.5
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=49152)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[3072, 12288, 49152])
+    ap.add_argument("--full", type=int, default=49152, help="candidates generated")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--templates", type=int, default=64)
     ap.add_argument("--known", type=int, default=2000, help="generated 'known' references")
-    ap.add_argument("--naive-n", type=int, default=400)
-    ap.add_argument("--naive-refs", type=int, default=600)
-    ap.add_argument("--skip-full", action="store_true")
+    ap.add_argument("--peer-budget", type=float, default=3600, help="s per peer task and size")
+    ap.add_argument("--name", default="sun_scale", help="results/NAME.json")
     args = ap.parse_args()
 
     t = time.perf_counter()
     perov = load_perov()
     templates = perov[: args.templates]
-    cands = generate(templates, args.n, seed=0)
-    refs = perov + generate(templates, args.known, seed=1)
-    n_formulas = len({c.composition.reduced_formula for c in cands})
+    all_cands = generate(templates, args.full, seed=0)
+    all_refs = perov + generate(templates, args.known, seed=1)
     print(
-        f"generated {len(cands)} candidates ({n_formulas} formulas), {len(refs)} references "
+        f"generated {len(all_cands)} candidates, {len(all_refs)} references "
         f"in {time.perf_counter() - t:.1f} s",
         flush=True,
     )
+    result = {"machine": machine(), "jobs": args.jobs, "peer_budget_s": args.peer_budget}
+    result["sizes"] = []
+    prev = None
+    for n in args.sizes:
+        cands = all_cands[:n]
+        refs = references_subset(all_refs, n, args.full)
+        load0 = list(os.getloadavg())
+        print(f"size {n} x {len(refs)} (load {load0[0]:.1f})", flush=True)
+        row = {"n_candidates": n, "n_references": len(refs), "loadavg_before": load0}
+        row["n_formulas"] = len({c.composition.reduced_formula for c in cands})
 
-    rng = np.random.default_rng(2)
-    sub = [cands[i] for i in sorted(rng.choice(len(cands), args.naive_n, replace=False))]
-    sub_refs = [refs[i] for i in sorted(rng.choice(len(refs), args.naive_refs, replace=False))]
-    # make sure the subsample has duplicates and reference hits to find
-    sub += [s.copy() for s in sub[: args.naive_n // 10]]
-    sub_refs += [s.copy() for s in sub[args.naive_n // 10 : args.naive_n // 5]]
-    t, c = time.perf_counter(), cpu_seconds()
-    fast = unique_and_novel(sub, sub_refs, n_jobs=1)
-    t_fast, c_fast = time.perf_counter() - t, cpu_seconds() - c
-    t, c = time.perf_counter(), cpu_seconds()
-    naive = naive_unique_and_novel(sub, sub_refs)
-    t_naive, c_naive = time.perf_counter() - t, cpu_seconds() - c
-    same = fast.representative == naive.representative and (
-        fast.reference_match == naive.reference_match
-    )
-    print(
-        f"SUBSAMPLE n={len(sub)} refs={len(sub_refs)}: naive wall {t_naive:.1f} s / cpu "
-        f"{c_naive:.1f} s ({naive.n_fit_calls} fit calls), fast (1 process) wall {t_fast:.2f} s"
-        f" / cpu {c_fast:.2f} s ({fast.n_fit_calls} fit calls): ratio wall "
-        f"{t_naive / t_fast:.1f}x, cpu {c_naive / c_fast:.1f}x; identical answers: "
-        f"{same}; unique {sum(fast.unique)}, novel {sum(fast.novel)}"
-    )
-    if not same:
-        raise SystemExit("fast and naive answers differ")
-
-    if not args.skip_full:
-        t, c = time.perf_counter(), cpu_seconds()
-        done = [0, 0]
-
-        def progress(k: int) -> None:
-            done[0] += k
-            if done[0] >= done[1]:
-                print(
-                    f"  ... {done[0]}/{len(cands)} after {time.perf_counter() - t:.0f} s wall, "
-                    f"{cpu_seconds() - c:.0f} s cpu (finished workers)",
-                    flush=True,
-                )
-                done[1] += len(cands) // 10
-
-        res = unique_and_novel(cands, refs, n_jobs=args.jobs, progress=progress)
-        t_full, c_full = time.perf_counter() - t, cpu_seconds() - c
-        print(
-            f"FULL  N={len(cands)} refs={len(refs)} jobs={args.jobs}: wall {t_full:.1f} s, "
-            f"cpu {c_full:.1f} s (all processes), "
-            f"unique {sum(res.unique)}, novel {sum(res.novel)}, unique&novel "
-            f"{sum(u and v for u, v in zip(res.unique, res.novel))}, "
-            f"fit calls {res.n_fit_calls}",
-            flush=True,
+        uniq, res_u = compare_task(
+            "uniqueness", cands, args.jobs, args.peer_budget, projected(prev, "uniqueness", n), 11
         )
+        row["uniqueness"] = uniq
+        union = refs + cands
+        nov, res_n = compare_task(
+            "novelty (grouping)",
+            union,
+            args.jobs,
+            args.peer_budget,
+            projected(prev, "novelty_grouping", len(union)),
+            12,
+            n_refs=len(refs),
+        )
+        nov["novel"] = sum(r >= len(refs) for r in res_n.representative[len(refs) :])
+        row["novelty_grouping"] = nov
+        sun, w, c = ours(cands, refs, args.jobs)
+        grouping_novel = [res_n.representative[len(refs) + i] >= len(refs) for i in range(n)]
+        row["sun_stage_call"] = {
+            "ours_wall_s": w,
+            "ours_cpu_s": c,
+            "fit_calls": sun.n_fit_calls,
+            "unique": sum(sun.unique),
+            "novel": sum(sun.novel),
+            "unique_and_novel": sum(u and v for u, v in zip(sun.unique, sun.novel)),
+            "uniqueness_identical_to_group_structures": sun.representative == res_u.representative,
+            "novel_flags_differing_from_grouping": sum(
+                a != b for a, b in zip(sun.novel, grouping_novel)
+            ),
+        }
+        print(f"  S.U.N. stage call: {w:.1f} s wall / {c:.1f} s cpu; {row['sun_stage_call']}")
+        row["loadavg_after"] = list(os.getloadavg())
+        result["sizes"].append(row)
+        print(f"  wrote {write_result(args.name, result)}", flush=True)
+        prev = {"uniqueness": uniq, "novelty_grouping": nov}
 
 
 if __name__ == "__main__":

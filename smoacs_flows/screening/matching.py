@@ -42,13 +42,14 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import multiprocessing as mp
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from pymatgen.analysis.structure_matcher import StructureMatcher
+from pymatgen.analysis.structure_matcher import SpeciesComparator, StructureMatcher
 from pymatgen.core import Element, Lattice, Structure
 from pymatgen.core.structure_matcher import get_linear_assignment_solution
 
@@ -108,8 +109,9 @@ class Prepared:
     structure: Structure
     key: str  # comparator hash (reduced formula)
     ident: str  # digest of the exact structure (byte-identical copies share it)
-    reduced: Structure | None = None
     n_sites: int = 0
+    _reduced: Structure | None = field(default=None, repr=False)
+    _lattice: Lattice | None = field(default=None, repr=False)
     # reduced cell data for the mapping filter; lattice vectors cached up to _radius
     _frac: np.ndarray | None = field(default=None, repr=False)
     _abc: np.ndarray | None = field(default=None, repr=False)
@@ -123,18 +125,36 @@ class Prepared:
 
     def reduce(self, matcher: StructureMatcher) -> None:
         """Compute the matcher's reduced structure and its lattice data (once)."""
-        if self.reduced is not None:
+        if self._frac is not None:
             return
-        red = matcher._get_reduced_structure(  # the exact reduction fit() performs
-            Structure.from_sites(self.structure), matcher._primitive_cell, niggli=True
-        )
-        self.reduced = red
-        self.n_sites = len(red)
-        self._frac = np.array(red.frac_coords)
-        self._abc = np.array(red.lattice.abc)
-        self._angles = np.array(red.lattice.angles)
-        self._volume = red.volume
-        self._elements = _site_elements(red)
+        fast = _reduce_no_primitive(self.structure) if matcher._primitive_cell else None
+        if fast is None:
+            red = matcher._get_reduced_structure(  # the exact reduction fit() performs
+                Structure.from_sites(self.structure), matcher._primitive_cell, niggli=True
+            )
+            self._reduced, lattice, frac = red, red.lattice, np.array(red.frac_coords)
+        else:
+            lattice, frac = fast
+        self._lattice = lattice
+        self.n_sites = len(frac)
+        self._frac = frac
+        self._abc = np.array(lattice.abc)
+        self._angles = np.array(lattice.angles)
+        self._volume = lattice.volume
+        self._elements = _site_elements(self.structure if fast is not None else self._reduced)
+
+    @property
+    def reduced(self) -> Structure | None:
+        """The reduced structure ``fit`` would compare (built on first use), None before
+        :meth:`reduce`."""
+        if self._reduced is None and self._frac is not None:
+            self._reduced = Structure(
+                self._lattice,
+                self.structure.species_and_occu,
+                self._frac,
+                coords_are_cartesian=False,
+            )
+        return self._reduced
 
     def vectors(self, radius: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All nonzero vectors of the reduced lattice no longer than ``radius`` (Å), cached.
@@ -143,7 +163,7 @@ class Prepared:
         """
         if radius > self._radius:
             radius = max(radius, 1.25 * self._radius)
-            matrix = self.reduced.lattice.matrix
+            matrix = self._lattice.matrix
             # |n_i| <= radius / d_i, d_i the spacing of the lattice planes (1 / |row of inv.T|)
             inv_d = np.linalg.norm(np.linalg.inv(matrix), axis=0)
             n_max = np.floor(radius * inv_d).astype(int) + 1
@@ -156,6 +176,31 @@ class Prepared:
             self._vec_unit = cart[keep] / lens[keep, None]
             self._radius = radius
         return self._vec_int, self._vec_len, self._vec_unit
+
+
+def _reduce_no_primitive(s: Structure) -> tuple[Lattice, np.ndarray] | None:
+    """``StructureMatcher._get_reduced_structure(s)`` as (lattice, fractional coordinates)
+    when no primitive reduction can apply, else None.
+
+    pymatgen's reduction is ``get_reduced_structure("niggli")`` then
+    ``get_primitive_structure()``; the latter only tries supercell matrices of determinant
+    dividing the gcd of the per-species site counts, so with gcd 1 it returns a copy. The
+    Niggli step is replayed with pymatgen's own lattice reduction and the same per-site
+    arithmetic (Cartesian → fractional in the new lattice, then ``mod 1``), so the arrays are
+    the ones pymatgen builds, bit for bit (checked in tests/screening/test_matching.py).
+    """
+    counts: dict[str, int] = defaultdict(int)
+    for site in s:
+        counts[site.species_string] += 1
+    if math.gcd(*counts.values()) != 1:
+        return None
+    lat = s.lattice
+    red = lat.get_niggli_reduced_lattice()
+    if red == lat:  # pymatgen keeps the structure (and its coordinates) as they are
+        return lat, np.array(s.frac_coords)
+    inv = red.inv_matrix  # per site, as PeriodicSite computes it (1-D dots, not one matmul)
+    frac = [np.mod(np.dot(lat.get_cartesian_coords(site.frac_coords), inv), 1) for site in s]
+    return red, np.array(frac, dtype=np.float64)
 
 
 def prepare(structure: Structure, matcher: StructureMatcher | None = None) -> Prepared:
@@ -203,15 +248,29 @@ def _site_elements(s: Structure) -> tuple[str, ...] | None:
 def _cached_mask(matcher: StructureMatcher, a: Prepared, b: Prepared) -> tuple:
     """``matcher._get_mask(a.reduced, b.reduced, 1, True)``, memoised when both cells hold only
     plain elements (then the mask depends on nothing but the two symbol sequences)."""
-    if a._elements is None or b._elements is None:
+    if (
+        a._elements is None
+        or b._elements is None
+        or type(matcher._comparator) is not SpeciesComparator
+    ):
         return matcher._get_mask(a.reduced, b.reduced, 1, True)
     key = (a._elements, b._elements)
     hit = _MASKS.get(key)
     if hit is None:
         if len(_MASKS) > 100_000:
             _MASKS.clear()
-        hit = _MASKS[key] = matcher._get_mask(a.reduced, b.reduced, 1, True)
+        hit = _MASKS[key] = _element_mask(a._elements, b._elements)
     return hit
+
+
+def _element_mask(el1: tuple[str, ...], el2: tuple[str, ...]) -> tuple:
+    """``StructureMatcher._get_mask(s1, s2, fu=1, s1_supercell=True)`` with the default
+    ``SpeciesComparator`` for cells of plain elements with site symbols ``el1`` / ``el2``:
+    mask[i, j] = 1 where s2's site i cannot take s1's site j; s2's translation site is the
+    first row with the most 1s (``argmax``), and the s1 sites it may sit on are its 0s."""
+    mask = (np.array(el2)[:, None] != np.array(el1)[None, :]).astype(np.int64)
+    idx = np.argmax(np.sum(mask, axis=-1))
+    return mask, np.where(np.invert(mask[idx].astype(bool)))[0], idx
 
 
 def _surviving_mappings(matcher: StructureMatcher, a: Prepared, b: Prepared) -> set[bytes]:
@@ -381,12 +440,56 @@ def _replay_fit(
     return False
 
 
+def _replay_prepared(matcher: StructureMatcher, a: Prepared, b: Prepared, keep: set[bytes]) -> bool:
+    """:func:`_replay_fit` on ``a.reduced`` / ``b.reduced`` (same formula, equal site counts)
+    without building structures: ``_process_species`` and ``_preprocess`` only copy the
+    structures and rescale both lattices to a common volume (sites keep their fractional
+    coordinates; Cartesian ones are recomputed per site), which is done here on the cached
+    arrays with the same pymatgen calls; the mask is the cached one (equal to ``_get_mask``)."""
+    ratio = (b._lattice.volume / (a._lattice.volume * 1)) ** (1 / 6)  # fu = 1
+    nl1 = Lattice(a._lattice.matrix * ratio)
+    nl2 = Lattice(b._lattice.matrix / ratio)
+    mask, s1_t_inds, s2_t_ind = _cached_mask(matcher, a, b)
+    s2fc = np.array(b._frac)
+    cc = np.array([nl1.get_cartesian_coords(f) for f in a._frac])
+    s2_params = np.array(nl2.parameters)
+    for latt, sc_m in matcher._get_lattices(nl2, _HasLattice(nl1), 1):
+        if np.asarray(sc_m, dtype=np.int64).tobytes() not in keep:
+            continue
+        s1fc = latt.get_fractional_coords(cc)
+        s1fc -= np.floor(s1fc)
+        avg_l = Lattice.from_parameters(*((np.array(latt.parameters) + s2_params) / 2))
+        normalization = (len(s1fc) / avg_l.volume) ** (1 / 3)
+        inv_abc = np.array(avg_l.reciprocal_lattice.abc)
+        frac_tol = inv_abc * matcher.stol / (np.pi * normalization)
+        for s1i in s1_t_inds:
+            t_s2fc = s2fc + (s1fc[s1i] - s2fc[s2_t_ind])
+            if matcher._cmp_fstruct(s1fc, t_s2fc, frac_tol, mask):
+                inv_lll_abc = np.array(avg_l.get_lll_reduced_lattice().reciprocal_lattice.abc)
+                lll_frac_tol = inv_lll_abc * matcher.stol / (np.pi * normalization)
+                dist, _, _ = matcher._cart_dists(
+                    s1fc, t_s2fc, avg_l, mask, normalization, lll_frac_tol
+                )
+                if max(dist) < matcher.stol:
+                    return True
+    return False
+
+
+@dataclass
+class _HasLattice:
+    """What ``StructureMatcher._get_lattices`` reads of a structure: its lattice."""
+
+    lattice: Lattice
+
+
 def _fit(matcher: StructureMatcher, a: Prepared, b: Prepared) -> bool:
     """``matcher.fit(a.reduced, b.reduced, skip_structure_reduction=True)``, faster."""
     keep = _surviving_mappings(matcher, a, b)
     if not keep:
         return False
-    return _replay_fit(matcher, a.reduced, b.reduced, keep)
+    if a._elements is None or b._elements is None:  # not plain elements: pymatgen's own path
+        return _replay_fit(matcher, a.reduced, b.reduced, keep)
+    return _replay_prepared(matcher, a, b, keep)
 
 
 def _solve_group(
@@ -436,8 +539,26 @@ def _solve_group(
     return rep_of, ref_match, n_fits
 
 
-def _solve_star(args):
-    return _solve_group(*args)
+# (structures, references) of the running unique_and_novel call: set before the worker pool
+# forks, so workers read the structures from inherited memory instead of unpickling them
+_SHARED: tuple[Sequence[Structure], Sequence[Structure] | None] | None = None
+
+
+def _keys_of(span: tuple[int, int, int]) -> list:
+    """Comparator hashes (formula keys) of ``_SHARED[which][lo:hi]``."""
+    which, lo, hi = span
+    comparator = make_matcher()._comparator
+    return [comparator.get_hash(s.composition) for s in _SHARED[which][lo:hi]]
+
+
+def _solve_indices(task: tuple[list[int], list[int], bool]) -> tuple:
+    """:func:`_solve_group` for one formula group given by candidate / reference indices."""
+    cand_idx, ref_idx, novelty = task
+    structures, references = _SHARED
+    matcher = make_matcher()
+    cands = [(i, prepare(structures[i], matcher)) for i in cand_idx]
+    refs = [(k, prepare(references[k], matcher)) for k in ref_idx]
+    return _solve_group(cands, refs, novelty)
 
 
 @dataclass
@@ -472,50 +593,56 @@ def unique_and_novel(
     ``references=None`` skips novelty. ``n_jobs > 1`` spreads formula groups over processes.
     ``progress(n)`` is called with the number of candidates finished.
     """
-    matcher = make_matcher()
-    cand_groups: dict[str, list[tuple[int, Prepared]]] = defaultdict(list)
-    for i, s in enumerate(structures):
-        p = prepare(s, matcher)
-        cand_groups[p.key].append((i, p))
-    ref_groups: dict[str, list[tuple[int, Prepared]]] = defaultdict(list)
+    global _SHARED
     novelty = references is not None
-    if novelty:
-        for k, s in enumerate(references):
-            p = prepare(s, matcher)
-            if p.key in cand_groups:
-                ref_groups[p.key].append((k, p))
-
     n = len(structures)
     representative = list(range(n))
     reference_match: list[int | None] | None = [None] * n if novelty else None
     n_fits = 0
-    trivial, work = [], []
-    for key, cands in cand_groups.items():
-        refs = ref_groups.get(key, [])
-        if len(cands) == 1 and not refs:
-            trivial.append(len(cands))
-        else:
-            work.append((cands, refs, novelty))
-    if progress:
-        progress(sum(trivial))
-    # largest groups first so the pool stays busy
-    work.sort(key=lambda w: -(len(w[0]) * (1 + len(w[1]))))
-    if n_jobs > 1 and len(work) > 1:
-        ctx = mp.get_context("fork")
-        with ctx.Pool(n_jobs) as pool:
-            results = pool.imap_unordered(_solve_star, work, chunksize=4)
-            for rep_of, ref_match, nf in results:
-                n_fits += nf
-                _merge(rep_of, ref_match, representative, reference_match)
-                if progress:
-                    progress(len(rep_of))
-    else:
-        for w in work:
-            rep_of, ref_match, nf = _solve_group(*w)
+    _SHARED = (structures, references)
+    pool = mp.get_context("fork").Pool(n_jobs) if n_jobs > 1 else None
+    try:
+        spans = [(0, lo, min(lo + 2048, n)) for lo in range(0, n, 2048)]
+        if novelty:
+            spans += [
+                (1, lo, min(lo + 2048, len(references))) for lo in range(0, len(references), 2048)
+            ]
+        keys: list = []
+        for chunk in pool.imap(_keys_of, spans) if pool else map(_keys_of, spans):
+            keys.extend(chunk)
+        cand_groups: dict = defaultdict(list)
+        for i, key in enumerate(keys[:n]):
+            cand_groups[key].append(i)
+        ref_groups: dict = defaultdict(list)
+        for k, key in enumerate(keys[n:]):
+            if key in cand_groups:
+                ref_groups[key].append(k)
+        trivial, work = 0, []
+        for key, cands in cand_groups.items():
+            refs = ref_groups.get(key, [])
+            if len(cands) == 1 and not refs:
+                trivial += 1
+            else:
+                work.append((cands, refs, novelty))
+        if progress:
+            progress(trivial)
+        # largest groups first so the pool stays busy
+        work.sort(key=lambda w: -(len(w[0]) * (1 + len(w[1]))))
+        results = (
+            pool.imap_unordered(_solve_indices, work, chunksize=4)
+            if pool
+            else map(_solve_indices, work)
+        )
+        for rep_of, ref_match, nf in results:
             n_fits += nf
             _merge(rep_of, ref_match, representative, reference_match)
             if progress:
                 progress(len(rep_of))
+    finally:
+        _SHARED = None
+        if pool is not None:
+            pool.close()
+            pool.join()
     return MatchResult(representative, reference_match, n_fits)
 
 

@@ -175,3 +175,24 @@ def test_unique_and_novel_equals_naive_on_perov5_test_split(shared_data):
     fast, _ = _fast_equals_naive(cands, refs)
     assert 0 < sum(fast.unique) < len(cands)
     assert 0 < sum(fast.novel) < len(cands)
+
+
+def test_reduction_equals_pymatgen_bit_for_bit(shared_data):
+    """The cached reduction (gcd-1 shortcut, Niggli replayed) builds exactly the arrays of
+    pymatgen's own ``StructureMatcher._get_reduced_structure``; supercells take pymatgen's path."""
+    rng = np.random.default_rng(11)
+    structures = _same_formula_family(_perov_test_split(shared_data, 8), rng)
+    for s in _perov_test_split(shared_data, 40)[8:]:
+        structures.extend(near_duplicates(s, rng))
+    sm = make_matcher()
+    shortcut = 0
+    for s in structures:
+        p = prepare(s, sm)
+        p.reduce(sm)
+        shortcut += p._reduced is None  # the shortcut builds no Structure until asked
+        want = sm._get_reduced_structure(Structure.from_sites(s), True, niggli=True)
+        got = p.reduced
+        assert np.array_equal(got.lattice.matrix, want.lattice.matrix)
+        assert np.array_equal(got.frac_coords, want.frac_coords)
+        assert [x.species for x in got] == [x.species for x in want]
+    assert 0 < shortcut < len(structures)  # both paths exercised (supercells are not gcd 1)

@@ -1,0 +1,67 @@
+"""Shared by the benchmarks: machine/thread facts and atomic JSON results under results/."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT))
+
+from smoacs_flows.io import atomic_write_bytes  # noqa: E402
+
+_THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",
+)
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its reaped children, all threads."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + ch.ru_utime + ch.ru_stime
+
+
+def machine(torch_threads: int | None = None) -> dict:
+    """What the numbers ran on: cores, load averages, thread settings, commit, command."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    info = {
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv]),
+        "commit": commit,
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "loadavg_1_5_15": list(os.getloadavg()),
+        "env": {k: os.environ[k] for k in _THREAD_VARS if k in os.environ},
+    }
+    if torch_threads is not None:
+        info["torch_num_threads"] = torch_threads
+    return info
+
+
+def write_result(name: str, data: dict) -> Path:
+    """Write ``data`` to benchmarks/results/NAME.json atomically; returns the path."""
+    path = RESULTS / f"{name}.json"
+    atomic_write_bytes(path, (json.dumps(data, indent=1, default=str) + "\n").encode())
+    return path
