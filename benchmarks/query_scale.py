@@ -10,7 +10,13 @@ Prints the builder throughput (documents/s; first build and an incremental no-op
 per query, the time on the SQLite index and on the montydb collection itself (the Mongo query
 path a MongoDB store would use, here without indexes), side by side in one run.
 
-    python benchmarks/query_scale.py --n 50000
+Every timed query is run on both paths and must return the same candidates in the same order
+(ids compared, the run stops otherwise); the store path gets the same filter, sort and limit
+pushed down as a MongoDB query (``ResultsStore.find``). On the cluster the peer is MongoDB with
+the builder's indexes on the query fields; no MongoDB server is available here, so that path is
+not measured. Writes benchmarks/results/query_scale.json.
+
+    .venv/bin/python benchmarks/query_scale.py --n 50000
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+from _common import machine, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 ELEMENTS = [
@@ -62,6 +70,9 @@ QUERIES = {
     "failed DFT": dict(state="failed"),
     "|P|>=0.9, moment 2..4 μB/f.u.": dict(polarisation_min=0.9, moment_min=2.0, moment_max=4.0),
     "E_hull<=0.05, top 100": dict(e_hull_max=0.05, limit=100),
+    "S.U.N., highest MLIP energy first, top 20": dict(
+        sun=True, sort="mlip_energy_per_atom", descending=True, limit=20
+    ),
 }
 
 
@@ -227,18 +238,38 @@ def main() -> None:
 
     rs.connect()
     index = rs.index
-    print(f"{'query':<44} {'hits':>6} {'SQLite index':>13} {'montydb scan':>13} {'ratio':>6}")
+    result = {
+        "machine": machine(),
+        "n": args.n,
+        "repeat": args.repeat,
+        "builder": {"documents": n_docs, "first_build_s": t_build, "noop_rerun_s": t_noop},
+        "queries": {},
+    }
+    print(f"{'query':<44} {'hits':>6} {'SQLite index':>13} {'montydb':>13} {'ratio':>6}")
     for name, kw in QUERIES.items():
         rs.index = index
-        hits = len(query(campaign="bench", results=rs, **kw))
+        ids_ix = [c.candidate_id for c in query(campaign="bench", results=rs, **kw)]
         t_ix = timed(lambda kw=kw: query(campaign="bench", results=rs, **kw), args.repeat)
         rs.index = None
-        t_mdb = timed(lambda kw=kw: query(campaign="bench", results=rs, **kw), 1)
+        t = time.perf_counter()
+        ids_st = [c.candidate_id for c in query(campaign="bench", results=rs, **kw)]
+        t_mdb = time.perf_counter() - t
+        if ids_ix != ids_st:
+            raise SystemExit(f"{name}: the index and the store return different candidates")
+        result["queries"][name] = {
+            "kwargs": kw,
+            "hits": len(ids_ix),
+            "index_median_s": t_ix,
+            "store_s": t_mdb,
+            "same_ids_and_order": True,
+            "loadavg": list(os.getloadavg()),
+        }
         print(
-            f"{name:<44} {hits:>6} {t_ix * 1e3:>10.0f} ms {t_mdb * 1e3:>10.0f} ms "
-            f"{t_mdb / t_ix:>5.0f}x"
+            f"{name:<44} {len(ids_ix):>6} {t_ix * 1e3:>10.0f} ms {t_mdb * 1e3:>10.0f} ms "
+            f"{t_mdb / t_ix:>5.0f}x  same ids and order"
         )
     rs.index = index
+    print(f"wrote {write_result('query_scale', result)}")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,6 @@ from smoacs_flows.stores.fields import (
     STATES,
     VERDICTS,
     QueryError,
-    get_path,
     summary_row,
 )
 from smoacs_flows.stores.index import QueryIndex
@@ -218,14 +217,19 @@ class ResultsStore(MSONable):
         q = flt.mongo()
         scope = [{"campaign": c, "version": v} for c, v in versions.items()]
         q = {"$and": [q, {"$or": scope}]} if q else {"$or": scope}
-        docs = list(self.candidates.query(q))
-        if sort is not None:
+        # filter, sort and limit pushed down to the store, in the index's order: values
+        # (ascending or descending), ties by candidate_id, then missing values by candidate_id
+        if sort is None:
+            docs = list(self.candidates.query(q, limit=limit or 0))
+        else:
             path = FIELDS[sort][0]
-            have = [d for d in docs if get_path(d, path) is not None]
-            none = [d for d in docs if get_path(d, path) is None]
-            have.sort(key=lambda d: (get_path(d, path), d["candidate_id"]), reverse=descending)
-            docs = have + sorted(none, key=lambda d: d["candidate_id"])
-        docs = docs[:limit] if limit else docs
+            order = {path: -1 if descending else 1, "candidate_id": 1}
+            have = {"$and": [q, {path: {"$ne": None}}]}
+            docs = list(self.candidates.query(have, sort=order, limit=limit or 0))
+            if not limit or len(docs) < limit:
+                rest = (limit - len(docs)) if limit else 0
+                none = {"$and": [q, {path: None}]}
+                docs += self.candidates.query(none, sort={"candidate_id": 1}, limit=rest)
         out = []
         for d in docs:
             d.pop("_id", None)
