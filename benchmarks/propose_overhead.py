@@ -1,11 +1,20 @@
-"""Engine overhead: time per SMOACS step / time of the bare predictor forward+backward.
+"""Engine overhead: a whole SMOACS run (or one step) / the predictor's own forward + backward.
 
-Both are measured side by side, interleaved, on the same batch (CHGNet, perovskite templates),
-for several batch sizes. Goal: ratio <= 1.2. Usage:
+``--whole`` (the headline figure): repeated whole optimisation runs (``ProposalRun.run``: graph
+refreshes, gradient steps, mutation, simulated annealing and export of the discrete crystals)
+with every predictor call instrumented: right after each call inside the run, the same
+predictor is run bare on leaf copies of the same inputs (forward, plus backward of the summed
+outputs when the call was under autograd), with the graphs the run had at that moment. The bare
+time is taken out of the run's clock, so ratio = (run − bare) / bare, measured interleaved in
+one process. Repeats until ``--budget`` seconds have passed (at least one run); threads pinned
+with ``torch.set_num_threads(--threads)``. Goal: ratio <= 1.1. Writes
+benchmarks/results/propose_overhead.json.
 
-    .venv/bin/python benchmarks/propose_overhead.py [--predictor chgnet|alignn]
-        [--sizes 32 64 128 256]
-        [--reps 5]
+Without ``--whole``: one engine step vs the bare predictor step, interleaved, per batch size.
+
+    .venv/bin/python benchmarks/propose_overhead.py --whole [--predictor chgnet|alignn]
+        [--n 8] [--steps 20] [--threads 1] [--budget 60]
+    .venv/bin/python benchmarks/propose_overhead.py [--sizes 32 64 128 256] [--reps 5]
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import statistics
 import time
 
 import torch
+from _common import machine, write_result
 
 from smoacs_flows.campaign import campaign_from_dict
 from smoacs_flows.predictors.base import SoftCrystalBatch
@@ -80,14 +90,99 @@ def bare_step(preds: dict, batch: SoftCrystalBatch) -> None:
     total.backward()
 
 
+def _instrument(preds: dict, acc: dict) -> None:
+    """Wrap each predictor's ``predict``: after the real call, time a bare replay into acc."""
+
+    def wrap(real):
+        def predict(batch: SoftCrystalBatch) -> dict[str, torch.Tensor]:
+            out = real(batch)
+            grad = torch.is_grad_enabled()
+            t0 = time.perf_counter()
+            if grad:
+                lat = batch.lattice.detach().requires_grad_(True)
+                frac = batch.frac_coords.detach().requires_grad_(True)
+                probs = batch.element_probs.detach().requires_grad_(True)
+                b = SoftCrystalBatch(lat, frac, probs, batch.crystal_index, batch.n_sites)
+                total = sum(v.sum() for v in real(b).values())
+                total.backward()
+            else:
+                real(batch)
+            acc["bare_s"] += time.perf_counter() - t0
+            acc["calls_grad" if grad else "calls_nograd"] += 1
+            return out
+
+        return predict
+
+    for pred in preds.values():
+        pred.predict = wrap(pred.predict)
+
+
+def whole(args) -> None:
+    """Whole-run ratio, repeated until the time budget is spent."""
+    cfg = campaign(args.n, args.device, args.predictor)
+    cfg["schedule"].update(
+        steps=args.steps,
+        mutation={"steps": [args.steps // 2]},
+        annealing={"start_step": (3 * args.steps) // 4, "trials": 2},
+        graph_refresh={"count": 4},
+    )
+    run = ProposalRun(campaign_from_dict(cfg))
+    acc = {"bare_s": 0.0, "calls_grad": 0, "calls_nograd": 0}
+    _instrument(run.predictors, acc)
+    run.run()  # warm-up (weights, first graphs), not counted
+    reps = []
+    t_start = time.perf_counter()
+    while not reps or time.perf_counter() - t_start < args.budget:
+        for k in acc:
+            acc[k] = 0 if k.startswith("calls") else 0.0
+        t0 = time.perf_counter()
+        res = run.run()
+        wall = time.perf_counter() - t0
+        engine = wall - acc["bare_s"]
+        reps.append(dict(acc, run_s=engine, ratio=engine / acc["bare_s"], records=len(res.records)))
+        print(
+            f"rep {len(reps)}: run {engine:.2f} s (bare replays removed), predictor fwd+bwd "
+            f"{acc['bare_s']:.2f} s, ratio {engine / acc['bare_s']:.3f} "
+            f"({acc['calls_grad']} autograd + {acc['calls_nograd']} no-grad calls)",
+            flush=True,
+        )
+    ratios = [r["ratio"] for r in reps]
+    result = {
+        "machine": machine(torch_threads=torch.get_num_threads()),
+        "predictor": args.predictor,
+        "n_candidates": args.n,
+        "steps": args.steps,
+        "budget_s": args.budget,
+        "reps": reps,
+        "ratio_median": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+    }
+    print(
+        f"whole run / predictor fwd+bwd: median {result['ratio_median']:.3f} over {len(reps)} "
+        f"runs (min {min(ratios):.3f}, max {max(ratios):.3f}); "
+        f"wrote {write_result(args.name, result)}"
+    )
+
+
 def main() -> None:
-    """Print the step/bare ratio per batch size."""
+    """Print the step/bare ratio per batch size, or the whole-run ratio (--whole)."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128, 256])
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--predictor", choices=["chgnet", "alignn"], default="chgnet")
+    ap.add_argument("--whole", action="store_true", help="whole runs (see module docstring)")
+    ap.add_argument("--n", type=int, default=8, help="--whole: candidates (one batch)")
+    ap.add_argument("--steps", type=int, default=20, help="--whole: optimisation steps")
+    ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    ap.add_argument("--budget", type=float, default=60.0, help="--whole: seconds of runs")
+    ap.add_argument("--name", default="propose_overhead", help="results/NAME.json")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.whole:
+        whole(args)
+        return
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     print(f"predictor={args.predictor} device={args.device} threads={torch.get_num_threads()}")
     print(f"{'batch':>6} {'atoms':>6} {'step_ms':>9} {'bare_ms':>9} {'ratio':>6}")
