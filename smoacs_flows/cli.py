@@ -47,21 +47,26 @@ PASSTHROUGH = ("lpad", "rlaunch", "qlaunch")
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
-    parser = build_parser()
+    import argparse
+
     argv = list(sys.argv[1:] if argv is None else argv)
     first = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
-    if first is not None and argv[first] in PASSTHROUGH:
-        args = parser.parse_args(argv[: first + 1])
-        args.args = argv[first + 1 :]  # FireWorks' tools log through their own handlers
+    if first is not None and argv[first] in PASSTHROUGH and "-h" not in argv[:first]:
+        # FireWorks' own command line: no parser of ours to build (it imports every stage);
+        # FireWorks' tools log through their own handlers
+        from smoacs_flows.makers.cluster_cli import run_passthrough
+
+        args = argparse.Namespace(func=run_passthrough, tool=argv[first], args=argv[first + 1 :])
     else:
+        parser = build_parser()
         args = parser.parse_args(argv)
         logging.basicConfig(
             level=logging.DEBUG if args.verbose else logging.WARNING,
             format="%(levelname)s %(name)s: %(message)s",
         )
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
     from smoacs_flows.makers.discovery import flush_announcements
 
     try:

@@ -60,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             add_help=False,
         )
         p.add_argument("args", nargs=argparse.REMAINDER, help=f"{tool} arguments")
-        p.set_defaults(func=_fireworks_tool, tool=tool)
+        p.set_defaults(func=run_passthrough, tool=tool)
 
 
 def _launchers_init(args: argparse.Namespace) -> int:
@@ -89,7 +89,8 @@ def _launchers_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fireworks_tool(args: argparse.Namespace) -> int:
+def run_passthrough(args: argparse.Namespace) -> int:
+    """Run FireWorks' ``args.tool`` with ``args.args``."""
     from smoacs_flows.makers.fwcli import run_fireworks_tool
 
     return run_fireworks_tool(args.tool, list(args.args))
