@@ -276,3 +276,25 @@ def test_lpad_on_the_default_embedded_launchpad(tmp_path):
     assert ours.returncode == 0, ours.stderr
     assert json.loads(ours.stdout) == []
     assert f"embedded LaunchPad {home}/launchpad/fireworks.json" in ours.stderr
+
+
+def test_launchers_init_mongodb_copies_and_plain_rlaunch(tmp_path, monkeypatch, capsys):
+    from fireworks.utilities.fw_serializers import load_object_from_file
+    from jobflow.settings import JobflowSettings
+    from maggma.stores import GridFSStore, MongoStore
+
+    src = ROOT / "launchers" / "my_launchpad.yaml"
+    d = tmp_path / "fw"
+    argv = ["launchers", "init", str(d), "--launchpad", str(src)]
+    assert main([*argv, "--store", str(ROOT / "stores" / "mongodb.yaml")]) == 0
+    assert "qlaunch -w" in capsys.readouterr().out
+    assert (d / "my_launchpad.yaml").read_text() == src.read_text()
+    q = load_object_from_file(str(d / "my_qadapter_gpu.yaml"))
+    assert q["rocket_launch"].startswith(f"rlaunch -l {d}/my_launchpad.yaml")  # FireWorks' own
+    monkeypatch.setenv("JOBFLOW_CONFIG_FILE", str(d / "jobflow.yaml"))
+    store = JobflowSettings().JOB_STORE  # built, not connected
+    assert isinstance(store.docs_store, MongoStore)
+    assert isinstance(store.additional_stores["data"], GridFSStore)
+    # an existing folder is refused unless --force
+    assert main(argv) == 2 and "not empty" in capsys.readouterr().err
+    assert main([*argv, "--force"]) == 0
