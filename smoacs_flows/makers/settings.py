@@ -83,6 +83,19 @@ class ScreeningSettings(_Strict):
         "cache (null: $SMOACS_MATTERSIM_CHECKPOINT, else MatterSim-v1.0.0-1M)",
     )
 
+    @field_validator("device")
+    @classmethod
+    def _torch_device(cls, v: str | None) -> str | None:
+        if v in (None, "auto"):
+            return v
+        import torch
+
+        try:
+            torch.device(v)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"{v!r} is not a torch device (auto, cpu, cuda, cuda:1)") from None
+        return v
+
     @model_validator(mode="after")
     def _sources_need_store(self) -> ScreeningSettings:
         if self.reference_sources and self.references != "store":

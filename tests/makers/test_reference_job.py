@@ -12,7 +12,7 @@ from pymatgen.core import Lattice, Structure
 from pymatgen.entries.computed_entries import ComputedStructureEntry
 
 from smoacs_flows.campaign import campaign_from_dict
-from smoacs_flows.errors import SmoacsError
+from smoacs_flows.errors import SmoacsError, SpecError
 from smoacs_flows.makers import stages
 from smoacs_flows.makers.core import HalfMetalCampaignMaker
 from smoacs_flows.screening.references import ReferenceStore
@@ -86,6 +86,8 @@ def test_screening_device_overrides_the_campaigns(tmp_path):
     flow = _flow(tmp_path, {"device": "cpu"}, device="auto")
     relax = next(j for j in flow.jobs if j.name == "relax 000")
     assert relax.function_args[1]["device"] == "cpu"
+    with pytest.raises(SpecError, match=r"stages.screening.device: .*'gpu0' is not a torch"):
+        _flow(tmp_path, {"device": "gpu0"})
 
 
 def test_reference_job_relaxes_and_sun_uses_its_entries(tmp_path, monkeypatch):
