@@ -48,6 +48,8 @@ TAG = "smoacs:kill:v1"
 def _worker(category: str, tag: str, launch_dir: Path, stop: Path) -> subprocess.Popen:
     env = {k: os.environ[k] for k in ("SMOACS_HOME", "PATH", "HOME") if k in os.environ}
     env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    launch_dir.mkdir(parents=True, exist_ok=True)
+    log = (launch_dir / "worker.log").open("w")  # read it when the fixture fails
     return subprocess.Popen(
         [
             sys.executable,
@@ -64,8 +66,8 @@ def _worker(category: str, tag: str, launch_dir: Path, stop: Path) -> subprocess
         ],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -105,8 +107,9 @@ def _kill_and_resume(home: Path, work: Path) -> dict[str, Any]:
             ),
             None,
         )
-        assert cpu.poll() is None, "the cpu worker died by itself"
-    assert running is not None, "the GPAW firework never started"
+        assert cpu.poll() is None and gpu.poll() is None, "a worker died by itself"
+    states = {n: fw["state"] for n, fw in _fws(lp, TAG).items()}
+    assert running is not None, f"the GPAW firework never started: {states}"
     time.sleep(3)  # inside the SCF
     cpu.send_signal(signal.SIGKILL)
     cpu.wait()
