@@ -281,6 +281,66 @@ def write_report(args: argparse.Namespace, camp_path: Path) -> dict[str, Any]:
     return report
 
 
+def markdown(report: dict[str, Any]) -> str:
+    """The per-arm table and the half-metals found, as Markdown (docs/benchmarks.md)."""
+    arms = report["arms"]
+    cols = [a for a in ARMS if a in arms]
+    rows = [
+        (
+            "proposed → prefiltered → relaxed → S.U.N.",
+            lambda v: " → ".join(
+                str(v.get(k)) for k in ("proposed", "prefiltered", "relaxed", "sun")
+            ),
+        ),
+        (
+            "DFT done / selected (failed)",
+            lambda v: f"{v.get('dft_done')} / {v.get('selected')} ({v.get('dft_failed')})",
+        ),
+        ("**half-metals / DFT'd**", lambda v: f"**{v.get('half_metals')} / {v.get('dft_done')}**"),
+        ("near-half-metals", lambda v: str(v.get("near_half_metals"))),
+        ("magnetic metals", lambda v: str(v.get("magnetic_metals"))),
+        ("non-magnetic metals", lambda v: str(v.get("nonmagnetic_metals"))),
+        ("semiconductors", lambda v: str(v.get("semiconductors"))),
+        (
+            "CPU s: proposals / screening / DFT",
+            lambda v: " / ".join(
+                f"{v.get(k) or 0:.0f}" for k in ("proposal_cpu_s", "screening_cpu_s", "dft_cpu_s")
+            ),
+        ),
+        (
+            "CPU s per half-metal",
+            lambda v: (
+                "—" if v.get("cpu_s_per_half_metal") is None else f"{v['cpu_s_per_half_metal']:.0f}"
+            ),
+        ),
+    ]
+    out = ["| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, fn in rows:
+        out.append(f"| {name} | " + " | ".join(fn(arms[a]) for a in cols) + " |")
+    out += [
+        "",
+        "| arm | formula | prototype | moment (μB/f.u.) | minority gap (eV) | "
+        "half-metallic gap (eV) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for a in cols:
+        for h in arms[a].get("half_metal_list", []):
+
+            def f(x: Any) -> str:
+                return "—" if x is None else f"{x:.2f}"
+
+            out.append(
+                f"| {a} | {h['formula']} | {h['prototype']} | {f(h['moment_per_fu'])} | "
+                f"{f(h['minority_gap'])} | {f(h['half_metallic_gap'])} |"
+            )
+    out += ["", "| arm | formula | prototype | verdict | moment |", "|---|---|---|---|---|"]
+    for a in cols:
+        for r in arms[a].get("dft", []):
+            m = "—" if r["moment_per_fu"] is None else f"{r['moment_per_fu']:.2f}"
+            out.append(f"| {a} | {r['formula']} | {r['prototype']} | {r['verdict']} | {m} |")
+    return "\n".join(out)
+
+
 def run_arm(arm: str, args: argparse.Namespace, camp_path: Path) -> None:
     """Every stage of one arm, each skipped when its cache exists."""
     from smoacs_flows.screening.halfmetal_rank import (
@@ -336,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     camp_path = args.campaign.resolve()
     args.work = args.work.resolve()
     if args.report:
-        write_report(args, camp_path)
+        print(markdown(write_report(args, camp_path)))
         return 0
     for arm in [a.strip() for a in args.arms.split(",") if a.strip()]:
         if arm not in ARMS:
