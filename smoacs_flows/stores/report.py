@@ -10,7 +10,7 @@ into one HTML page with the paper's figures as inline SVG charts (matplotlib, Ag
 - distributions of the predicted band gap, the MLIP energy and the DFT moment per formula unit;
 - a table of the final candidates (stage ``sun`` or ``dft``), each id linking to its CIF
   (a ``data:`` URI, so the page stays one file);
-- a spin-resolved DOS plot per half-metal.
+- a spin-resolved DOS plot per DFT'd candidate (half-metals first).
 
 Every chart sits in ``<figure class="chart" data-chart="NAME">``; a small inline script writes
 the number of charts the browser actually rendered (non-empty SVG bounding box) into
@@ -45,7 +45,8 @@ FUNNEL_STEPS: list[tuple[str, str | None]] = [
     ("DFT", "dft"),
     ("half-metal", None),
 ]
-#: at most this many DOS plots (half-metals with the largest half-metallic gap first)
+#: at most this many DOS plots (half-metals with the largest half-metallic gap first, then
+#: the other DFT'd candidates)
 MAX_DOS_PLOTS = 100
 #: DOS energy window around E_F (eV)
 DOS_WINDOW = (-4.0, 4.0)
@@ -622,24 +623,31 @@ def write_report(
     else:
         parts.append('<p class="note">No candidate has passed S.U.N. screening yet.</p>')
 
-    # DOS of half-metals
-    parts.append(f"<h2>Spin-resolved DOS of half-metals ({len(halfm):,})</h2>")
-    halfm.sort(
+    # spin DOS: half-metals first (largest half-metallic gap first), then the other DFT'd
+    dfts = [d for d in docs if _d(d.get("dft")).get("verdict")]
+    parts.append(f"<h2>Spin-resolved DOS ({len(halfm):,} half-metals, {len(dfts):,} DFT'd)</h2>")
+    dfts.sort(
         key=lambda d: (
+            not _is_half_metal(d),
             -(_num(_d(d.get("dft")).get("half_metallic_gap")) or 0.0),
             str(d.get("candidate_id")),
         )
     )
     dos_charts, no_dos = [], []
-    for d in halfm:
+    for d in dfts:
         cid = str(d.get("candidate_id") or "")
         block = None
         if len(dos_charts) < MAX_DOS_PLOTS and isinstance(dos.get(cid), dict):
-            gap = _num(_d(d.get("dft")).get("half_metallic_gap"))
-            label = f"{_formula(d)} ({cid})" + (f", HM gap {gap:.2f} eV" if gap else "")
+            dft = _d(d.get("dft"))
+            gap = _num(dft.get("half_metallic_gap"))
+            mom = _num(dft.get("moment_per_fu"))
+            label = f"{_formula(d)} ({cid}): {dft.get('verdict')}"
+            label += f", {mom:.2f} μB/f.u." if mom is not None else ""
+            label += f", HM gap {gap:.2f} eV" if gap else ""
             block = _dos_chart(ch, cid, label, dos[cid])
         if block is None:
-            no_dos.append(cid)
+            if _is_half_metal(d):
+                no_dos.append(cid)
         else:
             dos_charts.append(block)
     parts.append('<div class="row">' + "".join(dos_charts) + "</div>")

@@ -44,14 +44,15 @@ def excluded_elements(lp: Any, campaign: str, version: int) -> list[str]:
 
 
 def dos_arrays(job_store: Any, docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """``{candidate_id: {energies, up, down, efermi}}`` of the half-metals (best first)."""
-    hms = [
-        d
-        for d in docs
-        if (d.get("dft") or {}).get("verdict") == "half_metal"
-        and (d.get("dft") or {}).get("has_dos")
-    ]
-    hms.sort(key=lambda d: -((d["dft"].get("half_metallic_gap")) or 0.0))
+    """``{candidate_id: {energies, up, down, efermi}}`` of the DFT'd candidates: half-metals
+    first (largest half-metallic gap first), then the others."""
+    hms = [d for d in docs if (d.get("dft") or {}).get("has_dos")]
+    hms.sort(
+        key=lambda d: (
+            d["dft"].get("verdict") != "half_metal",
+            -((d["dft"].get("half_metallic_gap")) or 0.0),
+        )
+    )
     out = {}
     job_store.connect()
     for d in hms[:MAX_DOS_PLOTS]:

@@ -55,3 +55,23 @@ def test_summary_prints_each_dft_verdict_with_its_spin_gap() -> None:
     assert (
         "funnel: proposed 3 → prefiltered 3 → relaxed 3 → S.U.N. 3 → DFT 2 → half-metal 1" in text
     )
+
+
+def test_report_draws_the_spin_dos_of_every_dft_candidate(tmp_path) -> None:
+    from smoacs_flows.stores.report import write_report
+
+    grid = [-3.0 + 0.01 * i for i in range(601)]
+    dos = {"energies": grid, "up": [1.0] * 601, "down": [0.5] * 601, "efermi": 0.0}
+    docs = [
+        {
+            "candidate_id": "mm",
+            "stage": "dft",
+            "formula": "FeS",
+            "dft": {"verdict": "magnetic_metal", "moment_per_fu": 2.0},
+        },
+        {"candidate_id": "nodos", "stage": "dft", "dft": {"verdict": "semiconductor"}},
+    ]
+    text = write_report(docs, tmp_path / "r.html", "t", dos={"mm": dos}).read_text()
+    assert "dos:mm" in text and "dos:nodos" not in text
+    assert "magnetic_metal, 2.00 μB/f.u." in text
+    assert "0 half-metals, 2 DFT&#x27;d" in text or "0 half-metals, 2 DFT'd" in text
