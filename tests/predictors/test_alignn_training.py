@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -99,7 +100,11 @@ def test_train_writes_alignn_layout_and_card(trained: Path) -> None:
         "holdout_source": "random 25% of the dataset",
     }
     assert card["training"]["epochs_run"] == 2 and card["training"]["seconds"] > 0
-    assert card["git_revision"]
+    # the commit of the checkout that trained (git itself says which), "+dirty" if modified
+    here = Path(__file__).resolve().parents[2]
+    head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True)
+    assert head.returncode == 0, "the tests run from a git checkout"
+    assert card["git_revision"].removesuffix("+dirty") == head.stdout.decode().strip()
     rows = _read_csv(trained / "holdout_predictions.csv")
     mae = np.mean([abs(float(r["target"]) - float(r["prediction"])) for r in rows])
     assert card["mae"] == pytest.approx(mae, abs=1e-12)
