@@ -15,7 +15,7 @@ from smoacs_flows.errors import SpecError
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class TemplateSpec(_Strict):
@@ -97,7 +97,7 @@ class GeometrySpec(_Strict):
 class LossSpec(BaseModel):
     """One weighted loss term; term-specific options are extra keys (validated per term)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     term: str
     weight: float = 1.0
     predictor: str | None = None

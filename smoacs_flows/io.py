@@ -111,7 +111,7 @@ def load_yaml(path: str | Path, what: str, error: type[SmoacsError] = InputError
     if not path.is_file():
         raise error(f"{path}: no such {what}")
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         why = getattr(exc, "strerror", None) or exc
         raise error(f"{path}: cannot read {what}: {why}") from None
@@ -122,3 +122,5 @@ def load_yaml(path: str | Path, what: str, error: type[SmoacsError] = InputError
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise error(f"{path}: invalid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise error(f"{path}: invalid YAML: nested too deeply") from None

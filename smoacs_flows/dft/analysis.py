@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from smoacs_flows.dft.schema import DOSData, HalfMetalAnalysis, SpinGap, Verdict
 from smoacs_flows.errors import InputError
@@ -39,6 +39,8 @@ VERDICTS: tuple[str, ...] = typing.get_args(Verdict)
 
 class AnalysisSettings(BaseModel):
     """Thresholds of the half-metal analysis (all energies in eV, moments in μB)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     min_gap: float = Field(0.1, gt=0, description="smallest CBM-VBM that counts as a gap")
     fermi_window: float = Field(

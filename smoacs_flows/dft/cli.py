@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from smoacs_flows.dft.analysis import AnalysisSettings
 from smoacs_flows.dft.schema import DFTResult
 from smoacs_flows.errors import InputError
@@ -61,8 +63,11 @@ def _settings(args: argparse.Namespace) -> AnalysisSettings:
         kw["near_half_metal_polarisation"] = args.near_hm
     try:
         return AnalysisSettings(**kw)
-    except Exception as exc:
-        raise InputError(f"analysis settings: {exc}") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        opt = {"min_gap": "--min-gap", "near_half_metal_polarisation": "--near-hm"}
+        name = opt.get(str(err["loc"][0]) if err["loc"] else "", "analysis settings")
+        raise InputError(f"{name}: {err['msg']}") from None
 
 
 def analyse_path(path: str | Path, settings: AnalysisSettings | None = None) -> DFTResult:
@@ -192,7 +197,11 @@ def _run(args: argparse.Namespace) -> int:
         for name in ("ecut", "kpoint_density", "dense_kpoint_density"):
             if getattr(args, name) is not None:
                 kw[name] = getattr(args, name)
-        gs = GPAWSettings(**kw)
+        try:
+            gs = GPAWSettings(**kw)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise InputError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
         with atomic_output_dir(out, force=args.force) as tmp:
             result = run_gpaw(structure, gs, settings, work_dir=tmp / "gpaw")
             result.source = str(Path(args.structure))

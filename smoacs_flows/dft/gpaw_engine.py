@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pymatgen.core import Structure
 
 from smoacs_flows.dft.analysis import AnalysisSettings, analyse_spin_channels
@@ -38,6 +38,8 @@ GPAW_HULL_NOTE = (
 
 class GPAWSettings(BaseModel):
     """Settings of the GPAW chain (the defaults are the test/benchmark settings)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     xc: str = "PBE"
     ecut: float = Field(300.0, gt=0, description="plane-wave cutoff, eV")

@@ -34,7 +34,7 @@ from smoacs_flows.errors import SpecError
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class PrefilterSettings(_Strict):

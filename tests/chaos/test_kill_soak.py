@@ -1,0 +1,196 @@
+"""Kill soak: the cheap campaign run with ``smoacs-flows run``, a worker (gpu or cpu, chosen at
+random with a fixed seed) SIGKILLed at moments spread over every stage (proposal, prefilter,
+relaxation, S.U.N., DFT, summary) and the results-store build killed too; after each kill
+``status`` must report the lost run and ``resume --run`` carries on, until done.
+
+Afterwards every COMPLETED firework has exactly one COMPLETED launch, every candidate is in
+the candidates collection exactly once, and the candidates, their S.U.N. flags and DFT
+verdicts equal those of the uninterrupted run of the same campaign (the concurrency test's
+``soak`` campaign, same seed and settings). ``SMOACS_CHAOS_KILLS`` (default 3) sets the number
+of kills, ``SMOACS_CHAOS_SEED`` (default 15) the random seed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.chaos._procs import (
+    STAGE_ORDER,
+    candidates,
+    cli,
+    cli_argv,
+    env_for,
+    facts,
+    fireworks,
+    launches,
+    soak_campaign,
+    worker_pids,
+)
+from tests.chaos.conftest import FIGURES
+
+pytestmark = pytest.mark.chaos
+
+KILLS = int(os.environ.get("SMOACS_CHAOS_KILLS", "3"))
+SEED = int(os.environ.get("SMOACS_CHAOS_SEED", "15"))
+#: the stages a kill is aimed at (prefilter is a sub-second job: it is hit on the way)
+TARGETS = ["propose", "relax", "sun", "dft", "summary", "build"]
+#: longest random delay (s) after the target stage is seen running
+DELAY = {"propose": 4.0, "relax": 1.0, "sun": 1.5, "dft": 5.0, "summary": 0.5, "build": 0.05}
+
+
+def plan(n: int, rng: random.Random) -> list[str]:
+    """``n`` kill targets in stage order: each stage once (a random subset when n < 6), the
+    rest drawn at random."""
+    picks = rng.sample(TARGETS, n) if n <= len(TARGETS) else TARGETS + rng.choices(TARGETS, k=n - 6)
+    return sorted(picks, key=STAGE_ORDER.index)
+
+
+def _start(home: Path, log: Path, *args: str) -> subprocess.Popen:
+    with open(log, "a") as fh:
+        fh.write(f"\n$ smoacs-flows {' '.join(args)}\n")
+    return subprocess.Popen(
+        cli_argv(*args), env=env_for(home), stdout=open(log, "a"), stderr=subprocess.STDOUT
+    )
+
+
+def _kill_worker(
+    proc: subprocess.Popen, home: Path, target: str, rng: random.Random
+) -> dict | None:
+    """Wait for ``target``'s fireworks to run (or, once they are all done, for anything to
+    run), wait a random delay, SIGKILL a random worker; None if the process ended first."""
+    delay = rng.uniform(0, DELAY[target])
+    category = rng.choice(["gpu", "cpu"])
+    while proc.poll() is None:
+        fws = fireworks(home)
+        running = [f for f in fws if f["state"] in ("RUNNING", "RESERVED")]
+        stage_done = all(f["state"] == "COMPLETED" for f in fws if f["spec"]["stage"] == target)
+        if any(f["spec"]["stage"] == target for f in running) or (running and stage_done):
+            time.sleep(delay)
+            pids = worker_pids(proc.pid)
+            fws = fireworks(home)
+            if category not in pids:
+                time.sleep(0.1)
+                continue
+            hit = [
+                f["name"]
+                for f in fws
+                if f["state"] == "RUNNING" and f["spec"].get("_category") == category
+            ]
+            os.kill(pids[category], signal.SIGKILL)
+            stages = sorted(
+                {f["spec"]["stage"] for f in fws if f["state"] == "RUNNING"},
+                key=STAGE_ORDER.index,
+            )
+            return {
+                "target": target,
+                "worker": category,
+                "delay_s": round(delay, 2),
+                "running": stages,
+                "killed_fireworks": hit,
+            }
+        time.sleep(0.1)
+    return None
+
+
+def _kill_build(home: Path, log: Path, rng: random.Random) -> dict:
+    """Start the results-store build (``query``) and SIGKILL it once it writes."""
+    results = home / "results"
+
+    def stamp() -> dict[str, int]:
+        return {str(p): p.stat().st_mtime_ns for p in results.rglob("*") if p.is_file()}
+
+    before = stamp() if results.exists() else {}
+    proc = _start(home, log, "query", "--campaign", "soak", "--format", "json")
+    delay = rng.uniform(0, DELAY["build"])
+    while proc.poll() is None:
+        if results.exists() and stamp() != before:
+            time.sleep(delay)
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait()
+    return {"target": "build", "delay_s": round(delay, 2), "killed": proc.returncode == -9}
+
+
+@pytest.fixture(scope="module")
+def soaked(tmp_path_factory):
+    """The soak campaign run to the end through KILLS kills; yields what happened."""
+    rng = random.Random(SEED)
+    home = tmp_path_factory.mktemp("soak_home")
+    d = tmp_path_factory.mktemp("soak")
+    path = soak_campaign(d / "soak.yaml")
+    log = d / "soak.log"
+    pending = plan(KILLS, rng)
+    kills, lost_seen, rounds = [], [], 0
+    t0 = time.monotonic()
+    proc = _start(home, log, "run", str(path), "--poll", "0.5")
+    while True:
+        rounds += 1
+        assert rounds <= 3 * KILLS + 5, log.read_text()
+        k = None
+        if pending and pending[0] != "build":
+            k = _kill_worker(proc, home, pending[0], rng)
+        proc.wait(timeout=900)
+        if k:
+            pending.pop(0)
+            kills.append(k)
+        fws = fireworks(home)
+        if fws and all(f["state"] == "COMPLETED" for f in fws):
+            break
+        assert k is not None, f"the run stopped without a kill:\n{log.read_text()}"
+        # status: the killed worker's run is LOST (no heartbeat; nothing else runs now)
+        st = cli(home, "status", "soak", "--lost-after", "0", "--json")
+        assert st.returncode == 0, st.stderr
+        lost = {f["name"] for f in json.loads(st.stdout)["lost"]}
+        assert set(k["killed_fireworks"]) <= lost, (k, lost)
+        lost_seen.append(sorted(lost))
+        proc = _start(home, log, "resume", "soak", "--lost-after", "0", "--run")
+    while pending:  # the results-store build, killed mid-write
+        assert pending.pop(0) == "build"
+        kills.append(_kill_build(home, log, rng))
+    rows = candidates(home, "soak")
+    FIGURES.setdefault("kill_soak", []).append(
+        {
+            "kills": len(kills),
+            "seed": SEED,
+            "wall_s": round(time.monotonic() - t0, 1),
+            "detail": kills,
+            "lost_detected": lost_seen,
+        }
+    )
+    yield {"home": home, "kills": kills, "rows": rows, "log": log, "lost": lost_seen}
+
+
+def test_every_kill_happened(soaked) -> None:
+    assert len(soaked["kills"]) == KILLS, soaked["kills"]
+    workers = [k for k in soaked["kills"] if k["target"] != "build"]
+    # at least one kill left a firework RUNNING that status had to report as lost
+    assert any(k["killed_fireworks"] for k in workers) or not workers, soaked["kills"]
+
+
+def test_one_completed_launch_per_firework(soaked) -> None:
+    fws, lnc = launches(soaked["home"])
+    by_id = {x["launch_id"]: x for x in lnc}
+    assert fws and {fw["state"] for fw in fws} == {"COMPLETED"}
+    for fw in fws:
+        current = [by_id[i]["state"] for i in fw["launches"]]
+        assert current == ["COMPLETED"], (fw["name"], current)
+        all_for_fw = [x["state"] for x in lnc if x["fw_id"] == fw["fw_id"]]
+        assert all_for_fw.count("COMPLETED") == 1, (fw["name"], all_for_fw)
+
+
+def test_same_answer_as_an_uninterrupted_run(soaked, concurrent_runs) -> None:
+    rows = soaked["rows"]
+    ids = [r["candidate_id"] for r in rows]
+    assert len(ids) == len(set(ids)) == 4, ids
+    ref = concurrent_runs["final"]["soak"]
+    assert ref.returncode == 0, ref.stderr
+    assert facts(rows) == facts(json.loads(ref.stdout))
