@@ -13,6 +13,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from smoacs_flows.errors import SpecError
 
+#: upper bounds that keep a typo (an extra zero or ten) from running for ever
+MAX_STEPS = 100_000
+MAX_CANDIDATES = 1_000_000
+MAX_SEED = 2**32 - 1
+MAX_LENGTH = 1000.0  # Å
+MAX_SUPERCELL = 10
+
+
+def _check_range(v: tuple[float, float] | None) -> tuple[float, float] | None:
+    if v is not None and not (0 < v[0] < v[1] <= MAX_LENGTH):
+        raise ValueError(f"must be (min, max) with 0 < min < max <= {MAX_LENGTH:g} Å")
+    return v
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -23,7 +36,7 @@ class TemplateSpec(_Strict):
     structure file/folder path."""
 
     source: str = Field(description="'perovskite', 'mp' or a CIF/JSON/POSCAR file or folder")
-    count: int = Field(1, ge=1, description="number of random synthetic templates")
+    count: int = Field(1, ge=1, le=10_000, description="number of random synthetic templates")
     length_range: tuple[float, float] | None = Field(
         None, description="allowed lattice lengths (Å) of the unit template"
     )
@@ -33,10 +46,12 @@ class TemplateSpec(_Strict):
         description="explicit oxidation patterns: one number per site, or (A, B, X) for "
         "perovskites",
     )
-    formula_units: int = Field(1, ge=1)
+    formula_units: int = Field(1, ge=1, le=10_000)
     # source: mp (see smoacs/mp_templates.py)
-    max_sites: int | None = Field(None, ge=1, description="mp: at most this many sites")
-    n: int | None = Field(None, ge=1, description="mp: templates drawn (seeded) from the matches")
+    max_sites: int | None = Field(None, ge=1, le=10_000, description="mp: at most this many sites")
+    n: int | None = Field(
+        None, ge=1, le=100_000, description="mp: templates drawn (seeded) from the matches"
+    )
     criteria: dict[str, Any] | None = Field(
         None, description="mp: keyword arguments of mp-api's materials.summary.search"
     )
@@ -58,15 +73,13 @@ class TemplateSpec(_Strict):
     @field_validator("length_range")
     @classmethod
     def _range(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
-        if v is not None and not (0 < v[0] < v[1]):
-            raise ValueError("must be (min, max) with 0 < min < max")
-        return v
+        return _check_range(v)
 
     @field_validator("supercell")
     @classmethod
     def _supercell(cls, v: tuple[int, int, int]) -> tuple[int, int, int]:
-        if any(n < 1 for n in v):
-            raise ValueError("supercell multipliers must be >= 1")
+        if any(n < 1 or n > MAX_SUPERCELL for n in v):
+            raise ValueError(f"supercell multipliers must be between 1 and {MAX_SUPERCELL}")
         return v
 
 
@@ -75,6 +88,13 @@ class AngleSpec(_Strict):
 
     fixed: bool = False
     range: tuple[float, float] = (30.0, 150.0)
+
+    @field_validator("range")
+    @classmethod
+    def _angles(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not (0 < v[0] < v[1] < 180):
+            raise ValueError("must be (min, max) degrees with 0 < min < max < 180")
+        return v
 
 
 class CoordSpec(_Strict):
@@ -92,6 +112,11 @@ class GeometrySpec(_Strict):
     length_range: tuple[float, float] = Field(
         (2.0, 30.0), description="default allowed lattice lengths (Å) when a template has none"
     )
+
+    @field_validator("length_range")
+    @classmethod
+    def _range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        return _check_range(v)
 
 
 class LossSpec(BaseModel):
@@ -137,7 +162,7 @@ class AnnealingSpec(_Strict):
     start_step: int | None = None
     t0: float = Field(0.1, gt=0)
     tmin: float = Field(0.001, gt=0)
-    trials: int = Field(4, ge=1)
+    trials: int = Field(4, ge=1, le=1000)
     coord_step: float = Field(0.02, gt=0, description="fractional-coordinate noise")
     length_step: float = Field(0.02, gt=0, description="relative length noise")
     angle_step: float = Field(2.0, gt=0, description="angle noise, degrees")
@@ -151,15 +176,15 @@ class AnnealingSpec(_Strict):
 class RefreshSpec(_Strict):
     """Neighbour-graph refreshes for predictors whose graph is not differentiable."""
 
-    count: int = Field(8, ge=0)
+    count: int = Field(8, ge=0, le=MAX_STEPS)
 
 
 class ScheduleSpec(_Strict):
     """Optimisation schedule."""
 
-    steps: int = Field(200, ge=1)
-    n_candidates: int = Field(64, ge=1)
-    batch_size: int = Field(64, ge=1)
+    steps: int = Field(200, ge=1, le=MAX_STEPS)
+    n_candidates: int = Field(64, ge=1, le=MAX_CANDIDATES)
+    batch_size: int = Field(64, ge=1, le=MAX_CANDIDATES)
     lr: LearningRates = LearningRates()
     temperature: TemperatureSpec = TemperatureSpec()
     logit_floor: float = Field(0.0, description="element logits are clipped below at this")
@@ -184,11 +209,11 @@ class Campaign(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda', ...")
     templates: list[TemplateSpec] = Field(min_length=1)
     policy: str = Field("ionic", description="'ionic', 'ionic+metallic' or a table file")
-    max_patterns: int = Field(100, ge=1)
+    max_patterns: int = Field(100, ge=1, le=100_000)
     exclude: list[str] = []
     predictors: dict[str, dict[str, Any]] = {}
     losses: list[LossSpec] = Field(min_length=1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import sqlite3
 import sys
 
 from smoacs_flows import __version__
@@ -74,6 +75,19 @@ def main(argv: list[str] | None = None) -> int:
     except SmoacsError as exc:
         flush_announcements(discard=True)  # bad input: exactly one line
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a read-only home: say which file and what to do
+        from smoacs_flows.faults import os_error_message
+
+        msg = os_error_message(exc)
+        if msg is None:
+            raise
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as exc:  # a corrupted embedded store
+        from smoacs_flows.faults import database_error_message
+
+        print(f"error: {database_error_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -42,17 +42,36 @@ def atomic_output_dir(out: str | Path, force: bool = False) -> Iterator[Path]:
         tmp.rename(out)
 
 
+@contextmanager
+def warnings_only_on_success() -> Iterator[None]:
+    """Hold back the warnings of a parser: shown if the block succeeds, dropped if it raises
+    (the one-line error then says what was wrong, without a screen of parser chatter)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        exc.filename = exc.filename or str(path)
+        raise
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not exc.filename:
+            exc.filename = str(path)  # a write that hit a full disk names no file
         raise
 
 

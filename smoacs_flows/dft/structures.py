@@ -93,8 +93,11 @@ def read_structure(path: str | Path) -> Structure:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
+    from smoacs_flows.io import warnings_only_on_success
+
     try:
-        structure = Structure.from_file(path)
+        with warnings_only_on_success():
+            structure = Structure.from_file(path)
     except Exception as exc:  # pymatgen raises many kinds on bad files
         raise InputError(f"{path}: cannot read a structure ({exc})") from None
     check_structure(structure, name=str(path))

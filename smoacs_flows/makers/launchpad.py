@@ -75,7 +75,12 @@ class EmbeddedLaunchPad(LaunchPad):
         from fireworks.utilities.fw_utilities import get_fw_logger
 
         self.path = Path(path) if path else embedded_launchpad_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SmoacsError(
+                f"embedded LaunchPad {self.path}: cannot create its folder ({exc.strerror})"
+            ) from None
         self._lock = FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT)
         self._local = threading.local()
         self._stamp: tuple | None = None
@@ -111,7 +116,16 @@ class EmbeddedLaunchPad(LaunchPad):
         stamp = self._file_stamp()
         if stamp is not None and stamp == self._stamp:
             return  # nobody changed the file since we last read or wrote it
-        data = bson.json_util.loads(self.path.read_text()) if stamp else {}
+        try:
+            data = bson.json_util.loads(self.path.read_text()) if stamp else {}
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+            raise SmoacsError(
+                f"embedded LaunchPad {self.path} is corrupted ({str(exc)[:80]}); restore it "
+                f"from a backup, or move it aside to start an empty LaunchPad (the campaigns "
+                "on it are then forgotten; their job outputs stay in the job store)"
+            ) from None
         store = ServerStore.__new__(ServerStore)  # bypass env-var loading and finalizers
         store._filename = None
         store._databases = {k: DatabaseStore.from_dict(v) for k, v in data.items()}

@@ -151,7 +151,10 @@ def _screen(args: argparse.Namespace) -> int:
                     f"{', '.join(systems[:5])}; run `smoacs-flows refs fetch/load`"
                 )
         else:
-            refs = load_references(args.refs)
+            try:
+                refs = load_references(args.refs)
+            except InputError as exc:
+                raise InputError(f"--refs: {exc}") from None
     make, bars = _progress_factory()
     try:
         with warnings.catch_warnings():  # pymatgen/torch chatter per entry; the funnel reports

@@ -20,7 +20,7 @@ from pymatgen.core import Structure
 from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
 
 from smoacs_flows.errors import InputError
-from smoacs_flows.io import atomic_output_dir, read_jsonl, write_jsonl
+from smoacs_flows.io import atomic_output_dir, read_jsonl, warnings_only_on_success, write_jsonl
 from smoacs_flows.screening.matching import unique_and_novel
 from smoacs_flows.screening.prefilter import PrefilterConfig, prefilter_one
 from smoacs_flows.screening.references import entry_chemsys, subsystems
@@ -124,7 +124,8 @@ def load_candidates(path: str | Path) -> list[dict[str, Any]]:
             raise InputError(f"{path}: folder has no .cif files")
         for p in cifs:
             try:
-                s = Structure.from_file(p)
+                with warnings_only_on_success():
+                    s = Structure.from_file(p)
             except Exception as exc:  # noqa: BLE001 - reported with the file
                 raise InputError(f"{p}: cannot read CIF ({str(exc).splitlines()[0]})") from None
             records.append(_minimal_record(p.stem, s))

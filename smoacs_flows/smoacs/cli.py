@@ -100,6 +100,14 @@ def print_summary(console: Console, summary: dict) -> None:
 
 def run_propose(args: argparse.Namespace) -> int:
     """Validate, optimise, write atomically, print the summary."""
+    from smoacs_flows.campaign import MAX_CANDIDATES, MAX_SEED, MAX_STEPS
+    from smoacs_flows.errors import SpecError
+
+    for opt, v, hi in (("--n", args.n, MAX_CANDIDATES), ("--steps", args.steps, MAX_STEPS)):
+        if v is not None and not 1 <= v <= hi:
+            raise SpecError(f"{opt}: must be between 1 and {hi}")
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        raise SpecError(f"--seed: must be between 0 and {MAX_SEED}")
     console = Console()
     campaign = load_campaign(args.campaign)
     run = ProposalRun(campaign, n_candidates=args.n, steps=args.steps, seed=args.seed)

@@ -54,11 +54,14 @@ def synthetic_perovskite(
 
 def read_structure(path: Path) -> Structure:
     """Read one structure file (CIF, pymatgen JSON, POSCAR); errors name the file."""
+    from smoacs_flows.io import warnings_only_on_success
+
     try:
-        if path.suffix.lower() == ".json":
-            s = Structure.from_dict(json.loads(path.read_text()))
-        else:
-            s = Structure.from_file(path)
+        with warnings_only_on_success():
+            if path.suffix.lower() == ".json":
+                s = Structure.from_dict(json.loads(path.read_text()))
+            else:
+                s = Structure.from_file(path)
     except Exception as exc:  # noqa: BLE001 - any parser failure is bad input
         raise InputError(f"template file {path}: cannot be read as a structure ({exc})") from None
     if len(s) == 0:

@@ -38,6 +38,11 @@ class Outcome:
         return [ln for ln in self.err.splitlines() if ERROR_LINE.match(ln)]
 
 
+def case_key(argv: list[str]) -> str:
+    """The command an argv runs (``dft run`` for the sub-commands of ``dft``)."""
+    return " ".join(argv[:2]) if argv[:1] == ["dft"] else (argv[0] if argv else "")
+
+
 def call(argv: list[str], limit: float = 60.0) -> Outcome:
     """Run ``smoacs-flows ARGV`` in this process; SystemExit becomes the exit code. Any other
     exception propagates (a traceback is what the chaos tests look for); past ``limit``
@@ -46,7 +51,7 @@ def call(argv: list[str], limit: float = 60.0) -> Outcome:
     def alarm(*_):
         raise Hang(f"smoacs-flows {' '.join(argv)} ran past {limit:.0f} s")
 
-    CASES[" ".join(argv[:2]) if argv[:1] == ["dft"] else (argv[0] if argv else "")] += 1
+    CASES[case_key(argv)] += 1
     out, err = io.StringIO(), io.StringIO()
     old = signal.signal(signal.SIGALRM, alarm)
     signal.setitimer(signal.ITIMER_REAL, limit)
@@ -83,4 +88,6 @@ def tree(path: Path) -> dict[str, bytes]:
         return {}
     if path.is_file():
         return {path.name: path.read_bytes()}
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+    }
