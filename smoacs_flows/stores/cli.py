@@ -405,11 +405,13 @@ def _resume(args: argparse.Namespace) -> int:
     version, tag = _tag(lp, args.campaign, args.version)
     after = LOST_AFTER if args.lost_after is None else args.lost_after
     failed = resume(lp, tag, ov, args.stage, after, args.dry_run, args.fw)
-    if not failed:
+    if not failed and not (args.run and not args.dry_run and _unfinished(lp, tag)):
         print(
             f"campaign {args.campaign} v{version}: nothing to resume (no FIZZLED or lost fireworks)"
         )
         return 0
+    if not failed:
+        print(f"campaign {args.campaign} v{version}: nothing failed; running what still waits")
     verb = "would rerun" if args.dry_run else "rerunning"
     for f in failed:
         extra = f" [changes: {', '.join(f.changes)}]" if f.changes else ""
@@ -446,6 +448,16 @@ def _resume(args: argparse.Namespace) -> int:
             print(f"worker logs: {', '.join(map(str, logs))}", file=sys.stderr)
             return 1
     return 0
+
+
+def _unfinished(lp: Any, tag: str) -> bool:
+    """Whether fireworks of the campaign are still waiting or ready (a worker stopped early:
+    ``resume --run`` then runs them even though nothing failed)."""
+    from smoacs_flows.makers.run import stage_counts
+
+    return any(
+        c.get(s) for c in stage_counts(lp, tag).values() for s in ("WAITING", "READY", "RESERVED")
+    )
 
 
 def _categories(lp: Any, tag: str) -> set[str]:

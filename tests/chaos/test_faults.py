@@ -118,7 +118,7 @@ def test_read_only_home(done_home, tmp_path, monkeypatch) -> None:
             o = call(["query", "--campaign", "soak", "--no-update", "--format", "json"])
             assert_clean(o, allow=(0, 2))
             if o.code == 2:
-                assert "read-only" in o.error_lines()[0]
+                assert "read-only" in o.error_lines()[0].lower()
     finally:
         if mounted:
             _umount(ro)
@@ -133,8 +133,8 @@ def _nothing() -> Iterator[None]:
 def test_full_disk(done_home, tmp_path, monkeypatch) -> None:
     disk = tmp_path / "disk"
     disk.mkdir()
-    size = sum(p.stat().st_size for p in done_home.rglob("*") if p.is_file())
-    mounted = _mount("-t", "tmpfs", "-o", f"size={size // 1024 + 2048}k", "tmpfs", str(disk))
+    blocks = sum(-(-p.stat().st_size // 4096) + 1 for p in done_home.rglob("*"))
+    mounted = _mount("-t", "tmpfs", "-o", f"size={blocks * 4 + 4096}k", "tmpfs", str(disk))
     _faults("full disk", "tmpfs filled to the last byte" if mounted else "injected ENOSPC")
     camp = soak_campaign(tmp_path / "new.yaml", "newcamp")
     try:
@@ -202,7 +202,5 @@ def test_corrupted_store(done_home, store, monkeypatch) -> None:
     line = _expect_error(["query", "--campaign", "soak"], "corrupt", str(done_home / store))
     if store == "results":
         assert "rebuilt" in line  # the fix: the results store is rebuilt from the job store
-    after = tree(done_home)
-    assert {k: v for k, v in after.items() if not k.startswith(store)} == {
-        k: v for k, v in before.items() if not k.startswith(store)
-    }
+    after = tree(done_home)  # every file there was is unchanged (SQLite may add -shm/-wal)
+    assert {k: after.get(k) for k in before} == before

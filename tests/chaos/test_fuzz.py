@@ -205,19 +205,19 @@ def _propose(data: bytes, names: tuple[str, ...]) -> None:
             assert (out / "proposals.jsonl").is_file()
 
 
-@_settings(120)
+@_settings(60)
 @given(muts=mutations(PEROV))
 def test_propose_mutated_campaign(muts) -> None:
     _propose(_dump(_apply(PEROV, muts)), _names_from(muts))
 
 
-@_settings(40)
+@_settings(20)
 @given(text=BROKEN)
 def test_propose_broken_yaml(text) -> None:
     _propose(text if isinstance(text, bytes) else text.encode(), ())
 
 
-@_settings(60)
+@_settings(40)
 @given(muts=mutations(FLOW))
 def test_submit_mutated_campaign(muts) -> None:
     data = _apply(FLOW, muts)
@@ -231,7 +231,7 @@ def test_submit_mutated_campaign(muts) -> None:
             assert _lp_fireworks() == before, "a failed submit added fireworks"
 
 
-@_settings(20)
+@_settings(10)
 @given(text=BROKEN)
 def test_submit_broken_yaml(text) -> None:
     with tempfile.TemporaryDirectory() as d:
@@ -352,7 +352,7 @@ class _Reached(Exception):
     """The input passed validation and the expensive engine was reached."""
 
 
-@_settings(120)
+@_settings(60)
 @given(spec=STRUCTURE_FILE)
 def test_dft_run_structure_files(spec, monkeypatch_module) -> None:
     with tempfile.TemporaryDirectory() as td:
@@ -368,7 +368,7 @@ def test_dft_run_structure_files(spec, monkeypatch_module) -> None:
         _no_partial(out, o)
 
 
-@_settings(60)
+@_settings(30)
 @given(spec=STRUCTURE_FILE)
 def test_screen_structure_files(spec) -> None:
     with tempfile.TemporaryDirectory() as td:
@@ -382,7 +382,7 @@ def test_screen_structure_files(spec) -> None:
         _no_partial(out, o)
 
 
-@_settings(60)
+@_settings(30)
 @given(spec=STRUCTURE_FILE)
 def test_propose_template_files(spec) -> None:
     with tempfile.TemporaryDirectory() as td:
@@ -465,7 +465,7 @@ def _lp_snapshot(home: Path) -> bytes:
     return (home / "launchpad" / "fireworks.json").read_bytes()
 
 
-@_settings(80)
+@_settings(40)
 @given(
     extra=_argv(
         [
@@ -499,7 +499,7 @@ def test_query_arguments(extra, in_campaign_home) -> None:
     assert _lp_snapshot(home)  # the LaunchPad is still readable
 
 
-@_settings(60)
+@_settings(30)
 @given(
     extra=_argv(
         [
@@ -531,7 +531,7 @@ def test_resume_and_status_arguments(extra, name, in_campaign_home) -> None:
     assert_clean(o, (*_option_names(extra), repr(name)))
 
 
-@_settings(80)
+@_settings(40)
 @given(
     extra=_argv(
         [
@@ -558,7 +558,7 @@ def test_dft_run_arguments(extra, monkeypatch_module, tmp_path_factory) -> None:
     _no_partial(out, o)
 
 
-@_settings(60)
+@_settings(30)
 @given(
     extra=_argv(
         [
@@ -583,7 +583,7 @@ def test_screen_arguments(extra, tmp_path_factory) -> None:
     _no_partial(out, o)
 
 
-@_settings(60)
+@_settings(30)
 @given(extra=_argv(["--n", "--steps", "--seed"], ["--force"]))
 def test_propose_arguments(extra, tmp_path_factory) -> None:
     d = tmp_path_factory.mktemp("proposeargs")
@@ -597,7 +597,7 @@ def test_propose_arguments(extra, tmp_path_factory) -> None:
     _no_partial(out, o)
 
 
-@_settings(30)
+@_settings(12)
 @given(
     lp=st.one_of(  # MongoDB files are not fuzzed: each unreachable host waits for a timeout
         st.sampled_from(["", "~", "- a", "a: [", "\xff", "embedded: /proc/nope/x.json"]),
