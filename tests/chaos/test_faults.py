@@ -142,21 +142,14 @@ def test_full_disk(done_home, tmp_path, monkeypatch) -> None:
         shutil.copytree(done_home, home)
         before = tree(home)
         monkeypatch.setenv("SMOACS_HOME", str(home))
-        if mounted:  # fill what is left
-            with open(disk / "filler", "wb") as fh:
-                try:
-                    while True:
-                        fh.write(b"\0" * 65536)
-                        fh.flush()
-                except OSError as exc:
-                    assert exc.errno == errno.ENOSPC
-            with open(disk / "filler", "ab") as fh:  # the last bytes
-                try:
-                    while True:
-                        fh.write(b"\0")
-                        fh.flush()
-                except OSError:
-                    pass
+        if mounted:  # fill what is left, to the last byte
+            with open(disk / "filler", "wb", buffering=0) as fh:
+                for chunk in (65536, 4096, 1):
+                    try:
+                        while True:
+                            fh.write(b"\0" * chunk)
+                    except OSError as exc:
+                        assert exc.errno == errno.ENOSPC
         with _injected(errno.ENOSPC, disk) if not mounted else _nothing():
             line = _expect_error(
                 ["submit", str(camp), "--new-version"], "no space left", "fireworks.json"
