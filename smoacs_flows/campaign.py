@@ -231,6 +231,8 @@ class Campaign(_Strict):
         for name, spec in self.predictors.items():
             if not isinstance(spec, dict) or "type" not in spec:
                 raise ValueError(f"predictors.{name}: needs a 'type' (e.g. chgnet, alignn)")
+            if not isinstance(spec["type"], str):
+                raise ValueError(f"predictors.{name}.type: must be a name (e.g. chgnet, alignn)")
         for i, loss in enumerate(self.losses):
             if loss.predictor is not None and loss.predictor not in self.predictors:
                 raise ValueError(

@@ -57,6 +57,11 @@ def _bulk_replace(store: Store, docs: list[dict[str, Any]], scope: dict[str, Any
         store.remove_docs({**scope, store.key: {"$in": stale}})
 
 
+#: an output whose blobs are not (yet) in the additional store: jobflow writes the output
+#: document first, so a job still writing, or one killed in between, looks like this
+INCOMPLETE = object()
+
+
 def load_outputs(job_store: Any, uuids: list[str]) -> dict[str, Any]:
     """``{"job:UUID:INDEX": output}`` with blobs resolved: one query on the outputs store and
     one per additional store (jobflow's ``query(load=True)`` queries the blob store once per
@@ -70,6 +75,7 @@ def load_outputs(job_store: Any, uuids: list[str]) -> dict[str, Any]:
         )
     )
     wanted: dict[str, list[tuple[int, tuple]]] = defaultdict(list)
+    incomplete: set[int] = set()
     for i, d in enumerate(docs):
         for loc in find_key(d, "blob_uuid"):
             ref = get(d, list(loc))
@@ -88,7 +94,12 @@ def load_outputs(job_store: Any, uuids: list[str]) -> dict[str, Any]:
             bid = get(docs[i], list(loc))["blob_uuid"]
             if bid in data:
                 update_in_dictionary(docs[i], {loc: data[bid]})
-    return {f"job:{d['uuid']}:{d.get('index', 1)}": d.get("output") for d in docs}
+            else:  # a worker killed between writing the output and its blob: not done yet
+                incomplete.add(i)
+    return {
+        f"job:{d['uuid']}:{d.get('index', 1)}": INCOMPLETE if i in incomplete else d.get("output")
+        for i, d in enumerate(docs)
+    }
 
 
 def _job_key(doc: dict[str, Any]) -> str:
@@ -296,6 +307,9 @@ class CandidatesBuilder(Builder):
             k = _job_key(d)
             if k in changed:
                 out = outputs.get(k)
+                if out is INCOMPLETE:  # not in the ledger: read again next time
+                    per_job.append({})
+                    continue
                 secs = extract_sections(d["metadata"]["stage"], out, d["uuid"])
                 ledger.append(
                     {

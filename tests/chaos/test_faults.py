@@ -89,6 +89,16 @@ def done_home(concurrent_runs, tmp_path):
     return home
 
 
+def _cheap(d: Path) -> Path:
+    """A proposal campaign without predictors (seconds to run)."""
+    import yaml
+
+    from tests.chaos.test_fuzz import PEROV
+
+    (d / "cheap.yaml").write_text(yaml.safe_dump(PEROV))
+    return d / "cheap.yaml"
+
+
 def _expect_error(argv: list[str], *needles: str) -> str:
     o = call(argv)
     assert_clean(o, allow=(2,))
@@ -102,6 +112,7 @@ def test_read_only_home(done_home, tmp_path, monkeypatch) -> None:
     ro = tmp_path / "ro"
     ro.mkdir()
     camp = soak_campaign(tmp_path / "new.yaml", "newcamp")
+    cheap = _cheap(tmp_path)
     before = tree(done_home)
     mounted = _mount("--bind", str(done_home), str(ro)) and _mount("-o", "remount,ro,bind", str(ro))
     home = ro if mounted else done_home
@@ -111,8 +122,9 @@ def test_read_only_home(done_home, tmp_path, monkeypatch) -> None:
         with _injected(errno.EROFS, home) if not mounted else _nothing():
             line = _expect_error(["submit", str(camp)], "read-only", "SMOACS_HOME")
             assert str(home) in line
-            out = tmp_path / "p"
-            line = _expect_error(["propose", str(camp), "--out", str(home / "p")], "read-only")
+            out = home / "p"
+            argv = ["propose", str(cheap), "--out", str(out), "--n", "1", "--steps", "1"]
+            line = _expect_error([*argv, "--quiet"], "read-only")
             assert not out.exists()
             # reading still works where nothing must be written
             o = call(["query", "--campaign", "soak", "--no-update", "--format", "json"])
@@ -137,6 +149,7 @@ def test_full_disk(done_home, tmp_path, monkeypatch) -> None:
     mounted = _mount("-t", "tmpfs", "-o", f"size={blocks * 4 + 4096}k", "tmpfs", str(disk))
     _faults("full disk", "tmpfs filled to the last byte" if mounted else "injected ENOSPC")
     camp = soak_campaign(tmp_path / "new.yaml", "newcamp")
+    cheap = _cheap(tmp_path)
     try:
         home = disk / "home"
         shutil.copytree(done_home, home)
@@ -156,7 +169,7 @@ def test_full_disk(done_home, tmp_path, monkeypatch) -> None:
             )
             out = disk / "out"
             line = _expect_error(
-                ["propose", str(camp), "--out", str(out), "--n", "1", "--steps", "1"],
+                ["propose", str(cheap), "--out", str(out), "--n", "1", "--steps", "1", "--quiet"],
                 "no space left",
             )
             assert not out.exists() and not list(disk.glob(".out.*"))

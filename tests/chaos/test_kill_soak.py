@@ -43,7 +43,7 @@ SEED = int(os.environ.get("SMOACS_CHAOS_SEED", "15"))
 #: the stages a kill is aimed at (prefilter is a sub-second job: it is hit on the way)
 TARGETS = ["propose", "relax", "sun", "dft", "summary", "build"]
 #: a target stage is due when one of its fireworks is in one of these states
-ACTIVE = ("READY", "RESERVED", "RUNNING")
+ACTIVE = ("RESERVED", "RUNNING")
 #: longest random delay (s) after the target stage is seen due
 DELAY = {"propose": 4.0, "relax": 1.0, "sun": 1.5, "dft": 5.0, "summary": 0.5, "build": 0.05}
 
