@@ -23,10 +23,23 @@ def _funnel(rows: list[dict]) -> dict[str, int]:
     return out
 
 
+def _fizzle_traces(home) -> str:
+    """The stack traces of fizzled launches (for the failure message)."""
+    from smoacs_flows.makers.launchpad import EmbeddedLaunchPad
+
+    lp = EmbeddedLaunchPad(home / "launchpad" / "fireworks.json")
+    with lp.session(write=False):
+        found = list(lp.launches.find({"state": "FIZZLED"}))
+    return "\n".join(
+        str(((x.get("action") or {}).get("stored_data") or {}).get("_exception", {}))[-3000:]
+        for x in found
+    )
+
+
 def test_two_campaigns_at_once(concurrent_runs) -> None:
     c = concurrent_runs
     for name, (code, log) in c["runs"].items():
-        assert code == 0, f"{name}:\n{log}"
+        assert code == 0, f"{name}:\n{log}\n{_fizzle_traces(c['home'])}"
         assert f"campaign {name} v1: done" in log, log
         assert "locked by another process" not in log
     # nothing lost: every firework completed once, every candidate exactly once
