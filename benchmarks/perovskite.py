@@ -14,7 +14,7 @@ scored by the same export code. Usage:
 
     .venv/bin/python benchmarks/perovskite.py [--cell unit|supercell|both] [--n N] [--steps S]
         [--trials T] [--seed K] [--method both|smoacs|tpe] [--settings today|paper]
-        [--json FILE]
+        [--lattice-lr X] [--threads 1] [--json FILE]
 
 ``--settings today`` (default) optimises with one learning rate (0.01) for every group, 8
 graph refreshes and no mutation; ``--settings paper`` uses the seed papers' per-group learning
