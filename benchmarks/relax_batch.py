@@ -1,52 +1,70 @@
-"""Batched vs per-structure MLIP relaxation: throughput ratio and energy agreement.
+"""Batched MLIP relaxation: ours vs torch-sim vs atomate2 vs plain ASE, energies compared.
 
-Relaxes the same real perov_5 structures (cell + positions, FIRE, FrechetCellFilter) three ways,
-side by side in one run:
+Relaxes the same structures (real perov_5 cells and 2x1x1 / 2x2x1 / 2x2x2 supercells of them,
+rattled and strained: mixed sizes of 5-40 atoms) with the same MLIP (CHGNet, weights shipped
+with the wheel), the same fmax and step cap, cell + positions, four ways side by side in one run
+with the same torch thread setting:
 
-* ``batched``   – smoacs_flows.screening.relax.relax_batched (one CHGNet call per step for all
-  active structures);
+* ``ours``      – smoacs_flows.screening.relax.relax_batched: one ASE FIRE + FrechetCellFilter
+  per structure, driven in lockstep, one batched CHGNet call per step;
+* ``torch-sim`` – torch-sim's batched FIRE with Frechet cell parameterisation
+  (``ts.optimize(..., optimizer=ts.frechet_cell_fire)``, in-flight batching, force convergence
+  on atoms and cell at fmax), with CHGNet wrapped as a torch-sim ``ModelInterface`` through the
+  same batched CHGNet call (torch-sim ships no CHGNet model);
 * ``atomate2``  – atomate2's ForceFieldRelaxMaker, one jobflow job per structure (run_locally);
-* ``ase``       – plain ASE + CHGNetCalculator one structure at a time (no jobflow), to show how
-  much of the difference is batching rather than workflow overhead.
+* ``ase``       – plain ASE + CHGNetCalculator, one structure at a time.
 
-Usage: .venv/bin/python benchmarks/relax_batch.py [--n 16] [--fmax 0.01] [--steps 300]
+Energies per atom of each path are compared with ours structure by structure.
+
+Usage: .venv/bin/python benchmarks/relax_batch.py [--n 64] [--fmax 0.05] [--steps 150]
+    [--threads 1] [--only ours,torchsim,ase,atomate2]   (writes benchmarks/results/relax_batch.json)
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import sys
+import os
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
+import torch
+from _common import ROOT, machine, write_result
 from pymatgen.core import Structure
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from smoacs_flows.screening.relax import CHGNetEvaluator, relax_atomate2, relax_batched
 
-from smoacs_flows.screening.relax import relax_atomate2, relax_batched  # noqa: E402
+#: supercells cycled over the structures: 3 unit cells, 2 of 10, 2 of 20, 1 of 40 atoms
+SUPERCELLS = [
+    (1, 1, 1),
+    (2, 1, 1),
+    (1, 1, 1),
+    (2, 2, 1),
+    (1, 1, 1),
+    (2, 1, 1),
+    (2, 2, 1),
+    (2, 2, 2),
+]
 
 
-def perov(n: int, seed: int = 0) -> list[Structure]:
-    """``n`` real perov_5 structures (val split), lightly rattled and strained (work to do)."""
+def structures(n: int, seed: int = 0) -> list[Structure]:
+    """``n`` real perov_5 structures (val split) of mixed sizes, rattled and strained."""
     csv.field_size_limit(10**7)
     with open(ROOT / ".." / "shared" / "data" / "perov_5" / "val.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     rng = np.random.default_rng(seed)
-    idx = rng.choice(len(rows), n, replace=False)
     out = []
-    for i in idx:
+    for k, i in enumerate(rng.choice(len(rows), n, replace=False)):
         s = Structure.from_str(rows[i]["cif"], fmt="cif")
-        s.perturb(0.02)
-        s.apply_strain(rng.uniform(-0.02, 0.02))
+        s.make_supercell(SUPERCELLS[k % len(SUPERCELLS)])
+        s.perturb(0.05)
+        s.apply_strain(rng.uniform(-0.03, 0.03))
         out.append(s)
     return out
 
 
-def relax_ase(structures, fmax, steps):
+def relax_ase(structs, fmax, steps):
     """Per-structure ASE relaxation with the same optimiser, filter and CHGNet."""
     from ase.filters import FrechetCellFilter
     from ase.optimize import FIRE
@@ -56,7 +74,7 @@ def relax_ase(structures, fmax, steps):
 
     calc = CHGNetCalculator(CHGNet.load(verbose=False))
     out = []
-    for s in structures:
+    for s in structs:
         atoms = AseAtomsAdaptor.get_atoms(s)
         atoms.calc = calc
         opt = FIRE(FrechetCellFilter(atoms), logfile=None)
@@ -65,105 +83,140 @@ def relax_ase(structures, fmax, steps):
     return out
 
 
-def eval_only(structs, repeats: int) -> None:
-    """One relaxation step's MLIP work: one batched call vs one call per structure."""
-    from pymatgen.io.ase import AseAtomsAdaptor
+def torchsim_chgnet(evaluator: CHGNetEvaluator):
+    """CHGNet as a torch-sim ModelInterface (energy eV, forces eV/Å, stress eV/Å^3, ASE sign)."""
+    import torch_sim as ts
+    from torch_sim.models.interface import ModelInterface
 
-    from smoacs_flows.screening.relax import CHGNetEvaluator
+    class CHGNetModel(ModelInterface):
+        def __init__(self) -> None:
+            super().__init__()
+            self._device, self._dtype = torch.device("cpu"), torch.float64
+            self._compute_stress = self._compute_forces = True
+            self._memory_scales_with = "n_atoms"
 
-    ev = CHGNetEvaluator()
-    atoms = [AseAtomsAdaptor.get_atoms(s) for s in structs]
-    ev.evaluate(atoms[:2])  # warm up
-    tb = cb = ts = cs = 0.0
-    diff = 0.0
-    for _ in range(repeats):
-        t, c = time.perf_counter(), time.process_time()
-        batched = ev.evaluate(atoms)
-        tb, cb = tb + time.perf_counter() - t, cb + time.process_time() - c
-        t, c = time.perf_counter(), time.process_time()
-        single = [ev.evaluate([a])[0] for a in atoms]
-        ts, cs = ts + time.perf_counter() - t, cs + time.process_time() - c
-        for a, x, y in zip(atoms, batched, single):
-            diff = max(diff, abs(x[0] - y[0]) / len(a))
-    print(
-        f"one step for {len(atoms)} structures, {repeats} repeats interleaved: batched "
-        f"{tb:.2f} s wall / {cb:.2f} s CPU, per-structure {ts:.2f} s wall / {cs:.2f} s CPU; "
-        f"ratio {ts / tb:.2f}x wall, {cs / cb:.2f}x CPU; max |dE| {1000 * diff:.4f} meV/atom"
+        def forward(self, state):
+            atoms = ts.io.state_to_atoms(state)
+            res = evaluator.evaluate(atoms)
+            kw = {"dtype": self._dtype, "device": self._device}
+            return {
+                "energy": torch.tensor([e for e, _, _ in res], **kw),
+                "forces": torch.tensor(np.concatenate([f for _, f, _ in res]), **kw),
+                "stress": torch.tensor(np.stack([s for _, _, s in res]), **kw),
+            }
+
+    return CHGNetModel()
+
+
+def relax_torchsim(structs, evaluator, fmax, steps):
+    """torch-sim batched FIRE (Frechet cell) on all structures; energies per atom, converged."""
+    import torch_sim as ts
+    from torch_sim.runners import generate_force_convergence_fn
+
+    model = torchsim_chgnet(evaluator)
+    state = ts.io.structures_to_state(structs, device=model.device, dtype=model.dtype)
+    final = ts.optimize(
+        system=state,
+        model=model,
+        optimizer=ts.frechet_cell_fire,
+        convergence_fn=generate_force_convergence_fn(force_tol=fmax, include_cell_forces=True),
+        max_steps=steps,
+        steps_between_swaps=5,
     )
+    conv = generate_force_convergence_fn(force_tol=fmax)(final, None)
+    n_atoms = torch.bincount(final.system_idx).double()
+    e = (final.energy / n_atoms).tolist()
+    return e, [bool(c) for c in conv.tolist()]
+
+
+def timed(fn, *a, **k):
+    """(result, wall s, CPU s of this process, all threads)."""
+    t, c = time.perf_counter(), time.process_time()
+    out = fn(*a, **k)
+    return out, time.perf_counter() - t, time.process_time() - c
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=16)
-    ap.add_argument("--fmax", type=float, default=0.01)
-    ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--skip-atomate2", action="store_true")
+    ap.add_argument("--n", type=int, default=64)
+    ap.add_argument("--fmax", type=float, default=0.05)
+    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    ap.add_argument("--only", default="ours,torchsim,ase,atomate2")
+    ap.add_argument("--name", default="relax_batch", help="results/NAME.json")
     ap.add_argument(
-        "--eval-only",
-        type=int,
-        default=0,
-        metavar="REPEATS",
-        help="only compare one batched CHGNet call with per-structure calls (the "
-        "work of one relaxation step), REPEATS times interleaved",
+        "--mlip-batch", type=int, default=8, help="structures per CHGNet forward (memory)"
     )
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
-    import torch
-
-    structs = perov(args.n)
-    if args.eval_only:
-        eval_only(structs, args.eval_only)
-        return
+    torch.set_num_threads(args.threads)
+    structs = structures(args.n)
+    sizes = [len(s) for s in structs]
     print(
-        f"{args.n} perov_5 structures, CHGNet, FIRE + FrechetCellFilter, fmax={args.fmax}, "
-        f"steps≤{args.steps}, torch threads={torch.get_num_threads()}"
+        f"{args.n} structures, {sum(sizes)} atoms (sizes {sorted(set(sizes))}), CHGNet, "
+        f"fmax={args.fmax}, steps<={args.steps}, torch threads={torch.get_num_threads()}",
+        flush=True,
     )
-    relax_batched(structs[:1], "chgnet", fmax=0.5, steps=1)  # load weights, warm up
-
-    t, c = time.perf_counter(), time.process_time()
-    b = relax_batched(structs, "chgnet", fmax=args.fmax, steps=args.steps)
-    t_b, c_b = time.perf_counter() - t, time.process_time() - c
-    print(f"batched done: wall {t_b:.1f} s, cpu {c_b:.1f} s", flush=True)
-
-    t, c = time.perf_counter(), time.process_time()
-    a = relax_ase(structs, args.fmax, args.steps)
-    t_ase, c_ase = time.perf_counter() - t, time.process_time() - c
-    print(f"ase done: wall {t_ase:.1f} s, cpu {c_ase:.1f} s", flush=True)
-
-    t_a2 = None
-    if not args.skip_atomate2:
-        t, c = time.perf_counter(), time.process_time()
-        a2 = relax_atomate2(structs, "chgnet", fmax=args.fmax, steps=args.steps)
-        t_a2, c_a2 = time.perf_counter() - t, time.process_time() - c
-
-    eb = np.array([r.energy_per_atom for r in b])
-    e_ase = np.array([x[0] for x in a])
-    print(
-        f"converged: batched {sum(r.converged for r in b)}/{args.n}, "
-        f"ase {sum(x[1] for x in a)}/{args.n}; steps batched {sum(r.steps for r in b)}, "
-        f"ase {sum(x[2] for x in a)}"
-    )
-    print("(CPU = process time of all threads: robust to other load on the machine)")
-    print(
-        f"{'path':<10} {'wall s':>8} {'cpu s':>8} {'struct/cpu-s':>12} "
-        f"{'speed-up wall':>13} {'speed-up cpu':>12}"
-    )
-    print(f"{'batched':<10} {t_b:8.1f} {c_b:8.1f} {args.n / c_b:12.3f} {1.0:13.2f} {1.0:12.2f}")
-    print(
-        f"{'ase':<10} {t_ase:8.1f} {c_ase:8.1f} {args.n / c_ase:12.3f} {t_ase / t_b:13.2f} "
-        f"{c_ase / c_b:12.2f}"
-    )
-    print(f"max |E_batched - E_ase| = {1000 * np.max(np.abs(eb - e_ase)):.3f} meV/atom")
-    if t_a2 is not None:
-        ea2 = np.array([r.energy_per_atom if r.ok else np.nan for r in a2])
+    evaluator = CHGNetEvaluator(batch_size=args.mlip_batch)
+    # warm-up outside the clocks: weights, and one evaluation of every structure (first
+    # calls on new graph sizes are slower, which would favour whichever path runs second)
+    relax_batched(structs, evaluator, fmax=0.5, steps=0)
+    result = {
+        "machine": machine(torch_threads=torch.get_num_threads()),
+        "n": args.n,
+        "atoms": sum(sizes),
+        "sizes": sizes,
+        "fmax": args.fmax,
+        "steps": args.steps,
+        "mlip_batch": args.mlip_batch,
+        "mlip": "CHGNet 0.3.0 (chgnet package default)",
+        "paths": {},
+    }
+    energies = {}
+    for path in args.only.split(","):
+        load = list(os.getloadavg())
+        if path == "ours":
+            res, w, c = timed(relax_batched, structs, evaluator, fmax=args.fmax, steps=args.steps)
+            e, conv = [r.energy_per_atom for r in res], [r.converged for r in res]
+        elif path == "torchsim":
+            (e, conv), w, c = timed(relax_torchsim, structs, evaluator, args.fmax, args.steps)
+        elif path == "ase":
+            res, w, c = timed(relax_ase, structs, args.fmax, args.steps)
+            e, conv = [x[0] for x in res], [x[1] for x in res]
+        elif path == "atomate2":
+            res, w, c = timed(relax_atomate2, structs, "chgnet", fmax=args.fmax, steps=args.steps)
+            e = [r.energy_per_atom if r.ok else float("nan") for r in res]
+            conv = [r.converged for r in res]
+        else:
+            raise SystemExit(f"error: --only: unknown path {path!r}")
+        e = [float(x) for x in e]
+        energies[path] = np.array(e, float)
+        row = {
+            "wall_s": w,
+            "cpu_s": c,
+            "converged": int(sum(conv)),
+            "loadavg_before": load,
+            "energy_per_atom": e,
+        }
+        if "ours" in energies and path != "ours":
+            d = np.abs(energies[path] - energies["ours"]) * 1000
+            row["max_abs_dE_vs_ours_meV_per_atom"] = float(np.nanmax(d))
+            row["median_abs_dE_vs_ours_meV_per_atom"] = float(np.nanmedian(d))
+            row["ours_speedup_wall"] = w / result["paths"]["ours"]["wall_s"]
+            row["ours_speedup_cpu"] = c / result["paths"]["ours"]["cpu_s"]
+        result["paths"][path] = row
         print(
-            f"{'atomate2':<10} {t_a2:8.1f} {c_a2:8.1f} {args.n / c_a2:12.3f} "
-            f"{t_a2 / t_b:13.2f} {c_a2 / c_b:12.2f}"
+            f"{path}: wall {w:.1f} s, cpu {c:.1f} s, converged {sum(conv)}/{args.n}"
+            + (
+                f", max|dE| vs ours {row['max_abs_dE_vs_ours_meV_per_atom']:.2f} meV/atom, "
+                f"ours faster {row['ours_speedup_wall']:.2f}x wall / "
+                f"{row['ours_speedup_cpu']:.2f}x cpu"
+                if "ours_speedup_wall" in row
+                else ""
+            ),
+            flush=True,
         )
-        print(
-            f"max |E_batched - E_atomate2| = {1000 * np.nanmax(np.abs(eb - ea2)):.3f} meV/atom"
-            f" (atomate2 converged {sum(r.converged for r in a2)}/{args.n})"
-        )
+        write_result(args.name, result)
 
 
 if __name__ == "__main__":

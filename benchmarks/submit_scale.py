@@ -13,6 +13,8 @@ Usage::
 
     .venv/bin/python benchmarks/submit_scale.py [--n 49152] [--batch-size 256]
         [--batches-per-job 1] [--relax-group 1] [--trivial 20]
+
+Writes benchmarks/results/submit_scale.json (or results/NAME.json with --name).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ def main() -> None:
     ap.add_argument("--batches-per-job", type=int, default=1)
     ap.add_argument("--relax-group", type=int, default=1)
     ap.add_argument("--trivial", type=int, default=20, help="trivial fireworks to time")
+    ap.add_argument("--name", default="submit_scale", help="results/NAME.json")
     args = ap.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="smoacs-bench-"))
@@ -105,6 +108,28 @@ def main() -> None:
     print(f"| session, file unchanged / re-read | {t_noop * 1e3:.1f} ms / {t_read:.2f} s |")
     print(f"| per-firework overhead, empty LaunchPad | {per_fw_empty:.2f} s |")
     print(f"| per-firework overhead, beside the campaign | {per_fw_full:.2f} s |")
+    from _common import machine, write_result
+
+    result = {
+        "machine": machine(),
+        "proposals": args.n,
+        "batch_size": args.batch_size,
+        "batches_per_job": args.batches_per_job,
+        "relax_group": args.relax_group,
+        "fireworks": sub.n_fireworks,
+        "categories": sub.categories,
+        "build_s": sub.timings["build"],
+        "add_s": sub.timings["add"],
+        "submit_total_s": wall,
+        "import_s": t_import,
+        "launchpad_bytes": size,
+        "session_unchanged_s": t_noop,
+        "session_reread_s": t_read,
+        "per_firework_empty_s": per_fw_empty,
+        "per_firework_beside_campaign_s": per_fw_full,
+        "trivial_fireworks": args.trivial,
+    }
+    print(f"wrote {write_result(args.name, result)}")
 
 
 if __name__ == "__main__":

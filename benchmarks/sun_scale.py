@@ -162,12 +162,15 @@ def sample_groups(structs: list[Structure], f: float, seed: int) -> list[int]:
     return [i for i, x in enumerate(formulas) if keep[x]]
 
 
-def compare_task(name, structs, jobs, budget, projected, seed, n_refs=0) -> dict:
-    """One task (grouping of ``structs``): ours on all, the peer on all or a group sample."""
+def compare_task(name, structs, jobs, budget, projected, seed, n_refs=0, fraction=None):
+    """One task (grouping of ``structs``): ours on all, the peer on all or a group sample
+    (``fraction`` of the formula groups if given, else from the budget and projection)."""
     res, w_ours, c_ours = ours(structs, None, jobs)
     out = {"n_structures": len(structs), "ours_wall_s": w_ours, "ours_cpu_s": c_ours}
     out["ours_fit_calls"] = res.n_fit_calls
     f = 1.0 if projected is None or projected <= budget else budget / projected
+    if fraction is not None:
+        f = fraction
     idx = list(range(len(structs))) if f >= 1 else sample_groups(structs, f, seed)
     sub = [structs[i] for i in idx]
     rep, w_peer, c_peer = peer_representatives(sub)
@@ -218,6 +221,20 @@ def main() -> None:
     ap.add_argument("--known", type=int, default=2000, help="generated 'known' references")
     ap.add_argument("--peer-budget", type=float, default=3600, help="s per peer task and size")
     ap.add_argument("--name", default="sun_scale", help="results/NAME.json")
+    ap.add_argument(
+        "--tasks",
+        nargs="+",
+        default=["uniqueness", "novelty", "sun"],
+        choices=["uniqueness", "novelty", "sun"],
+        help="in this order; the JSON is rewritten after each",
+    )
+    ap.add_argument(
+        "--peer-fraction",
+        type=float,
+        default=None,
+        help="sample this fraction of formula groups for the peer at every size "
+        "(default: from --peer-budget and the previous size)",
+    )
     args = ap.parse_args()
 
     t = time.perf_counter()
@@ -241,41 +258,54 @@ def main() -> None:
         row = {"n_candidates": n, "n_references": len(refs), "loadavg_before": load0}
         row["n_formulas"] = len({c.composition.reduced_formula for c in cands})
 
-        uniq, res_u = compare_task(
-            "uniqueness", cands, args.jobs, args.peer_budget, projected(prev, "uniqueness", n), 11
-        )
-        row["uniqueness"] = uniq
-        union = refs + cands
-        nov, res_n = compare_task(
-            "novelty (grouping)",
-            union,
-            args.jobs,
-            args.peer_budget,
-            projected(prev, "novelty_grouping", len(union)),
-            12,
-            n_refs=len(refs),
-        )
-        nov["novel"] = sum(r >= len(refs) for r in res_n.representative[len(refs) :])
-        row["novelty_grouping"] = nov
-        sun, w, c = ours(cands, refs, args.jobs)
-        grouping_novel = [res_n.representative[len(refs) + i] >= len(refs) for i in range(n)]
-        row["sun_stage_call"] = {
-            "ours_wall_s": w,
-            "ours_cpu_s": c,
-            "fit_calls": sun.n_fit_calls,
-            "unique": sum(sun.unique),
-            "novel": sum(sun.novel),
-            "unique_and_novel": sum(u and v for u, v in zip(sun.unique, sun.novel)),
-            "uniqueness_identical_to_group_structures": sun.representative == res_u.representative,
-            "novel_flags_differing_from_grouping": sum(
-                a != b for a, b in zip(sun.novel, grouping_novel)
-            ),
-        }
-        print(f"  S.U.N. stage call: {w:.1f} s wall / {c:.1f} s cpu; {row['sun_stage_call']}")
-        row["loadavg_after"] = list(os.getloadavg())
         result["sizes"].append(row)
-        print(f"  wrote {write_result(args.name, result)}", flush=True)
-        prev = {"uniqueness": uniq, "novelty_grouping": nov}
+        res_u = res_n = None
+        uniq = nov = None
+        for task in args.tasks:
+            if task == "uniqueness":
+                p_u = projected(prev, "uniqueness", n)
+                uniq, res_u = compare_task(
+                    "uniqueness", cands, args.jobs, args.peer_budget, p_u, 11, 0, args.peer_fraction
+                )
+                row["uniqueness"] = uniq
+            elif task == "novelty":
+                union = refs + cands
+                p_n = projected(prev, "novelty_grouping", len(union))
+                nov, res_n = compare_task(
+                    "novelty (grouping)",
+                    union,
+                    args.jobs,
+                    args.peer_budget,
+                    p_n,
+                    12,
+                    len(refs),
+                    args.peer_fraction,
+                )
+                nov["novel"] = sum(r >= len(refs) for r in res_n.representative[len(refs) :])
+                row["novelty_grouping"] = nov
+            elif task == "sun":
+                sun, w, c = ours(cands, refs, args.jobs)
+                row["sun_stage_call"] = sun_row = {
+                    "ours_wall_s": w,
+                    "ours_cpu_s": c,
+                    "fit_calls": sun.n_fit_calls,
+                    "unique": sum(sun.unique),
+                    "novel": sum(sun.novel),
+                    "unique_and_novel": sum(u and v for u, v in zip(sun.unique, sun.novel)),
+                }
+                if res_u is not None:
+                    sun_row["uniqueness_identical_to_group_structures"] = (
+                        sun.representative == res_u.representative
+                    )
+                if res_n is not None:
+                    sun_row["novel_flags_differing_from_grouping"] = sum(
+                        a != (res_n.representative[len(refs) + i] >= len(refs))
+                        for i, a in enumerate(sun.novel)
+                    )
+                print(f"  S.U.N. stage call: {w:.1f} s wall / {c:.1f} s cpu; {sun_row}")
+            row["loadavg_after"] = list(os.getloadavg())
+            print(f"  wrote {write_result(args.name, result)}", flush=True)
+        prev = {"uniqueness": uniq, "novelty_grouping": nov} if uniq and nov else None
 
 
 if __name__ == "__main__":
