@@ -48,7 +48,11 @@ SUPERCELLS = [
 ]
 
 
-def structures(n: int, seed: int = 0) -> list[Structure]:
+#: --small: 3 unit cells, 1 of 10 atoms
+SMALL = [(1, 1, 1), (1, 1, 1), (1, 1, 1), (2, 1, 1)]
+
+
+def structures(n: int, seed: int = 0, cycle=SUPERCELLS) -> list[Structure]:
     """``n`` real perov_5 structures (val split) of mixed sizes, rattled and strained."""
     csv.field_size_limit(10**7)
     with open(ROOT / ".." / "shared" / "data" / "perov_5" / "val.csv", newline="") as fh:
@@ -57,7 +61,7 @@ def structures(n: int, seed: int = 0) -> list[Structure]:
     out = []
     for k, i in enumerate(rng.choice(len(rows), n, replace=False)):
         s = Structure.from_str(rows[i]["cif"], fmt="cif")
-        s.make_supercell(SUPERCELLS[k % len(SUPERCELLS)])
+        s.make_supercell(cycle[k % len(cycle)])
         s.perturb(0.05)
         s.apply_strain(rng.uniform(-0.03, 0.03))
         out.append(s)
@@ -143,6 +147,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     ap.add_argument("--only", default="ours,torchsim,ase,atomate2")
+    ap.add_argument("--small", action="store_true", help="5- and 10-atom cells only")
     ap.add_argument("--name", default="relax_batch", help="results/NAME.json")
     ap.add_argument(
         "--mlip-batch", type=int, default=8, help="structures per CHGNet forward (memory)"
@@ -150,7 +155,7 @@ def main() -> None:
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
-    structs = structures(args.n)
+    structs = structures(args.n, cycle=SMALL if args.small else SUPERCELLS)
     sizes = [len(s) for s in structs]
     print(
         f"{args.n} structures, {sum(sizes)} atoms (sizes {sorted(set(sizes))}), CHGNet, "

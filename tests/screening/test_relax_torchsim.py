@@ -21,17 +21,15 @@ def _nacl(a: float) -> Structure:
 
 def test_torchsim_follows_ase_fire_and_isolates_bad_input():
     """torch-sim's ASE-flavour FIRE with the Frechet cell filter makes the same first steps as
-    ASE's FIRE + FrechetCellFilter (ours): energies after 5 steps agree; a structure with
+    ASE's FIRE + FrechetCellFilter (ours): energies after 3 steps agree; a structure with
     overlapping atoms is rejected with its reason and the rest still relax."""
-    good = [_nacl(5.3), _nacl(5.9)]
     rattled = _nacl(5.6)
-    rattled.make_supercell([2, 1, 1])
     rattled.perturb(0.05)
-    good.append(rattled)
+    good = [_nacl(5.3), _nacl(5.9), rattled]
     bad = Structure(Lattice.cubic(4), ["Na", "Cl"], [[0, 0, 0], [0.02, 0, 0]])
     ev = CHGNetEvaluator()
-    ours = relax_batched(good, ev, fmax=1e-6, steps=5)
-    ts = relax_torchsim([*good, bad], ev, fmax=1e-6, steps=5)
+    ours = relax_batched(good, ev, fmax=1e-6, steps=3)
+    ts = relax_torchsim([*good, bad], ev, fmax=1e-6, steps=3)
     assert [r.ok for r in ts] == [True, True, True, False]
     assert "overlapping" in ts[3].error
     for a, b in zip(ours, ts):

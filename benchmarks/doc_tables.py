@@ -1,6 +1,6 @@
 """Print the markdown tables of docs/benchmarks.md from benchmarks/results/*.json.
 
-Usage: .venv/bin/python benchmarks/tables.py [sun_scale relax_batch propose_overhead query_scale]
+Usage: .venv/bin/python benchmarks/doc_tables.py [sun_scale relax_batch propose_overhead query_scale]
 """
 
 from __future__ import annotations
@@ -138,15 +138,52 @@ def query_scale(d: dict) -> None:
         )
 
 
+def submit_scale(d: dict) -> None:
+    """Submit of the paper-size campaign to the embedded LaunchPad."""
+    _header(d)
+    print("| measure | value |")
+    print("|---|---|")
+    print(
+        f"| proposals | {d['proposals']:,} ({d['proposals'] // d['batch_size']} batches of "
+        f"{d['batch_size']}; batches_per_job {d['batches_per_job']}, relax_group "
+        f"{d['relax_group']}) |"
+    )
+    print(f"| fireworks created | {d['fireworks']} ({d['categories']}) |")
+    print(f"| build (validate + Flow + workflow) | {d['build_s']:.1f} s |")
+    print(f"| add to the embedded LaunchPad | {d['add_s']:.1f} s |")
+    print(
+        f"| **submit total** (imports excluded, {d['import_s']:.1f} s) | "
+        f"**{d['submit_total_s']:.1f} s** |"
+    )
+    print(f"| LaunchPad file | {d['launchpad_bytes'] / 1e6:.1f} MB |")
+    print(
+        f"| LaunchPad session, file unchanged / re-read | {d['session_unchanged_s'] * 1e3:.1f} ms"
+        f" / {d['session_reread_s']:.2f} s |"
+    )
+    print(f"| per-firework overhead, empty LaunchPad | {d['per_firework_empty_s']:.2f} s |")
+    print(
+        f"| per-firework overhead, beside the campaign | "
+        f"{d['per_firework_beside_campaign_s']:.2f} s |"
+    )
+    print(f"\nload {_load_str(d['machine'])}")
+
+
 def main() -> None:
-    names = sys.argv[1:] or ["sun_scale", "relax_batch", "propose_overhead", "query_scale"]
+    names = sys.argv[1:] or [
+        "sun_scale",
+        "sun_scale_full",
+        "relax_batch",
+        "propose_overhead",
+        "query_scale",
+        "submit_scale",
+    ]
     for name in names:
         d = _load(name)
         print(f"\n## {name}\n")
         if d is None:
             print("(no results file)")
             continue
-        globals()[name](d)
+        globals()["sun_scale" if name.startswith("sun_scale") else name](d)
 
 
 if __name__ == "__main__":
