@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--method",
         default=None,
-        choices=["batched", "atomate2"],
+        choices=["batched", "torchsim", "atomate2"],
         help="relaxation path (default: the faster, batched)",
     )
     p.add_argument("--fmax", type=float, default=0.01, help="eV/Å (default 0.01)")

@@ -496,7 +496,8 @@ def relax(
     device: str | None = "auto",
     model: str | None = None,
 ) -> list[RelaxResult]:
-    """Relax structures with an MLIP by the chosen path (``batched`` | ``atomate2``) on
+    """Relax structures with an MLIP by the chosen path (``batched`` | ``torchsim`` |
+    ``atomate2``) on
     ``device`` (``auto``: CUDA when present); ``model``: MatterSim's checkpoint (a file or a
     released name in MatterSim's cache; default ``$SMOACS_MATTERSIM_CHECKPOINT``)."""
     kw = {"progress": progress, "device": device, "model": model}
@@ -504,4 +505,10 @@ def relax(
         return relax_batched(structures, mlip, fmax, steps, optimizer, **kw)
     if method == "atomate2":
         return relax_atomate2(structures, mlip, fmax, steps, optimizer, **kw)
-    raise InputError(f"unknown relaxation method {method!r} (batched or atomate2)")
+    if method == "torchsim":  # torch-sim's batched FIRE (see docs/architecture.md)
+        from smoacs_flows.screening.relax_torchsim import relax_torchsim
+
+        extra = {"model": model} if mlip == "mattersim" else {}
+        ev = make_evaluator(mlip, device=device, **extra)
+        return relax_torchsim(structures, ev, fmax, steps, progress=progress)
+    raise InputError(f"unknown relaxation method {method!r} (batched, torchsim or atomate2)")
