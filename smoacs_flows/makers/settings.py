@@ -54,7 +54,7 @@ class ScreeningSettings(_Strict):
 
     prefilter: PrefilterSettings = PrefilterSettings()
     mlip: Literal["chgnet", "mattersim"] = "chgnet"
-    method: Literal["batched", "atomate2"] = "batched"
+    method: Literal["batched", "torchsim", "atomate2"] = "batched"
     fmax: float = Field(0.05, gt=0)
     steps: int = Field(300, ge=1)
     optimizer: Literal["FIRE", "BFGS"] = "FIRE"

@@ -35,7 +35,7 @@ class ScreenConfig:
 
     prefilter: PrefilterConfig = field(default_factory=PrefilterConfig)
     mlip: str = "chgnet"  # chgnet | mattersim | none
-    method: str = "batched"  # batched | atomate2
+    method: str = "batched"  # batched | torchsim | atomate2
     fmax: float = 0.01
     steps: int = 500
     optimizer: str = "FIRE"
