@@ -1,6 +1,6 @@
 """Print the markdown tables of docs/benchmarks.md from benchmarks/results/*.json.
 
-Usage: .venv/bin/python benchmarks/doc_tables.py [sun_scale relax_batch propose_overhead query_scale]
+Usage: .venv/bin/python benchmarks/doc_tables.py [NAME ...]   (default: every results file used)
 """
 
 from __future__ import annotations
@@ -53,11 +53,12 @@ def sun_scale(d: dict) -> None:
             )
         s = r.get("sun_stage_call")
         if s:
+            same_u = s.get("uniqueness_identical_to_group_structures", "—")
+            diff_n = s.get("novel_flags_differing_from_grouping", "—")
             print(
                 f"| {r['n_candidates']:,} × {r['n_references']:,} | S.U.N. stage call "
                 f"(uniqueness + novelty) | {s['ours_wall_s']:.1f} / {s['ours_cpu_s']:.1f} | — | — "
-                f"| — | uniqueness {s['uniqueness_identical_to_group_structures']}; novel flags "
-                f"≠ grouping: {s['novel_flags_differing_from_grouping']} | "
+                f"| — | uniqueness {same_u}; novel flags ≠ grouping: {diff_n} | "
                 f"{r['loadavg_after'][0]:.0f} |"
             )
     print()
