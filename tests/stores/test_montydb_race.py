@@ -1,0 +1,93 @@
+"""Concurrent connects to one montydb folder (two campaigns' workers on the embedded JobStore).
+
+maggma's ``MontyStore.connect`` rewrote montydb's ``.monty.storage`` on every connect; a process
+opening the folder meanwhile read an empty engine name and failed with ``ValueError: Empty
+module name`` (a proposal firework fizzled with it in the concurrency chaos test).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import smoacs_flows  # noqa: F401 - as in every smoacs process: montydb's set_storage made atomic
+from tests.makers._campaign import ROOT
+
+#: a worker-like process: imports smoacs_flows (as every worker does), then connects a
+#: MontyStore on the folder over and over until the stop file appears
+WRITER = """
+import sys, pathlib
+import smoacs_flows  # noqa: F401
+from maggma.stores import MontyStore
+path, ready, stop = sys.argv[1], pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3])
+store = MontyStore("outputs", database_path=path, database_name="smoacs", key="uuid")
+store.connect()
+ready.touch()
+while not stop.exists():
+    store.connect(force_reset=True)
+    store.count()
+"""
+
+
+def test_concurrent_montystore_connects_never_tear_the_storage_files(tmp_path: Path) -> None:
+    from montydb import MontyClient
+
+    db = tmp_path / "jobstore"
+    stop = tmp_path / "STOP"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(db), str(tmp_path / f"ready{i}"), str(stop)],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    errors: dict[str, int] = {}
+    reads = 0
+    try:
+        t0 = time.monotonic()
+        while not all((tmp_path / f"ready{i}").exists() for i in range(2)):
+            assert all(p.poll() is None for p in procs), [p.stderr.read() for p in procs]
+            assert time.monotonic() - t0 < 120, "writers did not start"
+            time.sleep(0.05)
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            try:
+                client = MontyClient(str(db))
+                client["smoacs"]["outputs"].count_documents({})
+                reads += 1
+            except Exception as exc:  # noqa: BLE001 - counted and reported below
+                key = f"{type(exc).__name__}: {exc}"
+                errors[key] = errors.get(key, 0) + 1
+    finally:
+        stop.touch()
+        outs = [p.communicate(timeout=60)[1] for p in procs]
+    assert not errors, errors
+    assert reads > 0
+    for p, err in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-2000:]
+    # the files hold montydb's settings in full (sqlite engine, pymongo's BSON)
+    assert (db / ".monty.storage").read_text() == "sqlite"
+    cfg = (db / "monty.storage.cfg").read_text()
+    assert "[sqlite]" in cfg and "use_bson = yes" in cfg
+
+
+def test_unchanged_storage_files_are_left_alone(tmp_path: Path) -> None:
+    from maggma.stores import MontyStore
+
+    store = MontyStore("outputs", database_path=str(tmp_path), database_name="d", key="k")
+    store.connect()
+    files = sorted(f for f in tmp_path.iterdir() if f.is_file())
+    assert [f.name for f in files] == [".monty.storage", "monty.storage.cfg"]
+    before = [(f.stat().st_ino, f.stat().st_mtime_ns) for f in files]
+    time.sleep(0.05)
+    store.connect(force_reset=True)
+    after = [(f.stat().st_ino, f.stat().st_mtime_ns) for f in files]
+    assert after == before
+    # no temporary folder left behind (montydb takes every folder for a database)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == []
