@@ -14,7 +14,9 @@ energy) and the GPAW settings; they differ only in how the proposals are made:
 The top K of each arm's S.U.N. survivors go to GPAW. Everything is cached per arm under
 ``--work`` (proposals, relaxation, ranking, one file per DFT run), so a stopped run resumes
 where it was; the JSON (``--out``) is rebuilt from the caches and rewritten atomically after
-every DFT run and every arm. Usage (one thread per process; arms may run side by side):
+every DFT run and every arm. A second process per arm with ``--reverse`` works through the
+DFT list from its end (a ``.running`` marker per candidate keeps two processes apart). Usage
+(one thread per process; arms may run side by side):
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/halfmetal_hits.py --arms smoacs,random \
         [--n 60] [--k 12] [--campaign campaigns/halfmetal_small.yaml] [--out FILE] [--work DIR]
@@ -366,13 +368,18 @@ def run_arm(arm: str, args: argparse.Namespace, camp_path: Path) -> None:
             r["chgnet_abs_moment_per_fu"] = moment_per_fu(r)
         _dump(d / "ranked.json", {"records": top})
     write_report(args, camp_path)
-    for i, rec in enumerate(_load(d / "ranked.json")["records"]):
+    todo = list(enumerate(_load(d / "ranked.json")["records"]))
+    for i, rec in reversed(todo) if args.reverse else todo:
         path = d / "dft" / f"{rec['id']}.json"
-        if path.exists():
+        busy = d / "dft" / f"{rec['id']}.running"
+        if path.exists() or busy.exists():
             continue
+        busy.parent.mkdir(parents=True, exist_ok=True)
+        busy.write_text(str(os.getpid()))
         print(f"[{arm}] DFT {i + 1}/{args.k} {rec['reduced_formula']} ({rec['id']})", flush=True)
         res = dft_one(camp, rec, d / "gpaw" / rec["id"])
         _dump(path, res)
+        busy.unlink(missing_ok=True)
         print(
             f"[{arm}]   -> {res.get('verdict') or res.get('error')} "
             f"m={res.get('moment_per_fu')} {res['wall_s']:.0f} s",
@@ -391,6 +398,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/halfmetal_hits.json")
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks/results/halfmetal_hits_work")
     ap.add_argument("--report", action="store_true", help="only rebuild the JSON from caches")
+    ap.add_argument(
+        "--reverse",
+        action="store_true",
+        help="DFT the ranked candidates from the last: a second process per arm, side by side",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     camp_path = args.campaign.resolve()
