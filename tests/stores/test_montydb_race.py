@@ -13,25 +13,29 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import smoacs_flows  # noqa: F401 - as in every smoacs process: montydb's set_storage made atomic
 from tests.makers._campaign import ROOT
 
 #: a worker-like process: imports smoacs_flows (as every worker does), then connects a
 #: MontyStore on the folder over and over until the stop file appears
 WRITER = """
-import sys, pathlib
+import pathlib, sys, time
 import smoacs_flows  # noqa: F401
 from maggma.stores import MontyStore
 path, ready, stop = sys.argv[1], pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3])
 store = MontyStore("outputs", database_path=path, database_name="smoacs", key="uuid")
 store.connect()
 ready.touch()
-while not stop.exists():
+end = time.monotonic() + 300  # a hard end, should the test process be gone
+while not stop.exists() and time.monotonic() < end:
     store.connect(force_reset=True)
     store.count()
 """
 
 
+@pytest.mark.timeout(300)  # fail, not hang, should montydb block on a torn folder
 def test_concurrent_montystore_connects_never_tear_the_storage_files(tmp_path: Path) -> None:
     from montydb import MontyClient
 
