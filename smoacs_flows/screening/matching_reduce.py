@@ -1,0 +1,186 @@
+"""Structures prepared for matching: the comparator hash, a digest of the exact structure,
+and the reduced cell ``StructureMatcher.fit`` compares, computed once per structure (with a
+bit-exact shortcut when no primitive reduction can apply) plus its cached lattice vectors.
+See :mod:`smoacs_flows.screening.matching` for why the fast path gives ``fit``'s answers."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+from pymatgen.analysis.structure_matcher import StructureMatcher
+from pymatgen.core import Element, Lattice, Structure
+
+#: MatterGen's evaluation settings
+MATCHER_SETTINGS = {"ltol": 0.2, "stol": 0.3, "angle_tol": 5}
+
+
+def make_matcher() -> StructureMatcher:
+    """The StructureMatcher used for uniqueness and novelty (MatterGen's settings)."""
+    return StructureMatcher(**MATCHER_SETTINGS)
+
+
+def successive_minima(lattice_matrix: np.ndarray) -> np.ndarray:
+    """The three successive minima λ1 ≤ λ2 ≤ λ3 of a lattice (Å), by enumeration.
+
+    Enumerates lattice vectors up to the longest Niggli-reduced length (which bounds λ3) and
+    picks the shortest vector, then the shortest independent of it, then the shortest out of
+    their plane.
+    """
+    from pymatgen.core import Lattice
+
+    lat = Lattice(lattice_matrix)
+    radius = max(lat.get_niggli_reduced_lattice().abc) * (1 + 1e-6) + 1e-8
+    frac, dist, _, _ = lat.get_points_in_sphere([[0, 0, 0]], [0, 0, 0], radius, zip_results=False)
+    cart = lat.get_cartesian_coords(frac)
+    order = np.argsort(dist, kind="stable")
+    chosen: list[np.ndarray] = []
+    minima: list[float] = []
+    for i in order:
+        d = dist[i]
+        if d < 1e-8:
+            continue
+        v = cart[i]
+        if len(chosen) == 1:
+            if np.linalg.norm(np.cross(chosen[0], v)) < 1e-8 * d * np.linalg.norm(chosen[0]):
+                continue
+        elif len(chosen) == 2:
+            vol = abs(np.dot(np.cross(chosen[0], chosen[1]), v))
+            scale = np.linalg.norm(chosen[0]) * np.linalg.norm(chosen[1]) * d
+            if vol < 1e-8 * scale:
+                continue
+        chosen.append(v)
+        minima.append(float(d))
+        if len(chosen) == 3:
+            break
+    return np.array(minima)
+
+
+@dataclass
+class Prepared:
+    """A structure with its reduced form and the invariants the fast path compares."""
+
+    structure: Structure
+    key: str  # comparator hash (reduced formula)
+    ident: str  # digest of the exact structure (byte-identical copies share it)
+    n_sites: int = 0
+    _reduced: Structure | None = field(default=None, repr=False)
+    _lattice: Lattice | None = field(default=None, repr=False)
+    # reduced cell data for the mapping filter; lattice vectors cached up to _radius
+    _frac: np.ndarray | None = field(default=None, repr=False)
+    _abc: np.ndarray | None = field(default=None, repr=False)
+    _angles: np.ndarray | None = field(default=None, repr=False)
+    _volume: float = field(default=0.0, repr=False)
+    _radius: float = field(default=0.0, repr=False)
+    _vec_int: np.ndarray | None = field(default=None, repr=False)
+    _vec_len: np.ndarray | None = field(default=None, repr=False)
+    _vec_unit: np.ndarray | None = field(default=None, repr=False)
+    _elements: tuple[str, ...] | None = field(default=None, repr=False)
+
+    def reduce(self, matcher: StructureMatcher) -> None:
+        """Compute the matcher's reduced structure and its lattice data (once)."""
+        if self._frac is not None:
+            return
+        fast = _reduce_no_primitive(self.structure) if matcher._primitive_cell else None
+        if fast is None:
+            red = matcher._get_reduced_structure(  # the exact reduction fit() performs
+                Structure.from_sites(self.structure), matcher._primitive_cell, niggli=True
+            )
+            self._reduced, lattice, frac = red, red.lattice, np.array(red.frac_coords)
+        else:
+            lattice, frac = fast
+        self._lattice = lattice
+        self.n_sites = len(frac)
+        self._frac = frac
+        self._abc = np.array(lattice.abc)
+        self._angles = np.array(lattice.angles)
+        self._volume = lattice.volume
+        self._elements = _site_elements(self.structure if fast is not None else self._reduced)
+
+    @property
+    def reduced(self) -> Structure | None:
+        """The reduced structure ``fit`` would compare (built on first use), None before
+        :meth:`reduce`."""
+        if self._reduced is None and self._frac is not None:
+            self._reduced = Structure(
+                self._lattice,
+                self.structure.species_and_occu,
+                self._frac,
+                coords_are_cartesian=False,
+            )
+        return self._reduced
+
+    def vectors(self, radius: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All nonzero vectors of the reduced lattice no longer than ``radius`` (Å), cached.
+
+        Returns integer (fractional) coordinates, lengths and unit vectors.
+        """
+        if radius > self._radius:
+            radius = max(radius, 1.25 * self._radius)
+            matrix = self._lattice.matrix
+            # |n_i| <= radius / d_i, d_i the spacing of the lattice planes (1 / |row of inv.T|)
+            inv_d = np.linalg.norm(np.linalg.inv(matrix), axis=0)
+            n_max = np.floor(radius * inv_d).astype(int) + 1
+            axes = [np.arange(-k, k + 1) for k in n_max]
+            ints = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+            cart = ints @ matrix
+            lens = np.linalg.norm(cart, axis=1)
+            keep = (lens > 0) & (lens <= radius)
+            self._vec_int, self._vec_len = ints[keep], lens[keep]
+            self._vec_unit = cart[keep] / lens[keep, None]
+            self._radius = radius
+        return self._vec_int, self._vec_len, self._vec_unit
+
+
+def _reduce_no_primitive(s: Structure) -> tuple[Lattice, np.ndarray] | None:
+    """``StructureMatcher._get_reduced_structure(s)`` as (lattice, fractional coordinates)
+    when no primitive reduction can apply, else None.
+
+    pymatgen's reduction is ``get_reduced_structure("niggli")`` then
+    ``get_primitive_structure()``; the latter only tries supercell matrices of determinant
+    dividing the gcd of the per-species site counts, so with gcd 1 it returns a copy. The
+    Niggli step is replayed with pymatgen's own lattice reduction and the same per-site
+    arithmetic (Cartesian → fractional in the new lattice, then ``mod 1``), so the arrays are
+    the ones pymatgen builds, bit for bit (checked in tests/screening/test_matching.py).
+    """
+    counts: dict[str, int] = defaultdict(int)
+    for site in s:
+        counts[site.species_string] += 1
+    if math.gcd(*counts.values()) != 1:
+        return None
+    lat = s.lattice
+    red = lat.get_niggli_reduced_lattice()
+    if red == lat:  # pymatgen keeps the structure (and its coordinates) as they are
+        return lat, np.array(s.frac_coords)
+    inv = red.inv_matrix  # per site, as PeriodicSite computes it (1-D dots, not one matmul)
+    frac = [np.mod(np.dot(lat.get_cartesian_coords(site.frac_coords), inv), 1) for site in s]
+    return red, np.array(frac, dtype=np.float64)
+
+
+def prepare(structure: Structure, matcher: StructureMatcher | None = None) -> Prepared:
+    """Hash a structure for matching (cheap; reduction happens lazily)."""
+    matcher = matcher or make_matcher()
+    s = Structure.from_sites(structure)
+    h = hashlib.sha1()
+    h.update(np.ascontiguousarray(s.lattice.matrix, dtype=float).tobytes())
+    h.update(np.ascontiguousarray(s.frac_coords, dtype=float).tobytes())
+    h.update("|".join(str(sp) for sp in s.species_and_occu).encode())
+    return Prepared(
+        structure=s, key=matcher._comparator.get_hash(s.composition), ident=h.hexdigest()
+    )
+
+
+def _site_elements(s: Structure) -> tuple[str, ...] | None:
+    """Element symbols per site when every site is one plain element at occupancy 1."""
+    out = []
+    for comp in s.species_and_occu:
+        if len(comp) != 1:
+            return None
+        ((sp, amt),) = comp.items()
+        if type(sp) is not Element or amt != 1:
+            return None
+        out.append(sp.symbol)
+    return tuple(out)
