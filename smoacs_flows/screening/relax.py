@@ -275,6 +275,27 @@ class _Slot:
     energy: float = math.nan
 
 
+def precheck(
+    structures: Sequence[Structure],
+    mlip_name: str,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[dict[int, RelaxResult], list[int]]:
+    """:func:`check_structure` on every input: failed results by index for the rejected ones
+    (reported to ``progress``), and the indices to relax, in order."""
+    max_z = MLIPS.get(mlip_name, {"max_z": 94})["max_z"]
+    results: dict[int, RelaxResult] = {}
+    ok: list[int] = []
+    for i, s in enumerate(structures):
+        why = check_structure(s, max_z=max_z)
+        if why:
+            results[i] = RelaxResult(i, ok=False, error=why)
+        else:
+            ok.append(i)
+    if progress and results:
+        progress(len(results))
+    return results, ok
+
+
 def relax_batched(
     structures: Sequence[Structure],
     mlip: str | BatchEvaluator = "chgnet",
@@ -300,17 +321,7 @@ def relax_batched(
         evaluator = make_evaluator(mlip, device=device, model=model)
     else:
         evaluator = make_evaluator(mlip, device=device)
-    max_z = MLIPS.get(evaluator.name, {"max_z": 94})["max_z"]
-    results: dict[int, RelaxResult] = {}
-    queue: list[int] = []
-    for i, s in enumerate(structures):
-        why = check_structure(s, max_z=max_z)
-        if why:
-            results[i] = RelaxResult(i, ok=False, error=why)
-        else:
-            queue.append(i)
-    if progress and results:
-        progress(len(results))
+    results, queue = precheck(structures, evaluator.name, progress)
     active: list[_Slot] = []
     queue.reverse()
 

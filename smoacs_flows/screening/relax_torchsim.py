@@ -23,11 +23,10 @@ import torch
 from pymatgen.core import Structure
 
 from smoacs_flows.screening.relax import (
-    MLIPS,
     BatchEvaluator,
     RelaxResult,
-    check_structure,
     make_evaluator,
+    precheck,
     relax_batched,
 )
 
@@ -79,17 +78,7 @@ def relax_torchsim(
     from torch_sim.runners import generate_force_convergence_fn
 
     evaluator = mlip if isinstance(mlip, BatchEvaluator) else make_evaluator(mlip)
-    max_z = MLIPS.get(evaluator.name, {"max_z": 94})["max_z"]
-    results: dict[int, RelaxResult] = {}
-    ok_idx = []
-    for i, s in enumerate(structures):
-        why = check_structure(s, max_z=max_z)
-        if why:
-            results[i] = RelaxResult(i, ok=False, error=why)
-        else:
-            ok_idx.append(i)
-    if progress and results:
-        progress(len(results))
+    results, ok_idx = precheck(structures, evaluator.name, progress)
     if ok_idx:
         model = torchsim_model(evaluator)
         converged_fn = generate_force_convergence_fn(force_tol=fmax, include_cell_forces=True)

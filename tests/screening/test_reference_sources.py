@@ -3,9 +3,6 @@ Alexandria itself, once per chemical system (Alexandria through a local stand-in
 
 from __future__ import annotations
 
-import functools
-import http.server
-import threading
 from pathlib import Path
 
 import pytest
@@ -15,31 +12,14 @@ from smoacs_flows.makers.settings import ScreeningSettings
 from smoacs_flows.makers.stages import _references
 from smoacs_flows.screening.references import ReferenceStore, ensure_sources
 
-from .test_references import _alexandria_dump
+from .test_references import served_alexandria_dump
 
 
 @pytest.fixture
 def alexandria(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    served = tmp_path / "www"
-    served.mkdir()
-    cs = _alexandria_dump(served / "convex_hull_pbe.json.bz2")
-    hits: list[str] = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *a):  # quiet
-            hits.append(self.path)
-
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Handler, directory=str(served))
-    )
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv(
-        "SMOACS_ALEXANDRIA_URLS", f"http://127.0.0.1:{server.server_port}/convex_hull_pbe.json.bz2"
-    )
-    try:
+    with served_alexandria_dump(tmp_path) as (base, cs, hits):
+        monkeypatch.setenv("SMOACS_ALEXANDRIA_URLS", f"{base}/convex_hull_pbe.json.bz2")
         yield cs, hits
-    finally:
-        server.shutdown()
 
 
 def test_sun_references_are_fetched_once_per_system(alexandria, tmp_path: Path) -> None:

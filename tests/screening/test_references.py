@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import gzip
+import http.server
 import json
+import threading
+from collections.abc import Iterator
 
 import pytest
 from pymatgen.core import Structure
@@ -144,14 +149,10 @@ def _alexandria_dump(path) -> str:
     return "-".join(sorted(el.symbol for el in s0.composition.elements))
 
 
-def test_alexandria_download_over_http_is_cached(tmp_path, monkeypatch, capsys):
-    """The real download path against a local HTTP server serving a dump we made."""
-    import functools
-    import http.server
-    import threading
-
-    from smoacs_flows.config import smoacs_home
-
+@contextlib.contextmanager
+def served_alexandria_dump(tmp_path) -> Iterator[tuple[str, str, list[str]]]:
+    """A local HTTP server (Alexandria's stand-in) serving a dump of :func:`_alexandria_dump`
+    as ``/convex_hull_pbe.json.bz2``: yields (base URL, its chemical system, paths requested)."""
     served = tmp_path / "www"
     served.mkdir()
     cs = _alexandria_dump(served / "convex_hull_pbe.json.bz2")
@@ -165,8 +166,17 @@ def test_alexandria_download_over_http_is_cached(tmp_path, monkeypatch, capsys):
         ("127.0.0.1", 0), functools.partial(Handler, directory=str(served))
     )
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_port}"
     try:
+        yield f"http://127.0.0.1:{server.server_port}", cs, hits
+    finally:
+        server.shutdown()
+
+
+def test_alexandria_download_over_http_is_cached(tmp_path, monkeypatch, capsys):
+    """The real download path against a local HTTP server serving a dump we made."""
+    from smoacs_flows.config import smoacs_home
+
+    with served_alexandria_dump(tmp_path) as (base, cs, hits):
         monkeypatch.setenv("SMOACS_ALEXANDRIA_URLS", f"{base}/convex_hull_pbe.json.bz2")
         assert main(["refs", "fetch", "--source", "alexandria", "--chemsys", cs]) == 0
         n_hits = len(hits)
@@ -186,5 +196,3 @@ def test_alexandria_download_over_http_is_cached(tmp_path, monkeypatch, capsys):
         assert "cannot download" in capsys.readouterr().err
         assert not (cached.parent / "nope.json.bz2").exists()
         assert not list(cached.parent.glob("*.part"))
-    finally:
-        server.shutdown()
