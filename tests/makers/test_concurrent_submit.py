@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import mongomock
 import pytest
 from fireworks import LaunchPad
 
@@ -20,19 +19,13 @@ import smoacs_flows.makers.submit as submit_mod
 from smoacs_flows.errors import SmoacsError
 from smoacs_flows.makers.submit import VERSIONS_COLLECTION, submit
 from tests.makers._campaign import ROOT, tiny_campaign, write_campaign
+from tests.makers._mongo import mongomock_launchpad
 
 
 @pytest.fixture
 def mongo_lp(monkeypatch) -> LaunchPad:
     """A FireWorks LaunchPad (the MongoDB class, not the embedded one) on a mongomock client."""
-    client = mongomock.MongoClient()
-    monkeypatch.setattr("fireworks.core.launchpad.MongoClient", lambda *a, **k: client)
-    # FireWorks' GridFS fallback (documents over 16 MB) needs a pymongo database: off here
-    monkeypatch.setattr("fireworks.core.launchpad.GRIDFS_FALLBACK_COLLECTION", None)
-    lp = LaunchPad(host="mongodb.test", port=27017, name="fw_versions")
-    lp.reset("", require_password=False)
-    assert type(lp) is LaunchPad
-    return lp
+    return mongomock_launchpad(monkeypatch, "fw_versions")
 
 
 def _race(n: int, target: Any) -> list[Any]:

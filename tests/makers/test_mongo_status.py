@@ -3,7 +3,6 @@ class on a mongomock client: no server here), not only on the embedded one."""
 
 from __future__ import annotations
 
-import mongomock
 import pytest
 from fireworks import LaunchPad
 
@@ -13,17 +12,13 @@ from smoacs_flows.makers.submit import submit
 from smoacs_flows.stores.cli import campaign_status
 from smoacs_flows.stores.results import embedded_results_store
 from tests.makers._campaign import tiny_campaign, write_campaign
+from tests.makers._mongo import mongomock_launchpad
 
 
 @pytest.fixture
 def mongo_lp(monkeypatch) -> LaunchPad:
     """A FireWorks LaunchPad (the MongoDB class) on a mongomock client."""
-    client = mongomock.MongoClient()
-    monkeypatch.setattr("fireworks.core.launchpad.MongoClient", lambda *a, **k: client)
-    monkeypatch.setattr("fireworks.core.launchpad.GRIDFS_FALLBACK_COLLECTION", None)
-    lp = LaunchPad(host="mongodb.test", port=27017, name="fw_status")
-    lp.reset("", require_password=False)
-    return lp
+    return mongomock_launchpad(monkeypatch, "fw_status")
 
 
 def test_status_on_a_mongodb_launchpad(tmp_path, mongo_lp):
