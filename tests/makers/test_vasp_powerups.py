@@ -16,9 +16,8 @@ import os
 
 import pytest
 from atomate2.vasp.powerups import add_metadata_to_flow, update_user_incar_settings
-from jobflow import Flow, job
+from jobflow import Flow
 from jobflow.managers.fireworks import flow_to_workflow
-from pymatgen.core import Structure
 from pymatgen.io.vasp import Incar
 
 from smoacs_flows.campaign import campaign_from_dict
@@ -27,16 +26,11 @@ from smoacs_flows.makers.jobs import route
 from smoacs_flows.makers.launchpad import EmbeddedLaunchPad
 from smoacs_flows.makers.worker import work
 from smoacs_flows.stores import embedded_job_store
+from tests.dft._feo import feo_sun_output, sun_standin
 from tests.dft.test_vasp_flow import STAGES, _build_refs, job_dir, mock_settings
 from tests.makers._campaign import ROOT, tiny_campaign
 
 TAG = "smoacs:vasp-powerups:v1"
-
-
-@job
-def sun_standin(out: dict) -> dict:
-    """The S.U.N. stage's output (upstream stages are not under test)."""
-    return out
 
 
 @pytest.fixture
@@ -44,23 +38,6 @@ def mock_vasp(monkeypatch, tmp_path):
     from atomate2.utils.testing.vasp import monkeypatch_vasp
 
     yield from monkeypatch_vasp(monkeypatch, tmp_path / "refs", nelect=40)
-
-
-def _feo_sun_output(feo) -> dict:
-    s = Structure.from_file(feo / "POSCAR.gz")
-    rec = {
-        "id": "vasp-powerups-b000-c0000",
-        "reduced_formula": "FeO",
-        "formula": s.composition.formula,
-        "elements": ["Fe", "O"],
-        "structure": s.as_dict(),
-        "screening": {"mlip_energy_per_atom": -6.0, "e_above_hull": 0.0},
-    }
-    return {
-        "records": [rec],
-        "counts": {"proposed": 1, "prefiltered": 1, "relaxed": 1, "sun": 1},
-        "notes": [],
-    }
 
 
 def test_powerups_on_the_campaign_flow_reach_every_vasp_stage(mock_vasp, shared_data, tmp_path):
@@ -91,7 +68,7 @@ def test_powerups_on_the_campaign_flow_reach_every_vasp_stage(mock_vasp, shared_
     dft, summary = (copy.deepcopy(by_name[n]) for n in ("dft", "summary"))
     for j in (dft, summary):
         j.hosts = []  # leave the campaign Flow for the smaller one below
-    standin = sun_standin(_feo_sun_output(feo))
+    standin = sun_standin(feo_sun_output(feo, "vasp-powerups-b000-c0000", 0.0))
     standin.set_uuid(sun.uuid)
     standin.name = "sun"
     route(standin, "cpu", {"campaign": "vasp-powerups", "stage": "sun"})

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 from atomate2.vasp.run import run_vasp as REAL_RUN_VASP
-from jobflow import Flow, job
+from jobflow import Flow
 from jobflow.managers.fireworks import flow_to_workflow
-from pymatgen.core import Structure
 from pymatgen.io.vasp import Incar
 
 from smoacs_flows.cli import main
@@ -29,6 +28,7 @@ from smoacs_flows.makers.launchpad import EmbeddedLaunchPad
 from smoacs_flows.makers.worker import work
 from smoacs_flows.stores import embedded_job_store
 from smoacs_flows.stores.results import query, update_results
+from tests.dft._feo import feo_sun_output, sun_standin
 from tests.dft.test_vasp_flow import STAGES, _build_refs
 
 TAG = "smoacs:feo:v1"
@@ -46,12 +46,6 @@ for name in ("vasprun.xml", "OUTCAR", "CONTCAR", "OSZICAR"):
         shutil.copyfileobj(src, dst)
 print(" writing wavefunctions")
 """
-
-
-@job
-def sun_standin(out: dict) -> dict:
-    """The S.U.N. stage's output for one FeO candidate (upstream stages are not under test)."""
-    return out
 
 
 def _counts(lp: EmbeddedLaunchPad) -> dict[str, tuple[str, int, int]]:
@@ -104,18 +98,8 @@ def vasp_boundary(monkeypatch, tmp_path, shared_data):
 @pytest.mark.slow
 def test_custodian_failure_resumed_with_incar_override(vasp_boundary, tmp_path, capsys):
     feo = vasp_boundary
-    s = Structure.from_file(feo / "POSCAR.gz")
-    rec = {
-        "id": "feo-0",
-        "reduced_formula": "FeO",
-        "formula": s.composition.formula,
-        "elements": ["Fe", "O"],
-        "structure": s.as_dict(),
-        "screening": {"mlip_energy_per_atom": -6.0, "e_above_hull": 0.02},
-    }
     sun_out = {
-        "records": [rec],
-        "counts": {"proposed": 1, "prefiltered": 1, "relaxed": 1, "sun": 1},
+        **feo_sun_output(feo, "feo-0", 0.02),
         "scores": {"feo-0": {"e_above_hull": 0.02, "stable": True, "unique": True, "novel": True}},
         "stage_rejected": {},
     }
