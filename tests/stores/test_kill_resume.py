@@ -84,6 +84,19 @@ def _cli(argv: list[str]) -> tuple[int, str]:
     return rc, buf.getvalue()
 
 
+def _wait_for_scf(launch_dir: Path, worker: subprocess.Popen, timeout: float = 120) -> str:
+    """Block until a GPAW text log under ``launch_dir`` shows an SCF iteration; its path."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        for log in launch_dir.rglob("gpaw/*.txt"):
+            with contextlib.suppress(OSError):
+                if "iter:" in log.read_text(errors="replace"):
+                    return str(log)
+        assert worker.poll() is None, "the cpu worker died by itself"
+        time.sleep(0.02)
+    raise AssertionError(f"no GPAW SCF iteration under {launch_dir} in {timeout} s")
+
+
 def _kill_and_resume(home: Path, work: Path) -> dict[str, Any]:
     """Run the campaign under ``home``, SIGKILL the cpu worker inside GPAW, then status, dry
     run and resume to completion; return what each step showed (JSON-serialisable)."""
@@ -110,7 +123,9 @@ def _kill_and_resume(home: Path, work: Path) -> dict[str, Any]:
         assert cpu.poll() is None and gpu.poll() is None, "a worker died by itself"
     states = {n: fw["state"] for n, fw in _fws(lp, TAG).items()}
     assert running is not None, f"the GPAW firework never started: {states}"
-    time.sleep(3)  # inside the SCF
+    # Kill at GPAW's first SCF iteration, not after a fixed sleep: on a fast idle machine the
+    # cheap GPAW chain finishes in a few seconds (a 3 s sleep once let it complete).
+    in_scf = _wait_for_scf(home / "launch" / "cpu", cpu)
     cpu.send_signal(signal.SIGKILL)
     cpu.wait()
     stop.touch()
@@ -118,6 +133,7 @@ def _kill_and_resume(home: Path, work: Path) -> dict[str, Any]:
     fws = _fws(lp, TAG)
     facts: dict[str, Any] = {
         "gpaw": running["name"],
+        "killed_in": Path(in_scf).name,
         "before": {n: fw["state"] for n, fw in fws.items()},
         "launches_before": {n: len(fw["launches"]) for n, fw in fws.items()},
     }
