@@ -34,6 +34,12 @@ def cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + ch.ru_utime + ch.ru_stime
 
 
+def _python() -> str:
+    """How the command line names the interpreter: the project venv's, else python3."""
+    venv = ROOT / ".venv"
+    return ".venv/bin/python" if Path(sys.prefix) in (venv, venv.resolve()) else "python3"
+
+
 def machine(torch_threads: int | None = None) -> dict:
     """What the numbers ran on: cores, load averages, thread settings, commit, command."""
     try:
@@ -47,7 +53,7 @@ def machine(torch_threads: int | None = None) -> dict:
         commit = ""
     info = {
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv]),
+        "command": " ".join(shlex.quote(a) for a in [_python(), *sys.argv]),
         "commit": commit,
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
@@ -60,8 +66,28 @@ def machine(torch_threads: int | None = None) -> dict:
     return info
 
 
+def gpu_info() -> dict | None:
+    """The CUDA device this process used (name, memory, torch/CUDA versions), else None."""
+    torch = sys.modules.get("torch")  # never import torch just to ask
+    if torch is None or not torch.cuda.is_initialized():
+        return None
+    dev = torch.cuda.current_device()
+    props = torch.cuda.get_device_properties(dev)
+    return {
+        "name": torch.cuda.get_device_name(dev),
+        "memory_gib": round(props.total_memory / 2**30, 1),
+        "capability": list(torch.cuda.get_device_capability(dev)),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+    }
+
+
 def write_result(name: str, data: dict) -> Path:
-    """Write ``data`` to benchmarks/results/NAME.json atomically; returns the path."""
-    path = RESULTS / f"{name}.json"
+    """Write ``data`` to benchmarks/results/NAME.json atomically (``$BENCH_RESULTS`` overrides
+    the folder); the GPU's name goes under ``machine`` when CUDA was used. Returns the path."""
+    gpu = gpu_info()
+    if gpu is not None and isinstance(data.get("machine"), dict):
+        data["machine"]["gpu"] = gpu
+    path = Path(os.environ.get("BENCH_RESULTS") or RESULTS) / f"{name}.json"
     atomic_write_bytes(path, (json.dumps(data, indent=1, default=str) + "\n").encode())
     return path

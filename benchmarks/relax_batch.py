@@ -16,8 +16,12 @@ with the same torch thread setting:
 
 Energies per atom of each path are compared with ours structure by structure.
 
+``--device cuda`` puts CHGNet (and torch-sim's state) on the GPU for every path; ``--data`` reads
+the perov_5 CSV from elsewhere (the GPU machine has no ``../shared``).
+
 Usage: .venv/bin/python benchmarks/relax_batch.py [--n 64] [--fmax 0.05] [--steps 150]
-    [--threads 1] [--only ours,torchsim,ase,atomate2]   (writes benchmarks/results/relax_batch.json)
+    [--threads 1] [--only ours,torchsim,ase,atomate2] [--device auto|cpu|cuda] [--data CSV]
+    (writes benchmarks/results/relax_batch.json)
 """
 
 from __future__ import annotations
@@ -25,15 +29,24 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import sys
 import time
 import warnings
+from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
 from _common import ROOT, machine, write_result
 from pymatgen.core import Structure
 
-from smoacs_flows.screening.relax import CHGNetEvaluator, relax_atomate2, relax_batched
+from smoacs_flows.errors import InputError
+from smoacs_flows.screening.relax import (
+    CHGNetEvaluator,
+    relax_atomate2,
+    relax_batched,
+    resolve_device,
+)
 
 #: supercells cycled over the structures: 3 unit cells, 2 of 10, 2 of 20, 1 of 40 atoms
 SUPERCELLS = [
@@ -48,14 +61,21 @@ SUPERCELLS = [
 ]
 
 
+#: the relaxation paths, in the order they run
+PATHS = ("ours", "torchsim", "ase", "atomate2")
+
 #: --small: 3 unit cells, 1 of 10 atoms
 SMALL = [(1, 1, 1), (1, 1, 1), (1, 1, 1), (2, 1, 1)]
 
 
-def structures(n: int, seed: int = 0, cycle=SUPERCELLS) -> list[Structure]:
+#: the perov_5 validation split (shared data beside the project root)
+DATA = ROOT / ".." / "shared" / "data" / "perov_5" / "val.csv"
+
+
+def structures(n: int, seed: int = 0, cycle=SUPERCELLS, data: Path = DATA) -> list[Structure]:
     """``n`` real perov_5 structures (val split) of mixed sizes, rattled and strained."""
     csv.field_size_limit(10**7)
-    with open(ROOT / ".." / "shared" / "data" / "perov_5" / "val.csv", newline="") as fh:
+    with open(data, newline="") as fh:
         rows = list(csv.DictReader(fh))
     rng = np.random.default_rng(seed)
     out = []
@@ -68,7 +88,7 @@ def structures(n: int, seed: int = 0, cycle=SUPERCELLS) -> list[Structure]:
     return out
 
 
-def relax_ase(structs, fmax, steps):
+def relax_ase(structs, fmax, steps, device="cpu"):
     """Per-structure ASE relaxation with the same optimiser, filter and CHGNet."""
     from ase.filters import FrechetCellFilter
     from ase.optimize import FIRE
@@ -76,7 +96,7 @@ def relax_ase(structs, fmax, steps):
     from chgnet.model.dynamics import CHGNetCalculator
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    calc = CHGNetCalculator(CHGNet.load(verbose=False))
+    calc = CHGNetCalculator(CHGNet.load(verbose=False, use_device=device), use_device=device)
     out = []
     for s in structs:
         atoms = AseAtomsAdaptor.get_atoms(s)
@@ -87,7 +107,7 @@ def relax_ase(structs, fmax, steps):
     return out
 
 
-def torchsim_chgnet(evaluator: CHGNetEvaluator):
+def torchsim_chgnet(evaluator: CHGNetEvaluator, device: str = "cpu"):
     """CHGNet as a torch-sim ModelInterface (energy eV, forces eV/Å, stress eV/Å^3, ASE sign)."""
     import torch_sim as ts
     from torch_sim.models.interface import ModelInterface
@@ -95,7 +115,7 @@ def torchsim_chgnet(evaluator: CHGNetEvaluator):
     class CHGNetModel(ModelInterface):
         def __init__(self) -> None:
             super().__init__()
-            self._device, self._dtype = torch.device("cpu"), torch.float64
+            self._device, self._dtype = torch.device(device), torch.float64
             self._compute_stress = self._compute_forces = True
             self._memory_scales_with = "n_atoms"
 
@@ -112,12 +132,12 @@ def torchsim_chgnet(evaluator: CHGNetEvaluator):
     return CHGNetModel()
 
 
-def relax_torchsim(structs, evaluator, fmax, steps):
+def relax_torchsim(structs, evaluator, fmax, steps, device="cpu"):
     """torch-sim batched FIRE (Frechet cell) on all structures; energies per atom, converged."""
     import torch_sim as ts
     from torch_sim.runners import generate_force_convergence_fn
 
-    model = torchsim_chgnet(evaluator)
+    model = torchsim_chgnet(evaluator, device)
     state = ts.io.structures_to_state(structs, device=model.device, dtype=model.dtype)
     final = ts.optimize(
         system=state,
@@ -133,10 +153,19 @@ def relax_torchsim(structs, evaluator, fmax, steps):
     return e, [bool(c) for c in conv.tolist()]
 
 
+def fail(msg: str) -> NoReturn:
+    """One ``error:`` line on stderr, exit status 2."""
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
 def timed(fn, *a, **k):
-    """(result, wall s, CPU s of this process, all threads)."""
+    """(result, wall s, CPU s of this process, all threads); CUDA work is waited for."""
+    sync = torch.cuda.synchronize if torch.cuda.is_initialized() else (lambda: None)
+    sync()
     t, c = time.perf_counter(), time.process_time()
     out = fn(*a, **k)
+    sync()
     return out, time.perf_counter() - t, time.process_time() - c
 
 
@@ -146,26 +175,37 @@ def main() -> None:
     ap.add_argument("--fmax", type=float, default=0.05)
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
-    ap.add_argument("--only", default="ours,torchsim,ase,atomate2")
+    ap.add_argument("--only", default=",".join(PATHS))
     ap.add_argument("--small", action="store_true", help="5- and 10-atom cells only")
     ap.add_argument("--name", default="relax_batch", help="results/NAME.json")
     ap.add_argument(
         "--mlip-batch", type=int, default=8, help="structures per CHGNet forward (memory)"
     )
+    ap.add_argument("--device", default="auto", help="torch device for CHGNet: auto, cpu, cuda")
+    ap.add_argument("--data", type=Path, default=DATA, help="perov_5 CSV with a cif column")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
+    try:
+        device = resolve_device(args.device)
+    except InputError as exc:
+        fail(str(exc))
+    if not args.data.is_file():
+        fail(f"--data: no such file {args.data}")
+    if unknown := set(args.only.split(",")) - set(PATHS):
+        fail(f"--only: unknown path(s) {', '.join(sorted(unknown))} (of {', '.join(PATHS)})")
     torch.set_num_threads(args.threads)
-    structs = structures(args.n, cycle=SMALL if args.small else SUPERCELLS)
+    structs = structures(args.n, cycle=SMALL if args.small else SUPERCELLS, data=args.data)
     sizes = [len(s) for s in structs]
     print(
         f"{args.n} structures, {sum(sizes)} atoms (sizes {sorted(set(sizes))}), CHGNet, "
-        f"fmax={args.fmax}, steps<={args.steps}, torch threads={torch.get_num_threads()}",
+        f"fmax={args.fmax}, steps<={args.steps}, torch threads={torch.get_num_threads()}, "
+        f"device={device}",
         flush=True,
     )
-    evaluator = CHGNetEvaluator(batch_size=args.mlip_batch)
+    evaluator = CHGNetEvaluator(batch_size=args.mlip_batch, device=device)
     # warm-up outside the clocks: weights, and one evaluation of every structure (first
     # calls on new graph sizes are slower, which would favour whichever path runs second)
-    relax_batched(structs, evaluator, fmax=0.5, steps=0)
+    relax_batched(structs, evaluator, fmax=0.5, steps=0, device=device)
     result = {
         "machine": machine(torch_threads=torch.get_num_threads()),
         "n": args.n,
@@ -174,6 +214,7 @@ def main() -> None:
         "fmax": args.fmax,
         "steps": args.steps,
         "mlip_batch": args.mlip_batch,
+        "device": device,
         "mlip": "CHGNet 0.3.0 (chgnet package default)",
         "paths": {},
     }
@@ -181,19 +222,23 @@ def main() -> None:
     for path in args.only.split(","):
         load = list(os.getloadavg())
         if path == "ours":
-            res, w, c = timed(relax_batched, structs, evaluator, fmax=args.fmax, steps=args.steps)
+            res, w, c = timed(
+                relax_batched, structs, evaluator, fmax=args.fmax, steps=args.steps, device=device
+            )
             e, conv = [r.energy_per_atom for r in res], [r.converged for r in res]
         elif path == "torchsim":
-            (e, conv), w, c = timed(relax_torchsim, structs, evaluator, args.fmax, args.steps)
+            (e, conv), w, c = timed(
+                relax_torchsim, structs, evaluator, args.fmax, args.steps, device
+            )
         elif path == "ase":
-            res, w, c = timed(relax_ase, structs, args.fmax, args.steps)
+            res, w, c = timed(relax_ase, structs, args.fmax, args.steps, device)
             e, conv = [x[0] for x in res], [x[1] for x in res]
-        elif path == "atomate2":
-            res, w, c = timed(relax_atomate2, structs, "chgnet", fmax=args.fmax, steps=args.steps)
+        else:  # atomate2
+            res, w, c = timed(
+                relax_atomate2, structs, "chgnet", fmax=args.fmax, steps=args.steps, device=device
+            )
             e = [r.energy_per_atom if r.ok else float("nan") for r in res]
             conv = [r.converged for r in res]
-        else:
-            raise SystemExit(f"error: --only: unknown path {path!r}")
         e = [float(x) for x in e]
         energies[path] = np.array(e, float)
         row = {
