@@ -241,8 +241,9 @@ class SmoacsOptimizer:
         b = total.shape[0]
         st = self.state
         loss = torch.where(torch.isfinite(total), total, torch.full_like(total, math.inf))
-        order = torch.argsort(loss)
-        group_a = success.clone() if success is not None else torch.zeros(b, dtype=torch.bool)
+        # the bookkeeping stays on the CPU (the generator's device) whatever the state's device
+        order = torch.argsort(loss).cpu()
+        group_a = success.cpu().clone() if success is not None else torch.zeros(b, dtype=torch.bool)
         n_top = int(math.ceil(self.s.top_fraction * b))
         group_b = torch.zeros(b, dtype=torch.bool)
         group_b[order[:n_top]] = True
@@ -260,6 +261,7 @@ class SmoacsOptimizer:
             d = int(same[torch.randint(same.numel(), (1,), generator=self.gen)])
             self._copy_geometry(d, c)
             replaced[c] = True
+        replaced = replaced.to(total.device)
         if replaced.any():
             st.reinit_elements(replaced)
             self._reset_opt_rows(replaced)
@@ -269,14 +271,16 @@ class SmoacsOptimizer:
 
     def _copy_geometry(self, donor: int, target: int) -> None:
         st, noise = self.state, self.s.mutation_noise
+        dev = st.coord_u.device  # random draws on the generator's device (CPU), then moved
         st.length_scale[target] = st.length_scale[donor] * (
-            1 + noise * torch.randn(3, generator=self.gen, dtype=st.length_scale.dtype)
+            1 + noise * torch.randn(3, generator=self.gen, dtype=st.length_scale.dtype).to(dev)
         )
         st.angle_u[target] = st.angle_u[donor]
         st.pattern_logits[target] = st.pattern_logits[donor]
         src = torch.nonzero(st.crystal_index == donor).flatten()
         dst = torch.nonzero(st.crystal_index == target).flatten()
         jitter = noise * torch.randn(len(dst), 3, generator=self.gen, dtype=st.coord_u.dtype)
+        jitter = jitter.to(dev)
         st.coord_u[dst] = st.coord_u[src] + jitter
 
     # ----------------------------------------------------------------- annealing
@@ -305,13 +309,13 @@ class SmoacsOptimizer:
         n_kinds = 2 if st.fix_angles else 3
         for _ in range(s.sa_trials):
             saved = st.geometry_snapshot()
-            kind = torch.randint(n_kinds, (b,), generator=self.gen)
+            kind = torch.randint(n_kinds, (b,), generator=self.gen).to(current.device)
             self._perturb(kind)
             st.project()
             new, _, _ = self.evaluate(t_soft)
             new = torch.where(torch.isfinite(new), new, torch.full_like(new, math.inf))
             delta = new - current
-            u = torch.rand(b, generator=self.gen, dtype=new.dtype)
+            u = torch.rand(b, generator=self.gen, dtype=new.dtype).to(new.device)
             accept = (delta <= 0) | (u < torch.exp(-delta.clamp_min(0) / temp))
             accept &= torch.isfinite(new)
             st.load_geometry(saved, ~accept)
@@ -327,11 +331,11 @@ class SmoacsOptimizer:
             self.stats.sa_proposed += b
             self.stats.sa_accepted += int(accept.sum())
         if best is not None:
-            st.load_geometry(best, torch.ones(b, dtype=torch.bool))
+            st.load_geometry(best, torch.ones(b, dtype=torch.bool, device=current.device))
 
     def _perturb(self, kind: torch.Tensor) -> None:
         st, s = self.state, self.s
-        dt = st.coord_u.dtype
+        dt, dev = st.coord_u.dtype, st.coord_u.device
         coords = kind == 0
         lengths = kind == 1
         angles = kind == 2
@@ -339,15 +343,16 @@ class SmoacsOptimizer:
         step = s.sa_coord_step
         if st.coord_mode == "bounded":
             step = s.sa_coord_step / st.epsilon  # offsets live in tanh space
-        noise = step * torch.randn(st.coord_u.shape, generator=self.gen, dtype=dt)
+        noise = step * torch.randn(st.coord_u.shape, generator=self.gen, dtype=dt).to(dev)
         st.coord_u.add_(noise * sites[:, None])
         ln = s.sa_length_step * torch.randn(st.length_scale.shape, generator=self.gen, dtype=dt)
+        ln = ln.to(dev)
         st.length_scale.mul_(1 + ln * lengths[:, None])
         if not st.fix_angles:
             lo, hi = st.angle_range
             an = (s.sa_angle_step / (hi - lo)) * torch.randn(
                 st.angle_u.shape, generator=self.gen, dtype=dt
-            )
+            ).to(dev)
             st.angle_u.add_(an * angles[:, None])
 
     # ----------------------------------------------------------------- run

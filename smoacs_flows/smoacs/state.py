@@ -264,10 +264,11 @@ class CandidateState(torch.nn.Module):
     def reinit_elements(self, crystals: torch.Tensor) -> None:
         """Re-initialise the element logits of the selected crystals (uniform start + jitter)."""
         sites = self.site_mask(crystals)
-        fresh = torch.empty_like(self.elem_logits).uniform_(
+        # drawn on the generator's device (CPU), then moved: the same draws on every device
+        fresh = torch.empty(self.elem_logits.shape, dtype=self.elem_logits.dtype).uniform_(
             self.logit_floor, self.logit_floor + self.init_scale, generator=self.generator
         )
-        self.elem_logits[sites] = fresh[sites]
+        self.elem_logits[sites] = fresh.to(self.elem_logits.device)[sites]
 
     @torch.no_grad()
     def reset_to_template(self, crystals: torch.Tensor) -> None:
@@ -283,6 +284,7 @@ class CandidateState(torch.nn.Module):
                     ]
                 ),
                 dtype=self.length_scale.dtype,
+                device=self.length_scale.device,
             )[crystals]
             / self.length_max[crystals, None]
         )
@@ -329,7 +331,8 @@ class CandidateState(torch.nn.Module):
         w = self.pattern_logits.masked_fill(~self.pattern_valid, float("-inf"))
         best = w.argmax(-1)  # (B,)
         site_best = best[self.crystal_index]
-        mask = self.masks[torch.arange(self.masks.shape[0]), site_best]  # (N, 98)
+        rows = torch.arange(self.masks.shape[0], device=self.masks.device)
+        mask = self.masks[rows, site_best]  # (N, 98)
         logits = self.elem_logits.clamp_min(self.logit_floor).masked_fill(~mask, float("-inf"))
         z = logits.argmax(-1) + 1
         return {"pattern_index": best, "atomic_numbers": z}
