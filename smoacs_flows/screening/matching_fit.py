@@ -13,7 +13,7 @@ from pymatgen.analysis.structure_matcher import SpeciesComparator, StructureMatc
 from pymatgen.core import Lattice, Structure
 from pymatgen.core.structure_matcher import get_linear_assignment_solution
 
-from smoacs_flows.screening.matching_reduce import Prepared
+from smoacs_flows.screening.matching_reduce import Prepared, mapping_candidates
 
 _EPS = 1e-6  # relative slack of the mapping filter (float error is ~1e-14): admits more only
 _ANGLE_SLACK = 1e-4  # degrees, same purpose for the angle test
@@ -229,12 +229,29 @@ def _replay_prepared(matcher: StructureMatcher, a: Prepared, b: Prepared, keep: 
     s2fc = np.array(b._frac)
     cc = np.array([nl1.get_cartesian_coords(f) for f in a._frac])
     s2_params = np.array(nl2.parameters)
-    for latt, sc_m in matcher._get_lattices(nl2, _HasLattice(nl1), 1):
-        if np.asarray(sc_m, dtype=np.int64).tobytes() not in keep:
-            continue
+    for latt in _kept_lattices(matcher, nl1, nl2, keep):
         if _strict_match_in(matcher, latt, cc, s2fc, s2_params, mask, s1_t_inds, s2_t_ind):
             return True
     return False
+
+
+def _kept_lattices(matcher: StructureMatcher, nl1: Lattice, nl2: Lattice, keep: set[bytes]):
+    """The lattices of ``matcher._get_lattices(nl2, <structure on nl1>, 1)`` whose scale matrix
+    is in ``keep``, in its order, built only for those (same arrays: ``mapping_candidates``)."""
+    got = mapping_candidates(nl1, nl2, matcher.ltol, matcher.angle_tol)
+    if got is None:  # pymatgen's own generator
+        for latt, sc_m in matcher._get_lattices(nl2, _HasLattice(nl1), 1):
+            if np.asarray(sc_m, dtype=np.int64).tobytes() in keep:
+                yield latt
+        return
+    aligned, scale = got
+    if not len(scale):
+        return
+    det = np.abs(np.linalg.det(scale))
+    # find_all_mappings skips |det| < 1e-8; _get_lattices keeps isclose(|det|, 1, abs_tol=0.5)
+    for n in np.flatnonzero((det >= 1e-8) & (np.abs(det - 1) <= 0.5)):
+        if scale[n].tobytes() in keep:
+            yield Lattice(aligned[n])
 
 
 def _strict_match_in(

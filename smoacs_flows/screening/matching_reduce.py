@@ -152,12 +152,81 @@ def _reduce_no_primitive(s: Structure) -> tuple[Lattice, np.ndarray] | None:
     if math.gcd(*counts.values()) != 1:
         return None
     lat = s.lattice
-    red = lat.get_niggli_reduced_lattice()
+    red = niggli_reduced_lattice(lat)
     if red == lat:  # pymatgen keeps the structure (and its coordinates) as they are
         return lat, np.array(s.frac_coords)
     inv = red.inv_matrix  # per site, as PeriodicSite computes it (1-D dots, not one matmul)
     frac = [np.mod(np.dot(lat.get_cartesian_coords(site.frac_coords), inv), 1) for site in s]
     return red, np.array(frac, dtype=np.float64)
+
+
+def mapping_candidates(
+    lattice: Lattice, other_lattice: Lattice, ltol: float, atol: float
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """What ``lattice.find_all_mappings(other_lattice, ltol, atol, skip_rotation_matrix=True)``
+    yields, as arrays in its order: aligned matrices (K, 3, 3) and scale matrices (K, 3, 3).
+
+    The same points (``get_points_in_sphere``), Cartesian rows, lengths and angles as pymatgen,
+    computed once instead of one candidate at a time; ``np.isclose(x, y, atol, rtol=0)`` is
+    ``|x - y| <= atol`` on finite values; candidates come in pymatgen's (idx, j, k) order and
+    the aligned rows are the same rows of the same array, so each matrix is pymatgen's bit for
+    bit. None when no points lie in the sphere (then pymatgen's own path is used).
+    """
+    lengths = other_lattice.lengths
+    alpha, beta, gamma = other_lattice.angles
+    frac, dist, _, _ = lattice.get_points_in_sphere(
+        [[0, 0, 0]], [0, 0, 0], max(lengths) * (1 + ltol), zip_results=False
+    )
+    if len(frac) == 0:
+        return None
+    cart = lattice.get_cartesian_coords(frac)
+    inds = [np.logical_and(dist / ln < 1 + ltol, dist / ln > 1 / (1 + ltol)) for ln in lengths]
+    c_a, c_b, c_c = (cart[i] for i in inds)
+    f_a, f_b, f_c = (frac[i] for i in inds)
+    l_a, l_b, l_c = (np.sum(c**2, axis=-1) ** 0.5 for c in (c_a, c_b, c_c))
+
+    def close(v1, v2, l1, l2, target):
+        x = np.inner(v1, v2) / l1[:, None] / l2
+        x[x > 1] = 1
+        x[x < -1] = -1
+        return np.abs(np.rad2deg(np.arccos(x)) - target) <= atol
+
+    alpha_b = close(c_b, c_c, l_b, l_c, alpha)
+    beta_b = close(c_a, c_c, l_a, l_c, beta)
+    gamma_b = close(c_a, c_b, l_a, l_b, gamma)
+    ok = gamma_b[:, :, None] & alpha_b[None, :, :] & beta_b[:, None, :]
+    i, j, k = np.nonzero(ok)  # lexicographic: pymatgen's loop order
+    scale = np.stack([f_a[i], f_b[j], f_c[k]], axis=1).astype(np.int64)
+    aligned = np.stack([c_a[i], c_b[j], c_c[k]], axis=1)
+    return aligned, scale
+
+
+class _FastMappingLattice(Lattice):
+    """A Lattice whose ``find_mapping(..., skip_rotation_matrix=True)`` (the call
+    ``get_niggli_reduced_lattice`` makes) is pymatgen's on :func:`mapping_candidates`: the
+    first candidate with ``det(scale) > 0``, else the first, skipping |det| < 1e-8."""
+
+    def find_mapping(self, other_lattice, ltol=1e-5, atol=1, skip_rotation_matrix=False):
+        """``Lattice.find_mapping`` (first proper map, else the first map, else None)."""
+        got = mapping_candidates(self, other_lattice, ltol, atol) if skip_rotation_matrix else None
+        if got is None:
+            return super().find_mapping(other_lattice, ltol, atol, skip_rotation_matrix)
+        aligned, scale = got
+        if not len(scale):
+            return None
+        det = np.linalg.det(scale)
+        valid = np.flatnonzero(np.abs(det) >= 1e-8)
+        if not len(valid):
+            return None
+        proper = valid[det[valid] > 0]
+        n = proper[0] if len(proper) else valid[0]
+        return type(self)(aligned[n]), None, scale[n]
+
+
+def niggli_reduced_lattice(lattice: Lattice) -> Lattice:
+    """``lattice.get_niggli_reduced_lattice()``, bit for bit, with the faster mapping search."""
+    fast = _FastMappingLattice(lattice.matrix, pbc=lattice.pbc)
+    return Lattice(fast.get_niggli_reduced_lattice().matrix, pbc=lattice.pbc)
 
 
 def prepare(structure: Structure, matcher: StructureMatcher | None = None) -> Prepared:

@@ -18,6 +18,7 @@ from smoacs_flows.screening.matching import (
     successive_minima,
     unique_and_novel,
 )
+from smoacs_flows.screening.matching_reduce import mapping_candidates, niggli_reduced_lattice
 
 from ._data import near_duplicates, perov_structures
 
@@ -196,3 +197,29 @@ def test_reduction_equals_pymatgen_bit_for_bit(shared_data):
         assert np.array_equal(got.frac_coords, want.frac_coords)
         assert [x.species for x in got] == [x.species for x in want]
     assert 0 < shortcut < len(structures)  # both paths exercised (supercells are not gcd 1)
+
+
+def test_mapping_candidates_equal_pymatgen_find_all_mappings(shared_data):
+    """The vectorised mapping search yields pymatgen's ``find_all_mappings`` (same order, same
+    aligned matrices and scale matrices, bit for bit) at the matcher's tolerances and at the
+    Niggli step's; the Niggli reduction built on it equals pymatgen's bit for bit."""
+    rng = np.random.default_rng(5)
+    lattices = [s.lattice for s in _perov_test_split(shared_data, 40)]
+    lattices += [Lattice(rng.normal(size=(3, 3)) * 3 + np.eye(3) * 2) for _ in range(40)]
+    n_maps = 0
+    for a, b in zip(lattices, lattices[1:] + lattices[:1]):
+        b = Lattice(b.matrix * (a.volume / b.volume) ** (1 / 3))  # scaled as fit() does
+        for ltol, atol in ((0.2, 5), (1e-5, 1)):
+            want = list(a.find_all_mappings(b, ltol, atol, skip_rotation_matrix=True))
+            got = mapping_candidates(a, b, ltol, atol)
+            aligned, scale = got if got is not None else (np.empty((0, 3, 3)), np.empty(0))
+            keep = [n for n, s in enumerate(scale) if abs(np.linalg.det(s)) >= 1e-8]
+            assert len(keep) == len(want)
+            for n, (lat, _, sc) in zip(keep, want):
+                assert np.array_equal(aligned[n], lat.matrix)
+                assert np.array_equal(scale[n], sc)
+            n_maps += len(want)
+        assert np.array_equal(
+            niggli_reduced_lattice(a).matrix, a.get_niggli_reduced_lattice().matrix
+        )
+    assert n_maps > 100
