@@ -50,6 +50,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
 
 from smoacs_flows.screening.matching_fit import _fit, _replay_fit
@@ -99,27 +100,31 @@ def _solve_group(
             if novelty:
                 ref_match[i] = ref_by_ident[p.ident]
             continue
-        found = None
-        for j, r in reps:
-            if r.n_sites == p.n_sites:
-                n_fits += 1
-                if _fit(matcher, r, p):
-                    found = j
-                    break
+        found, nf = _first_fit(matcher, reps, p)
+        n_fits += nf
         if found is None:
             reps.append((i, p))
             found = i
         rep_of[i] = rep_by_ident[p.ident] = found
         if novelty:
-            hit = None
-            for k, r in refs:
-                if r.n_sites == p.n_sites:
-                    n_fits += 1
-                    if _fit(matcher, r, p):
-                        hit = k
-                        break
+            hit, nf = _first_fit(matcher, refs, p)
+            n_fits += nf
             ref_match[i] = ref_by_ident[p.ident] = hit
     return rep_of, ref_match, n_fits
+
+
+def _first_fit(
+    matcher: StructureMatcher, pool: list[tuple[int, Prepared]], p: Prepared
+) -> tuple[int | None, int]:
+    """The first index in ``pool`` whose structure ``r`` has ``fit(r, p)`` (None if none) and
+    the number of ``fit`` calls made (same-size members only, up to the match)."""
+    n_fits = 0
+    for j, r in pool:
+        if r.n_sites == p.n_sites:
+            n_fits += 1
+            if _fit(matcher, r, p):
+                return j, n_fits
+    return None, n_fits
 
 
 # (structures, references) of the running unique_and_novel call: set before the worker pool

@@ -18,6 +18,7 @@ from smoacs_flows.screening.matching import (
     successive_minima,
     unique_and_novel,
 )
+from smoacs_flows.screening.matching_fit import surviving_many
 from smoacs_flows.screening.matching_reduce import mapping_candidates, niggli_reduced_lattice
 
 from ._data import near_duplicates, perov_structures
@@ -223,3 +224,27 @@ def test_mapping_candidates_equal_pymatgen_find_all_mappings(shared_data):
             niggli_reduced_lattice(a).matrix, a.get_niggli_reduced_lattice().matrix
         )
     assert n_maps > 100
+
+
+def test_batched_filter_never_rejects_a_pymatgen_match(shared_data):
+    """The mapping filter run on a batch of pairs (``surviving_many``, as ``unique_and_novel``
+    runs it) keeps the same mappings as pair by pair, and never empties a pair that pymatgen's
+    own ``StructureMatcher.fit`` accepts (real perov_5 cells, perturbed, strained, swapped)."""
+    rng = np.random.default_rng(21)
+    family = _same_formula_family(_perov_test_split(shared_data, 9)[6:], rng)
+    sm = make_matcher()
+    prepared = [prepare(s, sm) for s in family]
+    for p in prepared:
+        p.reduce(sm)
+    accepted = rejected = 0
+    for b in prepared:
+        firsts = [a for a in prepared if a.n_sites == b.n_sites]
+        batch = surviving_many(sm, firsts, b)
+        assert batch == [surviving_many(sm, [a], b)[0] for a in firsts]
+        for a, keep in zip(firsts, batch):
+            want = sm.fit(a.reduced, b.reduced, skip_structure_reduction=True)
+            assert want <= bool(keep)  # a pair pymatgen matches is never filtered out
+            assert _fit(sm, a, b) == want
+            accepted += want
+            rejected += not keep
+    assert accepted > len(prepared) and rejected > len(prepared)  # both outcomes exercised
