@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -67,10 +68,11 @@ def _start(home: Path, log: Path, *args: str) -> subprocess.Popen:
 
 
 def _kill_worker(
-    proc: subprocess.Popen, home: Path, target: str, rng: random.Random
+    proc: subprocess.Popen, home: Path, target: str, rng: random.Random, busy: bool = False
 ) -> dict | None:
     """Wait for ``target``'s fireworks to run (or, once they are all done, for anything to
-    run), wait a random delay, SIGKILL a random worker; None if the process ended first."""
+    run), wait a random delay, SIGKILL a random worker; None if the process ended first.
+    ``busy``: kill a worker that is running a firework (waiting for one), not a random one."""
     delay = rng.uniform(0, DELAY[target])
     category = rng.choice(["gpu", "cpu"])
     while proc.poll() is None:
@@ -81,16 +83,25 @@ def _kill_worker(
         if due or (running and stage_done):
             time.sleep(delay)
             pids = worker_pids(proc.pid)
-            fws = fireworks(home)
+            if busy:  # the worker of a running firework, the target stage's first
+                now = [f for f in fireworks(home) if f["state"] == "RUNNING"]
+                now.sort(key=lambda f: f["spec"]["stage"] != target)
+                if not now:
+                    time.sleep(0.05)
+                    continue
+                category = now[0]["spec"].get("_category")
             if category not in pids:
                 time.sleep(0.1)
                 continue
+            os.kill(pids[category], signal.SIGKILL)
+            # what the dead worker left RUNNING, read after the kill: a firework that ended
+            # between a read and the kill is not counted as hit (nothing else runs its category)
+            fws = fireworks(home)
             hit = [
                 f["name"]
                 for f in fws
                 if f["state"] == "RUNNING" and f["spec"].get("_category") == category
             ]
-            os.kill(pids[category], signal.SIGKILL)
             stages = sorted(
                 {f["spec"]["stage"] for f in fws if f["state"] == "RUNNING"},
                 key=STAGE_ORDER.index,
@@ -106,24 +117,38 @@ def _kill_worker(
     return None
 
 
-def _kill_build(home: Path, log: Path, rng: random.Random) -> dict:
-    """Start the results-store build (``query``) and SIGKILL it once it writes."""
+def _kill_build(home: Path, log: Path, rng: random.Random, tries: int = 3) -> dict:
+    """Start the results-store build (``query``) and SIGKILL it once it writes. A build that
+    ends before the kill lands (a fast machine) is retried on a fresh results store (derived
+    data, rebuilt from the JobStore), killed at its first write."""
     results = home / "results"
 
     def stamp() -> dict[str, int]:
         return {str(p): p.stat().st_mtime_ns for p in results.rglob("*") if p.is_file()}
 
-    before = stamp() if results.exists() else {}
-    proc = _start(home, log, "query", "--campaign", "soak", "--format", "json")
     delay = rng.uniform(0, DELAY["build"])
-    while proc.poll() is None:
-        if results.exists() and stamp() != before:
-            time.sleep(delay)
-            proc.send_signal(signal.SIGKILL)
+    for attempt in range(tries):
+        if attempt:
+            shutil.rmtree(results, ignore_errors=True)
+            delay = 0.0
+        before = stamp() if results.exists() else {}
+        proc = _start(home, log, "query", "--campaign", "soak", "--format", "json")
+        while proc.poll() is None:
+            if results.exists() and stamp() != before:
+                time.sleep(delay)
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.02)
+        proc.wait()
+        if proc.returncode == -signal.SIGKILL:
             break
-        time.sleep(0.02)
-    proc.wait()
-    return {"target": "build", "delay_s": round(delay, 2), "killed": proc.returncode == -9}
+        assert proc.returncode == 0, log.read_text()[-3000:]
+    return {
+        "target": "build",
+        "delay_s": round(delay, 2),
+        "attempts": attempt + 1,
+        "killed": proc.returncode == -signal.SIGKILL,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +168,9 @@ def soaked(tmp_path_factory):
         assert rounds <= 3 * KILLS + 5, log.read_text()
         k = None
         if pending and pending[0] != "build":
-            k = _kill_worker(proc, home, pending[0], rng)
+            # until a kill has hit a running firework, aim at a busy worker
+            busy = not any(x["killed_fireworks"] for x in kills)
+            k = _kill_worker(proc, home, pending[0], rng, busy)
         proc.wait(timeout=900)
         if k:
             pending.pop(0)

@@ -18,8 +18,12 @@ from fireworks import LaunchPad
 import smoacs_flows.makers.submit as submit_mod
 from smoacs_flows.errors import SmoacsError
 from smoacs_flows.makers.submit import VERSIONS_COLLECTION, submit
-from tests.makers._campaign import ROOT, tiny_campaign, write_campaign
+from tests.makers._campaign import tiny_campaign, write_campaign
 from tests.makers._mongo import mongomock_launchpad
+
+#: s a submitter waits for the other at the forced interleaving (only a failing run waits it
+#: out: a slow or loaded machine must not turn a late arrival into a failure)
+WAIT = 300
 
 
 @pytest.fixture
@@ -42,7 +46,7 @@ def _race(n: int, target: Any) -> list[Any]:
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=120)
+        t.join(timeout=2 * WAIT)
     return out
 
 
@@ -50,7 +54,7 @@ def test_concurrent_new_version_gets_distinct_versions(tmp_path, mongo_lp, monke
     path = write_campaign(tmp_path / "c.yaml", tiny_campaign(name="conc"))
     assert submit(path, mongo_lp).version == 1
     # both submitters reach add_wf before either has added: a check-then-add gives both v2
-    barrier = threading.Barrier(2, timeout=60)
+    barrier = threading.Barrier(2, timeout=WAIT)
     add_wf = LaunchPad.add_wf
 
     def slow_add(self: LaunchPad, wf: Any, *a: Any, **k: Any) -> Any:
@@ -73,7 +77,7 @@ def test_concurrent_new_version_gets_distinct_versions(tmp_path, mongo_lp, monke
 def test_concurrent_plain_submits_one_refused(tmp_path, mongo_lp, monkeypatch):
     path = write_campaign(tmp_path / "c.yaml", tiny_campaign(name="plain"))
     # both read "no version on the LaunchPad" before either claims one
-    barrier = threading.Barrier(2, timeout=60)
+    barrier = threading.Barrier(2, timeout=WAIT)
     seen = submit_mod.existing_versions
 
     def slow_seen(lp: LaunchPad, name: str) -> list[int]:
@@ -100,4 +104,3 @@ def test_counter_starts_above_versions_submitted_before_it(tmp_path, mongo_lp):
     assert submit(path, mongo_lp, new_version=True).version == 2
     mongo_lp.db[VERSIONS_COLLECTION].delete_many({})
     assert submit(path, mongo_lp, new_version=True).version == 3
-    assert str(ROOT)  # the campaign's templates resolve from the project root

@@ -12,7 +12,6 @@ tests/dft/test_vasp_flow.py), whose fake also checks the INCAR keys listed below
 from __future__ import annotations
 
 import copy
-import os
 
 import pytest
 from atomate2.vasp.powerups import add_metadata_to_flow, update_user_incar_settings
@@ -23,10 +22,8 @@ from pymatgen.io.vasp import Incar
 from smoacs_flows.campaign import campaign_from_dict
 from smoacs_flows.makers import HalfMetalCampaignMaker
 from smoacs_flows.makers.jobs import route
-from smoacs_flows.makers.launchpad import EmbeddedLaunchPad
-from smoacs_flows.makers.worker import work
 from smoacs_flows.stores import embedded_job_store
-from tests.dft._feo import feo_sun_output, sun_standin
+from tests.dft._feo import feo_sun_output, run_tagged, sun_standin
 from tests.dft.test_vasp_flow import STAGES, _build_refs, job_dir, mock_settings
 from tests.makers._campaign import ROOT, tiny_campaign
 
@@ -77,16 +74,7 @@ def test_powerups_on_the_campaign_flow_reach_every_vasp_stage(mock_vasp, shared_
         store=embedded_job_store(),
         metadata={"smoacs_campaign": "vasp-powerups", "smoacs_version": 1, "tags": [TAG]},
     )
-    for fw in wf.fws:
-        fw.spec["tags"] = [TAG]
-    lp = EmbeddedLaunchPad()
-    lp.add_wf(wf)
-
-    cwd = os.getcwd()
-    try:
-        work(lp, "cpu", tmp_path / "launches", tag=TAG, until_idle=True)
-    finally:
-        os.chdir(cwd)
+    lp = run_tagged(wf, [TAG], tmp_path / "launches")
     with lp.session(write=False):
         states = {d["name"]: d["state"] for d in lp.fireworks.find({})}
     assert set(STAGES) <= set(states)

@@ -65,19 +65,25 @@ def structures() -> list[Structure]:
     return out
 
 
+def _jarvis_atoms(s: Structure):
+    """``s`` as jarvis-tools' Atoms (what alignn's graph builders take)."""
+    from jarvis.core.atoms import Atoms
+
+    return Atoms(
+        lattice_mat=s.lattice.matrix,
+        coords=s.frac_coords,
+        elements=[site.specie.symbol for site in s],
+        cartesian=False,
+    )
+
+
 def alignn_reference(model: AlignnModel, structs: list[Structure]) -> torch.Tensor:
     """The same network evaluated through alignn's own pure-torch graph builder and forward."""
     from alignn.torch_graph_builder import batch_torch_graph_pairs, build_pure_torch_graph
-    from jarvis.core.atoms import Atoms
 
     pairs = []
     for s in structs:
-        atoms = Atoms(
-            lattice_mat=s.lattice.matrix,
-            coords=s.frac_coords,
-            elements=[site.specie.symbol for site in s],
-            cartesian=False,
-        )
+        atoms = _jarvis_atoms(s)
         pairs.append(
             build_pure_torch_graph(
                 atoms=atoms,
@@ -256,18 +262,12 @@ def test_legacy_knn_graph_matches_alignn_forward() -> None:
     """k-nearest graph from alignn's nearest_neighbor_edges/build_undirected_edgedata."""
     from alignn.graphs import build_undirected_edgedata, nearest_neighbor_edges
     from alignn.torch_graph_builder import TorchGraph, _line_graph_edges, batch_torch_graph_pairs
-    from jarvis.core.atoms import Atoms
 
     model = legacy_model()
     structs = structures()
     pairs = []
     for s in structs:
-        atoms = Atoms(
-            lattice_mat=s.lattice.matrix,
-            coords=s.frac_coords,
-            elements=[site.specie.symbol for site in s],
-            cartesian=False,
-        )
+        atoms = _jarvis_atoms(s)
         edges, _ = nearest_neighbor_edges(
             atoms=atoms, cutoff=8.0, max_neighbors=12, use_canonize=True
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,18 +16,12 @@ from smoacs_flows.predictors.chgnet import ChgnetPredictor, build
 from smoacs_flows.predictors.timing import forward_backward, leaf_batch, time_forward_backward
 
 # CHGNet.predict_structure itself warns about a tensor->scalar conversion; not ours
-pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 PEROV_VAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "perov_5" / "val.csv"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread() -> Iterator[None]:
-    """Small graphs run fastest on one thread (and the CI cores are shared); restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ checkpoint written in MatterSim's own layout ``{model_name, model_args, model}``
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,18 +18,11 @@ from smoacs_flows.predictors import mattersim as ms
 from smoacs_flows.predictors.base import SoftCrystalBatch, build_predictor
 from smoacs_flows.predictors.mattersim import MatterSimPredictor, build
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 class NotATensor:
     """A pickled object a ``weights_only`` loader must refuse."""
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread() -> Iterator[None]:
-    """Small graphs run fastest on one thread (and the CI cores are shared); restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

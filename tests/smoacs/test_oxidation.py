@@ -66,10 +66,11 @@ def test_checker_agrees_with_brute_force(counts: dict[str, int], policy: str) ->
 
 def test_135_site_cell_is_fast() -> None:
     comp = {"Sr": 20, "La": 7, "Ti": 20, "Fe": 7, "O": 81}  # needs all Fe3+
-    t0 = time.perf_counter()
+    # CPU seconds of this process, not wall time: a loaded machine does not slow the count
+    t0 = time.process_time()
     assert is_charge_neutral(comp, "ionic") is True
     assert is_charge_neutral({"Sr": 27, "Ti": 27, "O": 80, "F": 1}, "ionic") is False
-    assert time.perf_counter() - t0 < 1.0
+    assert time.process_time() - t0 < 1.0
 
 
 def test_user_table_file(tmp_path) -> None:

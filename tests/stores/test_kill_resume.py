@@ -33,6 +33,7 @@ from smoacs_flows.stores.results import (
     query,
     update_results,
 )
+from tests._env import with_smoacs_home
 from tests.makers._campaign import (
     CHEAP_STAGES,
     METALLIC_CHANNELS,
@@ -84,16 +85,18 @@ def _cli(argv: list[str]) -> tuple[int, str]:
     return rc, buf.getvalue()
 
 
-def _wait_for_scf(launch_dir: Path, worker: subprocess.Popen, timeout: float = 120) -> str:
-    """Block until a GPAW text log under ``launch_dir`` shows an SCF iteration; its path."""
+def _wait_for_scf(launch_dir: Path, workers: list[subprocess.Popen], timeout: float = 600) -> str:
+    """Block until a GPAW text log under ``launch_dir`` shows an SCF iteration; its path.
+    Polls every 0.2 s until a GPAW log exists, then every 0.02 s."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
-        for log in launch_dir.rglob("gpaw/*.txt"):
+        logs = list(launch_dir.rglob("gpaw/*.txt"))
+        for log in logs:
             with contextlib.suppress(OSError):
                 if "iter:" in log.read_text(errors="replace"):
                     return str(log)
-        assert worker.poll() is None, "the cpu worker died by itself"
-        time.sleep(0.02)
+        assert all(w.poll() is None for w in workers), "a worker died by itself"
+        time.sleep(0.02 if logs else 0.2)
     raise AssertionError(f"no GPAW SCF iteration under {launch_dir} in {timeout} s")
 
 
@@ -108,29 +111,22 @@ def _kill_and_resume(home: Path, work: Path) -> dict[str, Any]:
     stop = work / "STOP"
     gpu = _worker("gpu", TAG, home / "launch" / "gpu", stop)
     cpu = _worker("cpu", TAG, home / "launch" / "cpu", stop)
-    t0 = time.monotonic()
-    running = None
-    while time.monotonic() - t0 < 600 and running is None:
-        time.sleep(0.5)
-        running = next(
-            (
-                fw
-                for n, fw in _fws(lp, TAG).items()
-                if n.startswith("dft gpaw ") and fw["state"] == "RUNNING"
-            ),
-            None,
-        )
-        assert cpu.poll() is None and gpu.poll() is None, "a worker died by itself"
-    states = {n: fw["state"] for n, fw in _fws(lp, TAG).items()}
-    assert running is not None, f"the GPAW firework never started: {states}"
     # Kill at GPAW's first SCF iteration, not after a fixed sleep: on a fast idle machine the
-    # cheap GPAW chain finishes in a few seconds (a 3 s sleep once let it complete).
-    in_scf = _wait_for_scf(home / "launch" / "cpu", cpu)
+    # cheap GPAW chain finishes in a few seconds (a 3 s sleep once let it complete). The log is
+    # watched from the start (no LaunchPad poll in between to lose time on); the firework the
+    # kill left RUNNING is read afterwards.
+    in_scf = _wait_for_scf(home / "launch" / "cpu", [cpu, gpu])
     cpu.send_signal(signal.SIGKILL)
     cpu.wait()
     stop.touch()
     gpu.wait(timeout=60)
     fws = _fws(lp, TAG)
+    states = {n: fw["state"] for n, fw in fws.items()}
+    running = next(
+        (fw for n, fw in fws.items() if n.startswith("dft gpaw ") and fw["state"] == "RUNNING"),
+        None,
+    )
+    assert running is not None, f"no GPAW firework RUNNING after the kill: {states}"
     facts: dict[str, Any] = {
         "gpaw": running["name"],
         "killed_in": Path(in_scf).name,
@@ -155,9 +151,7 @@ def killed_and_resumed(tmp_path_factory):
     home = tmp_path_factory.mktemp("kill_home")
     cache = os.environ.get("SMOACS_TEST_CACHE")
     cached = Path(cache) / "kill_resume" if cache else None
-    old = os.environ.get("SMOACS_HOME")
-    os.environ["SMOACS_HOME"] = str(home)
-    try:
+    with with_smoacs_home(home):
         if cached is not None and (cached / "facts.json").is_file():
             shutil.copytree(cached / "home", home, dirs_exist_ok=True)
             facts = json.loads((cached / "facts.json").read_text())
@@ -170,11 +164,6 @@ def killed_and_resumed(tmp_path_factory):
                 (part / "facts.json").write_text(json.dumps(facts))
                 part.rename(cached)
         yield {**facts, "lp": EmbeddedLaunchPad(), "tag": TAG, "home": home}
-    finally:
-        if old is None:
-            os.environ.pop("SMOACS_HOME", None)
-        else:
-            os.environ["SMOACS_HOME"] = old
 
 
 @pytest.fixture
@@ -322,37 +311,10 @@ def test_queries_on_the_campaign(kill_env, tmp_path, capsys):
     assert [c.candidate_id for c in top] == [
         c.candidate_id for c in sorted(by_e, key=lambda c: c.summary["mlip_energy_per_atom"])
     ][:2]
-    assert (
-        main(
-            [
-                "query",
-                "--campaign",
-                "kill",
-                "--format",
-                "csv",
-                "--out",
-                str(tmp_path / "k.csv"),
-                "--no-update",
-            ]
-        )
-        == 0
-    )
+    for fmt, out in (("csv", tmp_path / "k.csv"), ("cif", tmp_path / "cif")):
+        argv = ["query", "--campaign", "kill", "--format", fmt, "--out", str(out), "--no-update"]
+        assert main(argv) == 0, fmt
     assert (tmp_path / "k.csv").read_text().count("\n") == 5
-    assert (
-        main(
-            [
-                "query",
-                "--campaign",
-                "kill",
-                "--format",
-                "cif",
-                "--out",
-                str(tmp_path / "cif"),
-                "--no-update",
-            ]
-        )
-        == 0
-    )
     from pymatgen.core import Structure
 
     cifs = sorted((tmp_path / "cif").glob("*.cif"))

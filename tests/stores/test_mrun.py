@@ -26,6 +26,7 @@ from smoacs_flows.stores.results import (
     load_results_store,
     update_results,
 )
+from tests._env import with_smoacs_home
 from tests.makers._campaign import CHEAP_STAGES, ROOT, tiny_campaign, write_campaign
 
 SUBMIT = "import sys; from smoacs_flows.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -41,9 +42,7 @@ def _env() -> dict[str, str]:
 def two_versions(tmp_path_factory):
     """Submit one campaign twice at once (two processes), run both versions to the end."""
     home = tmp_path_factory.mktemp("mrun_home")
-    old = os.environ.get("SMOACS_HOME")
-    os.environ["SMOACS_HOME"] = str(home)
-    try:
+    with with_smoacs_home(home):
         tmp = tmp_path_factory.mktemp("mrun")
         # one campaign, two files: DFT of one candidate in one, none in the other (test time)
         no_dft = {**CHEAP_STAGES, "dft": {**CHEAP_STAGES["dft"], "max_candidates": 0}}
@@ -77,11 +76,6 @@ def two_versions(tmp_path_factory):
                 )
             )
         yield {"subs": subs, "state": state, "fws": fws, "lp": lp, "tmp": tmp, "logs": logs}
-    finally:
-        if old is None:
-            os.environ.pop("SMOACS_HOME", None)
-        else:
-            os.environ["SMOACS_HOME"] = old
 
 
 @pytest.fixture

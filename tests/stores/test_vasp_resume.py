@@ -10,7 +10,6 @@ FeO outputs. POTCARs stay ``POTCAR.spec`` (licensed files are not available here
 
 from __future__ import annotations
 
-import os
 import stat
 import sys
 from pathlib import Path
@@ -25,10 +24,9 @@ from smoacs_flows.cli import main
 from smoacs_flows.makers import HalfMetalDftMaker
 from smoacs_flows.makers.jobs import route, summary_job
 from smoacs_flows.makers.launchpad import EmbeddedLaunchPad
-from smoacs_flows.makers.worker import work
 from smoacs_flows.stores import embedded_job_store
 from smoacs_flows.stores.results import query, update_results
-from tests.dft._feo import feo_sun_output, sun_standin
+from tests.dft._feo import feo_sun_output, run_tagged, sun_standin, work_until_idle
 from tests.dft.test_vasp_flow import STAGES, _build_refs
 
 TAG = "smoacs:feo:v1"
@@ -124,16 +122,7 @@ def test_custodian_failure_resumed_with_incar_override(vasp_boundary, tmp_path, 
         name="feo v1",
         metadata={"smoacs_campaign": "feo", "smoacs_version": 1, "tags": ["smoacs:feo", TAG]},
     )
-    for fw in wf.fws:
-        fw.spec["tags"] = ["smoacs:feo", TAG]
-    lp = EmbeddedLaunchPad()
-    lp.add_wf(wf)
-
-    cwd = os.getcwd()
-    try:
-        work(lp, "cpu", tmp_path / "launches", tag=TAG, until_idle=True)
-    finally:
-        os.chdir(cwd)
+    lp = run_tagged(wf, ["smoacs:feo", TAG], tmp_path / "launches")
     first = _counts(lp)
     assert first["spin DOS uniform"][0] == "FIZZLED"
     for name in ("MP GGA relax 1", "MP GGA relax 2", "MP GGA static", "sun"):
@@ -162,10 +151,7 @@ def test_custodian_failure_resumed_with_incar_override(vasp_boundary, tmp_path, 
 
     assert main(["resume", "feo", "--incar", "ALGO=All,NELM=200", "--max-errors", "2"]) == 0
     assert "rerunning spin DOS uniform" in capsys.readouterr().out
-    try:
-        work(lp, "cpu", tmp_path / "launches", tag=TAG, until_idle=True)
-    finally:
-        os.chdir(cwd)
+    work_until_idle(lp, tmp_path / "launches", TAG)
     after = _counts(lp)
     assert {st for st, _, _ in after.values()} == {"COMPLETED"}
     assert after["spin DOS uniform"] == ("COMPLETED", 1, 1)
