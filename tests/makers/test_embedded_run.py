@@ -71,4 +71,10 @@ def test_embedded_run_tiny_campaign(tmp_path, capsys):
         assert result["analysis"]["gaps"][spin]["gap"] > 1.0, spin
     assert abs(result["total_moment"]) < 0.05
     assert metallic_channels(result) == {"up": False, "down": False}
-    assert store.additional_stores["data"].count() >= 1
+    # the DOS and eigenvalues went to the `data` store: the output document holds references
+    # to blobs that are there (jobflow's own layout), not the arrays
+    for key in ("dos", "eigenvalues"):
+        ref = doc["output"][key]
+        assert ref["store"] == "data" and set(ref) >= {"blob_uuid", "@class"}, key
+        blob = store.additional_stores["data"].query_one({"blob_uuid": ref["blob_uuid"]})
+        assert blob is not None and blob["data"], key
