@@ -41,14 +41,21 @@ def _python() -> str:
 
 
 def machine(torch_threads: int | None = None) -> dict:
-    """What the numbers ran on: cores, load averages, thread settings, commit, command."""
+    """What the numbers ran on: cores, load averages, thread settings, commit, command.
+
+    The commit is ``$BENCH_COMMIT`` when set (the device scripts set it from the stamp written
+    here before the call: a copied tree's git metadata can be stale), else git's HEAD."""
+    commit = os.environ.get("BENCH_COMMIT", "").strip()
     try:
-        commit = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
+        commit = (
+            commit
+            or subprocess.run(
+                ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.strip()
+        )
     except OSError:
         commit = ""
     info = {

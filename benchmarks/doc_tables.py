@@ -19,6 +19,12 @@ def _load(name: str) -> dict | None:
 def _header(d: dict) -> None:
     m = d["machine"]
     print(f"`{m['command']}` (commit {m['commit']}, {m['date_utc']})\n")
+    gpu = m.get("gpu")
+    if gpu:
+        print(
+            f"Machine: {gpu['name']} ({gpu['memory_gib']} GiB), {m['cpu_count']} CPU cores, "
+            f"Python {m['python']}, torch {gpu['torch']} (CUDA {gpu['cuda']})\n"
+        )
 
 
 def _load_str(m: dict) -> str:
@@ -106,7 +112,12 @@ def propose_overhead(d: dict) -> None:
         "| autograd / no-grad calls |"
     )
     print("|---|---|---|---|---|")
-    for i, r in enumerate(d["reps"], 1):
+    reps = d["reps"]
+    for i, r in enumerate(reps, 1):
+        if len(reps) > 5 and 3 < i <= len(reps) - 2:  # long runs: first 3 and last 2 rows
+            if i == 4:
+                print(f"| … ({len(reps) - 5} more in the JSON) | | | | |")
+            continue
         print(
             f"| {i} | {r['run_s']:.2f} | {r['bare_s']:.2f} | {r['ratio']:.3f} | "
             f"{r['calls_grad']} / {r['calls_nograd']} |"
@@ -174,7 +185,11 @@ def main() -> None:
         "sun_scale",
         "sun_scale_full",
         "relax_batch",
+        "relax_batch_gpu",
+        "relax_batch_gpu_n256",
         "propose_overhead",
+        "propose_overhead_gpu",
+        "propose_overhead_cpu1",
         "query_scale",
         "submit_scale",
     ]
@@ -184,7 +199,10 @@ def main() -> None:
         if d is None:
             print("(no results file)")
             continue
-        globals()["sun_scale" if name.startswith("sun_scale") else name](d)
+        kind = next(
+            k for k in ("sun_scale", "relax_batch", "propose_overhead", name) if name.startswith(k)
+        )
+        globals()[kind](d)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,10 @@
 set -u
 : "${OUT:?OUT must be set (the device tool sets it)}"
 export BENCH_RESULTS=$OUT PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
+# the commit the results record: .whl/COMMIT, stamped here before the call (README), since the
+# device copy's git metadata can be stale
+BENCH_COMMIT=${BENCH_COMMIT:-$(cat .whl/COMMIT 2>/dev/null || echo "unknown (no .whl/COMMIT)")}
+export BENCH_COMMIT
 DATA=.whl/perov_5/val.csv
 LIMIT=${GPU_ROWS_LIMIT_S:-400}
 DEV=${GPU_ROWS_DEVICE:-cuda}

@@ -24,4 +24,6 @@ done
 # chgnet imports nvidia_smi (nvidia-ml-py3, published as an sdist only): build its wheel
 python3 -m pip wheel -q --no-deps --no-binary :all: -w "$DEST" nvidia-ml-py3==7.352.0
 cp ../shared/data/perov_5/val.csv ../shared/data/perov_5/README.upstream.md "$DEST/perov_5/"
+# the commit the device results record (restamp before each call: README)
+git rev-parse --short HEAD >"$DEST/COMMIT"
 du -sh "$DEST"
