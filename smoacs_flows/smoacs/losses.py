@@ -38,6 +38,8 @@ class LossContext:
     formula_units: torch.Tensor
     #: per crystal: its template's family (``templates[].family``), for family-specific rules
     template_families: list[str | None] | None = None
+    #: values derived once per context and read by several terms/criteria (tolerance factor)
+    cache: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def per_crystal_mean(self, site_values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean of ``site_values`` over the sites where ``mask`` holds, per crystal."""
@@ -173,9 +175,17 @@ def formation_energy(
 
 
 def tolerance_factor_of(ctx: LossContext) -> torch.Tensor:
-    """Goldschmidt t = (r_A + r_X) / (√2 (r_B + r_X)) from expected radii, per crystal."""
+    """Goldschmidt t = (r_A + r_X) / (√2 (r_B + r_X)) from expected radii, per crystal.
+
+    Computed once per context (the loss term, the success criteria and the export read it)."""
     if ctx.radii is None:
         raise SpecError("tolerance_factor: the templates have no A/B/X site roles")
+    if "tolerance_factor" not in ctx.cache:
+        ctx.cache["tolerance_factor"] = _tolerance_factor(ctx)
+    return ctx.cache["tolerance_factor"]
+
+
+def _tolerance_factor(ctx: LossContext) -> torch.Tensor:
     per_pattern = (ctx.pattern_probs * ctx.radii).sum(-1)  # (N, P)
     w = ctx.pattern_weights[ctx.batch.crystal_index]  # (N, P)
     r_site = (per_pattern * w).sum(-1)  # (N,)

@@ -480,9 +480,31 @@ class ProposalRun:
         total, parts = evaluator.losses(ctx)
         prop_flags = self.criteria.property_flags(ctx)
         tol = tolerance_factor_of(ctx) if ctx.radii is not None else None
+        # everything the per-candidate loop reads, brought to the host once (the same
+        # values: on a GPU, reading them element by element waited for the device each time)
+        host = _to_host(
+            {
+                "z": z,
+                "pidx": pidx,
+                "lattice": lattice,
+                "frac": frac,
+                "finite": finite,
+                "total": total,
+                "n_sites": state.n_sites,
+                "tol": tol,
+                "flags": prop_flags,
+                "props": ctx.props,
+                "parts": parts,
+            }
+        )
+        z, pidx, lattice, frac, finite, total = (
+            host[k] for k in ("z", "pidx", "lattice", "frac", "finite", "total")
+        )
+        n_sites, tol, prop_flags = host["n_sites"], host["tol"], host["flags"]
+        props, parts = host["props"], host["parts"]
 
         records, structures, dropped = [], [], []
-        starts = torch.cumsum(state.n_sites, 0) - state.n_sites
+        starts = torch.cumsum(n_sites, 0) - n_sites
         camp = self.campaign
         eps = camp.geometry.coords.epsilon
         for i in range(b):
@@ -491,7 +513,7 @@ class ProposalRun:
             if not bool(finite[i]) or not bool(torch.isfinite(total[i])):
                 dropped.append({"id": cid, "template_id": pt.template.id, "reason": "non-finite"})
                 continue
-            s0, ns = int(starts[i]), int(state.n_sites[i])
+            s0, ns = int(starts[i]), int(n_sites[i])
             zs = z[s0 : s0 + ns].tolist()
             fc = frac[s0 : s0 + ns].cpu().numpy()
             s = Structure(Lattice(lattice[i].cpu().numpy()), zs, fc % 1.0)
@@ -519,7 +541,7 @@ class ProposalRun:
             evaluated = [v for v in flags.values() if v is not None]
             flags["all"] = bool(evaluated) and all(evaluated)
             predicted = {}
-            for key, val in ctx.props.items():
+            for key, val in props.items():
                 if val.shape[0] == b:
                     predicted[key] = float(val[i])
                 elif val.shape[0] == n_sites_total:
@@ -553,6 +575,13 @@ class ProposalRun:
             )
             structures.append(s)
         return records, structures, dropped
+
+
+def _to_host(tree: Any) -> Any:
+    """``tree`` (tensors in dicts) with every tensor on the CPU (the same tensors on a CPU)."""
+    if isinstance(tree, dict):
+        return {k: _to_host(v) for k, v in tree.items()}
+    return tree.cpu() if isinstance(tree, torch.Tensor) else tree
 
 
 def success_table(records: list[dict[str, Any]]) -> list[tuple[str, int, int]]:

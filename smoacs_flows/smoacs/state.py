@@ -319,10 +319,12 @@ class CandidateState(torch.nn.Module):
     @torch.no_grad()
     def load_geometry(self, snap: dict[str, torch.Tensor], crystals: torch.Tensor) -> None:
         """Copy geometry from ``snap`` into the selected crystals."""
-        self.length_scale[crystals] = snap["length_scale"][crystals]
-        self.angle_u[crystals] = snap["angle_u"][crystals]
-        sites = self.site_mask(crystals)
-        self.coord_u[sites] = snap["coord_u"][sites]
+        # selections by torch.where, not boolean indexing: same values, no host sync on a GPU
+        rows = crystals[:, None]
+        self.length_scale.copy_(torch.where(rows, snap["length_scale"], self.length_scale))
+        self.angle_u.copy_(torch.where(rows, snap["angle_u"], self.angle_u))
+        sites = self.site_mask(crystals)[:, None]
+        self.coord_u.copy_(torch.where(sites, snap["coord_u"], self.coord_u))
 
     # ----------------------------------------------------------------- discretisation
     @torch.no_grad()
