@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from statistics import median
 
 from _common import RESULTS
 
@@ -128,6 +129,39 @@ def propose_overhead(d: dict) -> None:
     )
 
 
+def gpu_overhead(_: dict | None = None) -> None:
+    """Engine overhead on CUDA, before/after the per-step cuts (device/gpu_overhead.sh)."""
+    rows = [(n, tag) for n in (8, 64) for tag in ("", "_before")]
+    runs = {key: _load(f"propose_overhead_gpu_n{key[0]}{key[1]}") for key in rows}
+    if any(d is None for d in runs.values()):
+        print("(no results file)")
+        return
+    for d in runs.values():
+        m = d["machine"]
+        print(f"- `{m['command']}` (commit {m['commit']}, {m['date_utc']})")
+    m, gpu = runs[rows[0]]["machine"], runs[rows[0]]["machine"]["gpu"]
+    print(
+        f"\nMachine: {gpu['name']} ({gpu['memory_gib']} GiB), {m['cpu_count']} CPU cores, "
+        f"Python {m['python']}, torch {gpu['torch']} (CUDA {gpu['cuda']})\n"
+    )
+    print(
+        "| n | engine (commit) | runs | ratio median (min–max) | run without replays (s) "
+        "| predictor fwd+bwd (s) | engine's own = run − predictor (s) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for n, tag in rows:
+        d = runs[(n, tag)]
+        reps = d["reps"]
+        run = median(r["run_s"] for r in reps)
+        bare = median(r["bare_s"] for r in reps)
+        own = median(r["run_s"] - r["bare_s"] for r in reps)
+        print(
+            f"| {n} | {d['machine']['commit']} | {len(reps)} | **{d['ratio_median']:.3f}** "
+            f"({d['ratio_min']:.3f}–{d['ratio_max']:.3f}) | {run:.2f} | {bare:.2f} | {own:.2f} |"
+        )
+    print("\nrun/predictor columns: medians over the runs; load " + _load_str(d["machine"]))
+
+
 def query_scale(d: dict) -> None:
     """Index vs store queries."""
     _header(d)
@@ -190,12 +224,16 @@ def main() -> None:
         "propose_overhead",
         "propose_overhead_gpu",
         "propose_overhead_cpu1",
+        "gpu_overhead",
         "query_scale",
         "submit_scale",
     ]
     for name in names:
         d = _load(name)
         print(f"\n## {name}\n")
+        if name == "gpu_overhead":
+            gpu_overhead()
+            continue
         if d is None:
             print("(no results file)")
             continue
