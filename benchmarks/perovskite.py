@@ -21,6 +21,15 @@ graph refreshes and no mutation; ``--settings paper`` uses the seed papers' per-
 rates, refresh counts and mutation settings (the unit cell's are those of
 campaigns/perovskite.yaml; see docs/campaign.md "Paper settings").
 
+``--paper`` is seed 000's own setting beside today's: gap targets 0.5 / 1.5 / 2.5 eV with
+±0.04 eV windows (hinge margin 0.04), the formation-energy criterion's perov_5 equivalent
+(heat_ref ≤ 0.2 eV/atom: the paper's −0.5 eV/atom is below every perov_5 label), SMOACS with
+the papers' schedule, and TPE as seed 000 §4.4 / B.1.1 ran it: each site's element over all of
+Z 1–98 (no oxidation masks), charge neutrality (0 or 1) and the tolerance window
+(distance of t outside [0.8, 1.0]) added to the objective as terms; 3 seeds per target, mean
+and spread per target and method. It sets the defaults of ``--gaps --margin --fe-max
+--settings --tpe-space --seeds``; any of them given explicitly wins.
+
 Progress bars go to stderr; with ``--json`` the file is rewritten (atomically) after every
 method finishes, so a long run that is stopped keeps what it completed. ``--method`` lets the
 two methods run as two processes side by side (one core each).
@@ -46,7 +55,10 @@ from tqdm import tqdm  # noqa: E402
 
 from smoacs_flows.campaign import campaign_from_dict, load_campaign  # noqa: E402
 from smoacs_flows.io import atomic_write_bytes  # noqa: E402
+from smoacs_flows.smoacs.elements import ionic_radius  # noqa: E402
 from smoacs_flows.smoacs.engine import Evaluator  # noqa: E402
+from smoacs_flows.smoacs.losses import tolerance_factor_of  # noqa: E402
+from smoacs_flows.smoacs.oxidation import is_charge_neutral  # noqa: E402
 from smoacs_flows.smoacs.propose import (  # noqa: E402
     ProposalRun,
     min_interatomic_distance,
@@ -183,8 +195,31 @@ def run_smoacs(spec: dict) -> tuple[dict[str, float], float]:
     return rates(result.records), time.perf_counter() - t0
 
 
-def run_tpe(spec: dict, trials: int, seed: int) -> tuple[dict[str, float], float]:
-    """TPE rates and wall time: one Optuna study per candidate, evaluated in batches."""
+def open_elements(run: ProposalRun, state: Any, starts: list[int]) -> None:
+    """Let every site of ``state`` take any element Z 1–98 under every pattern (seed 000
+    §4.4's TPE search space): masks all open, Shannon radii (with their fallbacks) at the
+    pattern's oxidation number for every element, so t is defined for any choice."""
+    z_all = range(1, 99)
+    with torch.no_grad():
+        for i in range(state.n_crystals):
+            pt = run.prepared[state.assignment[i]]
+            for d, pattern in enumerate(pt.patterns):
+                for si, ox in enumerate(pattern):
+                    cn = "XII" if pt.template.roles and pt.template.roles[si] == "A" else "VI"
+                    radii = [ionic_radius(z, int(ox), cn) for z in z_all]
+                    state.masks[starts[i] + si, d, :] = True
+                    state.radii[starts[i] + si, d, :] = torch.tensor(radii)
+
+
+def run_tpe(
+    spec: dict, trials: int, seed: int, space: str = "masks"
+) -> tuple[dict[str, float], float]:
+    """TPE rates and wall time: one Optuna study per candidate, evaluated in batches.
+
+    ``space="masks"``: each site draws from its pattern's oxidation mask (neutral by
+    construction), objective = the SMOACS loss. ``space="all"``: each site draws from
+    Z 1–98; objective = gap and formation-energy terms + (0 if neutral else 1) + the distance
+    of t outside the success window (seed 000 §4.4 / B.1.1)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     run = ProposalRun(campaign_from_dict(spec))
     ev = Evaluator(run.predictors, run.terms, run.criteria.soft_success)
@@ -194,6 +229,9 @@ def run_tpe(spec: dict, trials: int, seed: int) -> tuple[dict[str, float], float
     b = state.n_crystals
     eps = state.epsilon
     starts = (torch.cumsum(state.n_sites, 0) - state.n_sites).tolist()
+    if space == "all":
+        open_elements(run, state, starts)
+    window = spec["success"]["tolerance_window"]
     studies = [
         optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed + i)) for i in range(b)
     ]
@@ -220,8 +258,13 @@ def run_tpe(spec: dict, trials: int, seed: int) -> tuple[dict[str, float], float
             d = t.suggest_categorical("pattern", list(range(len(pt.patterns))))
             zs, xs = [], []
             for si in range(pt.template.n_sites):
-                allowed = [int(z) + 1 for z in np.flatnonzero(pt.masks[d, si])]
-                zs.append(t.suggest_categorical(f"p{d}_z{si}", allowed))
+                if space == "all":
+                    allowed = list(range(1, 99))
+                else:
+                    allowed = [int(z) + 1 for z in np.flatnonzero(pt.masks[d, si])]
+                # one element parameter per site when the space does not depend on the pattern
+                key = f"z{si}" if space == "all" else f"p{d}_z{si}"
+                zs.append(t.suggest_categorical(key, allowed))
                 xs.append([t.suggest_float(f"x{si}_{k}", -eps, eps) for k in range(3)])
             a = t.suggest_float("a", *lo_hi[i])
             asked.append(t)
@@ -230,7 +273,14 @@ def run_tpe(spec: dict, trials: int, seed: int) -> tuple[dict[str, float], float
         with torch.no_grad():
             batch, aux = state(1.0)
             ev.refresh(batch)
-            total, _ = ev.losses(ev.context(state, batch, aux))
+            ctx = ev.context(state, batch, aux)
+            total, parts = ev.losses(ctx)
+            if space == "all":  # gap + formation energy + neutrality + tolerance window
+                tf = tolerance_factor_of(ctx)
+                total = parts["band_gap_hinge"] + parts["formation_energy"]
+                total = total + torch.relu(window[0] - tf) + torch.relu(tf - window[1])
+                neutral = [is_charge_neutral(_formula(c["z"]), run.table) for c in choices]
+                total = total + torch.tensor([0.0 if ok else 1.0 for ok in neutral])
         for i, (study, t) in enumerate(zip(studies, asked, strict=True)):
             v = float(total[i]) if torch.isfinite(total[i]) else 1e6
             study.tell(t, v)
@@ -242,27 +292,114 @@ def run_tpe(spec: dict, trials: int, seed: int) -> tuple[dict[str, float], float
     return rates(records), time.perf_counter() - t0
 
 
+def _formula(zs: list[int]) -> Any:
+    """The composition of a list of atomic numbers (one per site)."""
+    from collections import Counter
+
+    from pymatgen.core import Composition, Element
+
+    return Composition({Element.from_Z(z).symbol: k for z, k in Counter(zs).items()})
+
+
 def write_json(path: str, results: dict) -> None:
     """Write the results so far atomically (a stopped run keeps what it finished)."""
     atomic_write_bytes(path, json.dumps(results, indent=1).encode())
 
 
-def main() -> None:
-    """Run both methods per cell and print rates and the joint-success ratio."""
+#: seed 000's setting (see the module docstring); explicit options override these defaults
+PAPER = {
+    "gaps": [0.5, 1.5, 2.5],
+    "margin": 0.04,
+    "fe_max": 0.2,
+    "settings": "paper",
+    "tpe_space": "all",
+    "seeds": [0, 1, 2],
+}
+TODAY_ARGS = {
+    "gaps": [1.5],
+    "margin": 0.3,
+    "fe_max": 0.5,
+    "settings": "today",
+    "tpe_space": "masks",
+    "seeds": [0],
+}
+
+
+def spread(values: list[float]) -> dict[str, Any]:
+    """Mean, sample standard deviation (0 for one value), min, max and the values."""
+    v = np.asarray(values, dtype=float)
+    return {
+        "mean": float(v.mean()),
+        "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+        "min": float(v.min()),
+        "max": float(v.max()),
+        "values": [float(x) for x in v],
+    }
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per gap target and method: the spread over seeds of every rate and the wall time."""
+    out: dict[str, Any] = {}
+    for gap in sorted({r["gap"] for r in runs}):
+        per = out.setdefault(f"{gap:g}", {})
+        for m in ("smoacs", "tpe"):
+            done = [r for r in runs if r["gap"] == gap and m in r]
+            if not done:
+                continue
+            per[m] = {c: spread([r[m][c] for r in done]) for c in done[0][m]}
+            per[m]["seconds"] = spread([r[m + "_s"] for r in done])
+            per[m]["seeds"] = [r["seed"] for r in done]
+    return out
+
+
+def table(paths: list[str]) -> str:
+    """Markdown rows (target, method: mean ± sample std over seeds of every rate) from the
+    ``summary`` of result files written by this script (e.g. one per method)."""
+    lines = [
+        "| cell | gap target (eV) | method | n × seeds | joint | gap window | E_form | t | "
+        "neutral | preserved | wall per run (s) | raw JSON |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        for cell, res in data.items():
+            if cell == "machine":
+                continue
+            for gap, per in res.get("summary", {}).items():
+                for m, v in per.items():
+                    cols = [
+                        f"{100 * v[c]['mean']:.1f} ± {100 * v[c]['std']:.1f} %"
+                        for c in ("joint", *CRITERIA)
+                    ]
+                    sec = v["seconds"]
+                    name = "TPE" if m == "tpe" else "SMOACS"
+                    wall = f"{sec['mean']:.0f} ({sec['min']:.0f}–{sec['max']:.0f})"
+                    lines.append(
+                        f"| {cell} | {gap} ± {res['margin']:g} | {name} | {res['n']} × "
+                        f"{len(v['seeds'])} | " + " | ".join(cols) + f" | {wall} | `{path}` |"
+                    )
+    return "\n".join(lines)
+
+
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--table", nargs="+", default=None, help="print result files as markdown")
     ap.add_argument("--cell", choices=["unit", "supercell", "both"], default="both")
     ap.add_argument("--n", type=int, default=None, help="candidates (256 unit / 32 supercell)")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--trials", type=int, default=200)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--gap", type=float, default=1.5, help="band-gap target, eV")
-    ap.add_argument("--margin", type=float, default=0.3, help="band-gap hinge margin, eV")
+    ap.add_argument("--paper", action="store_true", help="seed 000's setting (docstring)")
+    ap.add_argument("--seed", type=int, default=None, help="one seed (default 0)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="several seeds")
+    ap.add_argument("--gap", type=float, default=None, help="band-gap target, eV (1.5)")
+    ap.add_argument("--gaps", type=float, nargs="+", default=None, help="several targets, eV")
+    ap.add_argument("--margin", type=float, default=None, help="gap hinge margin, eV (0.3)")
     ap.add_argument(
         "--fe-max",
         type=float,
-        default=0.5,
-        help="formation-energy threshold, eV/atom (perov_5 heat_ref spans -0.33..4.1; "
-        "0.5 keeps the lowest 7%% of the data)",
+        default=None,
+        help="formation-energy threshold, eV/atom (default 0.5: perov_5 heat_ref spans "
+        "-0.33..4.1 and 0.5 keeps the lowest 7%%; --paper: 0.2, the lowest ~2%%)",
     )
     ap.add_argument(
         "--tolerance-weight",
@@ -274,9 +411,16 @@ def main() -> None:
     ap.add_argument(
         "--settings",
         choices=["today", "paper"],
-        default="today",
-        help="SMOACS schedule: one learning rate 0.01 (today) or the papers' per-group "
-        "learning rates, refresh counts and mutation (paper)",
+        default=None,
+        help="SMOACS schedule: one learning rate 0.01 (today, the default) or the papers' "
+        "per-group learning rates, refresh counts and mutation (paper)",
+    )
+    ap.add_argument(
+        "--tpe-space",
+        choices=["masks", "all"],
+        default=None,
+        help="TPE elements: the pattern's oxidation masks (default) or Z 1-98 with neutrality "
+        "and the tolerance window as objective terms (seed 000 §4.4)",
     )
     ap.add_argument("--json", default=None, help="also write the results to this file")
     ap.add_argument(
@@ -287,66 +431,92 @@ def main() -> None:
     )
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = ap.parse_args()
+    base = PAPER if args.paper else TODAY_ARGS
+    if args.gaps is None:
+        args.gaps = [args.gap] if args.gap is not None else base["gaps"]
+    if args.seeds is None:
+        args.seeds = [args.seed] if args.seed is not None else base["seeds"]
+    for k in ("margin", "fe_max", "settings", "tpe_space"):
+        if getattr(args, k) is None:
+            setattr(args, k, base[k])
+    return args
+
+
+def _print(cell: str, res: dict, run: dict, args: argparse.Namespace) -> None:
+    s_rates, t_rates = run.get("smoacs", {}), run.get("tpe", {})
+    print(
+        f"\n== {cell} cell, gap {run['gap']:g} ± {args.margin:g} eV, seed {run['seed']}: "
+        f"{res['n']} candidates, SMOACS {args.steps} steps, TPE {args.trials} trials "
+        f"({args.tpe_space}) =="
+    )
+    print(f"{'criterion':<20}{'SMOACS':>10}{'TPE':>10}")
+    for c in (*CRITERIA, "joint"):
+        cols = [f"{100 * r[c]:>9.1f}%" if c in r else f"{'-':>10}" for r in (s_rates, t_rates)]
+        print(f"{c:<20}{cols[0]}{cols[1]}")
+    times = ", ".join(f"{m} {run[m + '_s']:.0f} s" for m in ("smoacs", "tpe") if m + "_s" in run)
+    print(f"wall time: {times}")
+
+
+def main() -> None:
+    """Run both methods per cell, target and seed; print rates; write the JSON."""
+    from _common import machine
+
+    args = _args()
+    if args.table:
+        print(table(args.table))
+        return
     torch.set_num_threads(args.threads)
     cells = ["unit", "supercell"] if args.cell == "both" else [args.cell]
-    results = {}
+    results: dict[str, Any] = {"machine": machine(args.threads)}
     for cell in cells:
         n = args.n or (256 if cell == "unit" else 32)
-        spec = campaign(
-            cell,
-            n,
-            args.steps,
-            args.seed,
-            args.gap,
-            args.margin,
-            args.fe_max,
-            args.tolerance_weight,
-            args.settings,
-            args.lattice_lr,
-        )
         res: dict[str, Any] = {
             "n": n,
             "steps": args.steps,
             "trials": args.trials,
+            "gaps": args.gaps,
+            "margin": args.margin,
+            "fe_max": args.fe_max,
+            "seeds": args.seeds,
             "tolerance_weight": args.tolerance_weight,
             "settings": args.settings,
-            "schedule": {k: v for k, v in spec["schedule"].items() if k not in ("steps",)},
+            "tpe_space": args.tpe_space,
+            "runs": [],
         }
         results[cell] = res
-        if args.method in ("both", "smoacs"):
-            res["smoacs"], res["smoacs_s"] = run_smoacs(spec)
-            res["smoacs_lattice"] = LATTICE["smoacs"]
-            if args.json:
-                write_json(args.json, results)
-        if args.method in ("both", "tpe"):
-            res["tpe"], res["tpe_s"] = run_tpe(spec, args.trials, args.seed)
-            res["tpe_lattice"] = LATTICE["tpe"]
-            if args.json:
-                write_json(args.json, results)
-        s_rates, t_rates = res.get("smoacs", {}), res.get("tpe", {})
-        if s_rates and t_rates:
-            sj, tj = s_rates["joint"], t_rates["joint"]
-            # JSON has no infinity: null when TPE is 0 (printed as "SMOACS > 0, TPE 0")
-            res["joint_ratio"] = sj / tj if tj > 0 else None
-        print(
-            f"\n== {cell} cell: {n} candidates, SMOACS {args.steps} steps, TPE {args.trials}"
-            " trials =="
-        )
-        print(f"{'criterion':<20}{'SMOACS':>10}{'TPE':>10}")
-        for c in (*CRITERIA, "joint"):
-            cols = [f"{100 * r[c]:>9.1f}%" if c in r else f"{'-':>10}" for r in (s_rates, t_rates)]
-            print(f"{c:<20}{cols[0]}{cols[1]}")
-        times = ", ".join(
-            f"{m} {res[m + '_s']:.0f} s" for m in ("smoacs", "tpe") if m + "_s" in res
-        )
-        if s_rates and t_rates:
-            if t_rates["joint"] > 0:
-                times += f"; joint-success ratio SMOACS/TPE = {res['joint_ratio']:.2f}"
-            else:
-                times += f"; joint success SMOACS {'> 0' if s_rates['joint'] else '0'}, TPE 0"
-        print(f"wall time: {times}")
-        if args.json:
-            write_json(args.json, results)
+        for seed in args.seeds:  # every target once before the next seed: a stopped run
+            for gap in args.gaps:  # keeps all targets
+                spec = campaign(
+                    cell,
+                    n,
+                    args.steps,
+                    seed,
+                    gap,
+                    args.margin,
+                    args.fe_max,
+                    args.tolerance_weight,
+                    args.settings,
+                    args.lattice_lr,
+                )
+                res["schedule"] = {k: v for k, v in spec["schedule"].items() if k != "steps"}
+                run: dict[str, Any] = {"gap": gap, "seed": seed}
+                res["runs"].append(run)
+                if args.method in ("both", "smoacs"):
+                    run["smoacs"], run["smoacs_s"] = run_smoacs(spec)
+                    run["smoacs_lattice"] = LATTICE["smoacs"]
+                if args.method in ("both", "tpe"):
+                    run["tpe"], run["tpe_s"] = run_tpe(spec, args.trials, seed, args.tpe_space)
+                    run["tpe_lattice"] = LATTICE["tpe"]
+                res["summary"] = summarise(res["runs"])
+                _print(cell, res, run, args)
+                if args.json:
+                    write_json(args.json, results)
+        for gap, per in res["summary"].items():
+            line = ", ".join(
+                f"{m} joint {100 * v['joint']['mean']:.1f} ± {100 * v['joint']['std']:.1f} %"
+                for m, v in per.items()
+            )
+            print(f"{cell} gap {gap} eV over seeds {args.seeds}: {line}")
 
 
 if __name__ == "__main__":

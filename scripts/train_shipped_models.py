@@ -50,21 +50,42 @@ MODELS = {
         "target": "dir_gap",
         "property": "band_gap",
         "units": "eV",
-        # MSE, not L1: with 96% zeros the L1 optimum is ~0 everywhere (an L1 run predicted no
-        # gap > 0.5 eV on test.csv), useless as an objective; MSE keeps the gapped signal
+        # two-part (hurdle) head: P(gapped) x softplus(gap), trained by BCE on "gapped" plus
+        # MSE on the gapped rows; >= 0 by construction. (A plain MSE run had held-out MAE
+        # 0.153 vs 0.089 for predicting 0, and negative gaps; L1 predicted ~0 everywhere.)
         "loss": "mse",
+        "head": "hurdle",
+        "epochs": 30,  # ~18 min on one CPU thread (2026-11-26 load)
         "good_for": (
             "Ranking/screening perovskite compositions by GLLB-SC direct gap and steering SMOACS "
             "toward gapped ABX3 compositions within the training range (0-7.3 eV)."
         ),
         "not_for": (
-            "Quantitative gaps: 96% of the training labels are exactly 0 (metals), so the model "
-            "is biased toward small gaps and its MAE is dominated by the metals (compare "
-            "holdout.baseline_mae_train_median and holdout.mae_gapped). GLLB-SC gaps are not "
+            "Quantitative gaps: 96% of the training labels are exactly 0 (metals); the "
+            "prediction is P(gapped) x gap, so an uncertain compound gets a gap shrunk toward 0 "
+            "(compare holdout.mae_gapped and holdout.mae_metals, and benchmarks/results/"
+            "gap_model.json for the gap-window precision/recall). GLLB-SC gaps are not "
             "PBE/HSE/experimental gaps. Not for non-perovskite structures, distorted/tilted "
             "cells, supercells far from the cubic 5-atom geometry, or elements outside "
-            "elements_z. Predictions are unconstrained and can be slightly negative."
+            "elements_z. Predictions are >= 0 by construction (output_head 'hurdle')."
         ),
+        "notes": [
+            "Replaces the plain MSE model shipped before (identity output, 24 epochs, best "
+            "validation RMSE): held-out MAE 0.153 eV vs 0.089 for predicting 0, 1678 of 3785 "
+            "held-out predictions negative (min -0.51 eV); its window scores are in "
+            "benchmarks/results/gap_model_old_mse.json.",
+            "A second run (same loss as now, 18 epochs, gate sharpness tuned, no offset) "
+            "reached held-out MAE 0.0919 eV vs 0.0888 all-zero; P(gapped) averaged 0.22 on "
+            "gapped rows, 0.026 on metals.",
+            "A first hurdle run with the gap error averaged over the gapped rows only (so it "
+            "outweighed the cross-entropy ~50x) and the plain gate sigmoid(l) reached held-out "
+            "MAE 0.140 eV (P(gapped) averaged 0.11 on gapped rows, 0.035 on metals); the loss "
+            "now averages both parts over all rows and the gate sharpness is tuned on the "
+            "validation split.",
+            "Earlier runs not shipped (same data, seed, architecture): MSE with early stopping "
+            "on validation MAE -> held-out MAE 0.152 eV; L1 loss -> ~0 eV everywhere "
+            "(held-out MAE 0.0900 vs 0.0888 all-zero, recall 0).",
+        ],
     },
     "perov5-formation-energy": {
         "target": "heat_ref",
@@ -93,6 +114,8 @@ def evaluation(y: np.ndarray, pred: np.ndarray, test, model, card: dict) -> dict
         holdout["n_gapped"] = int(gapped.sum())
         holdout["mae_gapped"] = mae(pred[gapped], y[gapped]) if gapped.any() else None
         holdout["mae_metals"] = mae(pred[~gapped], y[~gapped]) if (~gapped).any() else None
+        holdout["n_negative"] = int((pred < 0).sum())
+        holdout["mae_all_zero"] = mae(np.zeros_like(y), y)
         true, hit = y > 0.5, pred > 0.5
         holdout["gap_gt_0.5eV"] = {
             "n": int(true.sum()),
@@ -110,6 +133,18 @@ def evaluation(y: np.ndarray, pred: np.ndarray, test, model, card: dict) -> dict
     return {"holdout": holdout, "eval_subset": eval_subset}
 
 
+def _descriptions(name: str, card: dict) -> dict:
+    """The card's free-text fields from ``MODELS`` (rewritten by --reevaluate too)."""
+    spec = MODELS[name]
+    return {
+        "intended_use": SCOPE.format(n=card["split"]["train"]) + " " + spec["good_for"],
+        "limitations": spec["not_for"],
+        "training_data": "perov_5 val.csv (CDVAE split of Castelli et al. 2012), MIT",
+        "regenerate": f"python scripts/train_shipped_models.py --only {name}",
+        **({"notes": spec["notes"]} if "notes" in spec else {}),
+    }
+
+
 def reevaluate(name: str, out: Path) -> None:
     """Recompute the held-out metrics of an already trained model and rewrite its card."""
     import json
@@ -125,6 +160,7 @@ def reevaluate(name: str, out: Path) -> None:
     card["mae"] = mae(pred, test.targets)
     card["holdout"]["mae"] = card["mae"]
     card.update(evaluation(test.targets, pred, test, model, card))
+    card.update(_descriptions(name, card))
     atomic_write_bytes(card_path, (json.dumps(card, indent=1) + "\n").encode())
     print(f"{name}: held-out MAE {card['mae']:.4f}; subset {card['eval_subset']['mae']:.4f}")
 
@@ -134,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", choices=sorted(MODELS), action="append")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--epochs", type=int, default=24)
+    p.add_argument("--epochs", type=int, default=None, help="default: the model's own")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--loss", choices=["mse", "l1"], default=None, help="override the loss")
     p.add_argument(
@@ -153,11 +189,12 @@ def main(argv: list[str] | None = None) -> int:
         data = load_dataset(DATA / "val.csv", spec["target"], warn=print)
         test = load_dataset(DATA / "test.csv", spec["target"], warn=print)
         settings = TrainSettings(
-            epochs=args.epochs,
+            epochs=args.epochs or spec.get("epochs", 24),
             patience=12,
             batch_size=64,
             learning_rate=2e-3,
             loss=args.loss or spec["loss"],
+            head=spec.get("head", "identity"),
             seed=0,
             val_frac=0.1,
             cutoff=5.0,
@@ -179,10 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         card.update(
             evaluation(result.holdout_targets, result.holdout_predictions, test, result.model, card)
         )
-        card["intended_use"] = SCOPE.format(n=card["split"]["train"]) + " " + spec["good_for"]
-        card["limitations"] = spec["not_for"]
-        card["training_data"] = "perov_5 val.csv (CDVAE split of Castelli et al. 2012), MIT"
-        card["regenerate"] = f"python scripts/train_shipped_models.py --only {name}"
+        card.update(_descriptions(name, card))
         write_model(args.out / name, result, force=True)
         size = sum(f.stat().st_size for f in (args.out / name).iterdir())
         print(

@@ -57,18 +57,28 @@ from smoacs_flows.predictors.alignn_graph import (
     line_graph,
     neighbor_list,
 )
-from smoacs_flows.predictors.alignn_network import PURE_COMPATIBLE, make_network, network_forward
+from smoacs_flows.predictors.alignn_network import (
+    OUTPUT_HEADS,
+    PURE_COMPATIBLE,
+    apply_head,
+    gate_params,
+    make_network,
+    network_forward,
+    output_head,
+)
 from smoacs_flows.predictors.base import Predictor, SoftCrystalBatch
 
 __all__ = [
     "CARD_FILE",
     "CONFIG_FILE",
     "GRAPH_STRATEGIES",
+    "OUTPUT_HEADS",
     "PURE_COMPATIBLE",
     "SHIPPED_DIR",
     "TARGET_PROPERTIES",
     "WEIGHTS_FILE",
     "AlignnModel",
+    "apply_head",
     "AlignnPredictor",
     "Checkpoint",
     "CrystalGraph",
@@ -85,6 +95,7 @@ __all__ = [
     "model_cache_dirs",
     "neighbor_list",
     "network_forward",
+    "output_head",
     "predict_structures",
     "property_of",
     "read_checkpoint",
@@ -102,7 +113,9 @@ class AlignnModel(torch.nn.Module):
     def __init__(self, config: dict[str, Any]):
         super().__init__()
         self.config = config
-        self.net = make_network(config["model"])
+        self.head = output_head(config)
+        self.gate = gate_params(config)
+        self.net = make_network(config["model"], OUTPUT_HEADS[self.head])
         self.atom_features = str(config.get("atom_features", "cgcnn"))
         n_in = self.net.config.atom_input_features
         table, ok = element_feature_table(self.atom_features)
@@ -138,7 +151,16 @@ class AlignnModel(torch.nn.Module):
         graph: CrystalGraph,
         atom_feats: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Per-crystal prediction (B,) over a fixed graph."""
+        """Per-crystal prediction (B,) over a fixed graph (the output head applied)."""
+        return apply_head(self.head, self.raw(batch, graph, atom_feats), *self.gate)
+
+    def raw(
+        self,
+        batch: SoftCrystalBatch,
+        graph: CrystalGraph,
+        atom_feats: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The network's output before the head: (B,), or (B, 2) for the ``hurdle`` head."""
         if atom_feats is None:
             table = self.element_table.to(batch.element_probs.dtype)
             atom_feats = batch.element_probs @ table

@@ -19,9 +19,52 @@ log = logging.getLogger(__name__)
 #: alignn config model names whose state dicts map 1:1 onto ``ALIGNNAtomWisePure``
 PURE_COMPATIBLE = ("alignn_atomwise_pure", "alignn_atomwise")
 
+#: output heads a config may declare in its top-level ``output_head`` key -> network outputs.
+#: ``identity`` (the default, alignn's own): the raw output. ``softplus``: softplus(raw), >= 0.
+#: ``hurdle``: two outputs (metal/gapped logit l, raw gap g); sigmoid(k (l - b)) * softplus(g),
+#: >= 0, with the gate sharpness k and offset b from the config's ``gate_sharpness`` (default 1)
+#: and ``gate_bias`` (default 0).
+OUTPUT_HEADS = {"identity": 1, "softplus": 1, "hurdle": 2}
 
-def make_network(model_config: dict[str, Any]) -> torch.nn.Module:
-    """An ``ALIGNNAtomWisePure`` network from the ``model`` section of an alignn config."""
+
+def output_head(config: dict[str, Any]) -> str:
+    """The output head declared by a checkpoint's config (``identity`` when absent)."""
+    head = config.get("output_head", "identity")
+    if head not in OUTPUT_HEADS:
+        raise InputError(
+            f"config.json: output_head {head!r} is not supported ({', '.join(OUTPUT_HEADS)})"
+        )
+    return str(head)
+
+
+def gate_params(config: dict[str, Any]) -> tuple[float, float]:
+    """The ``hurdle`` gate's (sharpness k, offset b) from a checkpoint's config ((1, 0) when
+    absent)."""
+    k, b = config.get("gate_sharpness", 1.0), config.get("gate_bias", 0.0)
+    if isinstance(k, bool) or not isinstance(k, int | float) or not 0 < k < 1e3:
+        raise InputError(f"config.json: gate_sharpness must be a number in (0, 1000), got {k!r}")
+    if isinstance(b, bool) or not isinstance(b, int | float) or not abs(b) < 1e3:
+        raise InputError(f"config.json: gate_bias must be a number in (-1000, 1000), got {b!r}")
+    return float(k), float(b)
+
+
+def apply_head(
+    head: str, raw: torch.Tensor, sharpness: float = 1.0, bias: float = 0.0
+) -> torch.Tensor:
+    """Per-crystal prediction (B,) from the network's raw output ((B,) or (B, 2))."""
+    if head == "softplus":
+        return torch.nn.functional.softplus(raw)
+    if head == "hurdle":
+        gate = torch.sigmoid(sharpness * (raw[:, 0] - bias))
+        return gate * torch.nn.functional.softplus(raw[:, 1])
+    return raw
+
+
+def make_network(model_config: dict[str, Any], n_outputs: int = 1) -> torch.nn.Module:
+    """An ``ALIGNNAtomWisePure`` network from the ``model`` section of an alignn config.
+
+    ``n_outputs`` is what the config's output head needs (2 for ``hurdle``, else 1).
+    """
     from alignn.models.alignn_atomwise_pure import ALIGNNAtomWisePure, ALIGNNAtomWisePureConfig
 
     cfg = dict(model_config)
@@ -39,11 +82,13 @@ def make_network(model_config: dict[str, Any]) -> torch.nn.Module:
     except Exception as exc:  # pydantic validation errors
         raise InputError(_config_error(name, exc)) from None
     conf = net.config
-    if conf.classification or conf.output_features != 1:
+    if conf.classification or conf.output_features != n_outputs:
         raise InputError(
-            "only single-output ALIGNN regressors are supported "
+            f"only ALIGNN regressors with {n_outputs} output(s) fit this output head "
             f"(output_features={conf.output_features}, classification={conf.classification})"
         )
+    if n_outputs != 1 and conf.link != "identity":
+        raise InputError(f"a two-output head needs link 'identity' (got {conf.link!r})")
     if net.use_zbl and conf.calculate_gradient:
         log.warning(
             "ALIGNN checkpoint has a ZBL repulsion head; it only acts below %.2f Å and is "
@@ -120,7 +165,8 @@ def network_forward(
     n_crystals: int,
     graph: CrystalGraph,
 ) -> torch.Tensor:
-    """Per-crystal output (B,) of an ``ALIGNNAtomWisePure`` over a fixed batched graph.
+    """Per-crystal output (B,) (or (B, k) for k outputs) of an ``ALIGNNAtomWisePure`` over a
+    fixed batched graph.
 
     Mirrors ``ALIGNNAtomWisePure.forward`` (the ``out`` head), with bond vectors recomputed
     from ``lattice`` and ``frac_coords`` so gradients reach both.
@@ -177,7 +223,8 @@ def network_forward(
             x, y = layer(g, x, y)
 
     h = scatter_mean(x, crystal_index, n_crystals)
-    out = net.fc(h).squeeze(-1)
+    out = net.fc(h)
+    out = out.squeeze(-1) if out.shape[-1] == 1 else out
     if net.link_name == "log":
         out = torch.exp(out)
     elif net.link_name == "logit":

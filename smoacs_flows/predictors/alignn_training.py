@@ -33,10 +33,12 @@ from smoacs_flows.io import atomic_output_dir
 from smoacs_flows.predictors.alignn import (
     CARD_FILE,
     CONFIG_FILE,
+    OUTPUT_HEADS,
     TARGET_PROPERTIES,
     WEIGHTS_FILE,
     AlignnModel,
     CrystalGraph,
+    apply_head,
     batch_graphs,
     crystal_graph_single,
 )
@@ -63,6 +65,7 @@ __all__ = [
     "featurise",
     "file_sha256",
     "git_revision",
+    "hurdle_loss",
     "load_dataset",
     "mae",
     "parse_structure",
@@ -138,15 +141,19 @@ def collate(samples: Sequence[Sample]) -> tuple[SoftCrystalBatch, CrystalGraph, 
     return batch, batch_graphs([s.graph for s in samples], n, "cpu"), z
 
 
-def predict_samples(model: AlignnModel, samples: Sequence[Sample], batch_size: int = 256):
-    """Predictions (numpy, float64) for featurised samples, in order."""
+def predict_samples(
+    model: AlignnModel, samples: Sequence[Sample], batch_size: int = 256, raw: bool = False
+):
+    """Predictions (numpy, float64) for featurised samples, in order (``raw``: before the
+    output head, (n, 2) for ``hurdle``)."""
     model.eval()
     out = []
     with torch.no_grad():
         for i in range(0, len(samples), batch_size):
             batch, graph, z = collate(samples[i : i + batch_size])
             feats = model.element_table[z - 1]
-            out.append(model(batch, graph, atom_feats=feats).double().numpy())
+            fn = model.raw if raw else model
+            out.append(fn(batch, graph, atom_feats=feats).double().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -164,7 +171,8 @@ class TrainSettings:
     batch_size: int = 64
     learning_rate: float = 2e-3
     weight_decay: float = 1e-5
-    loss: str = "mse"  # "mse" or "l1"
+    loss: str = "mse"  # "mse" or "l1"; ignored by the hurdle head (see ``hurdle_loss``)
+    head: str = "identity"  # output head (alignn_network.OUTPUT_HEADS), stored in config.json
     seed: int = 0
     val_frac: float = 0.1
     test_frac: float = 0.1
@@ -252,6 +260,9 @@ def train(
         "random_seed": settings.seed,
         "model": dict(settings.model),
     }
+    if settings.head != "identity":  # absent key = alignn's plain output (older checkpoints)
+        config["output_head"] = settings.head
+        config["model"]["output_features"] = OUTPUT_HEADS.get(settings.head, 1)
     model = AlignnModel(config)
     test_frac = 0.0 if test_data is not None else settings.test_frac
     i_tr, i_va, i_te = split_indices(len(data.targets), settings.seed, settings.val_frac, test_frac)
@@ -265,9 +276,7 @@ def train(
         te = [samples[i] for i in i_te]
         te_ids, te_y = [data.ids[i] for i in i_te], data.targets[i_te]
     y_tr = np.array([s.y for s in tr])
-    # start the output bias at the training mean (alignn learns raw targets, no scaler)
-    with torch.no_grad():
-        model.net.fc.bias.fill_(float(y_tr.mean()))
+    _init_bias(model, settings.head, y_tr)
     log(
         f"featurised {len(samples)} structures in {time.time() - t0:.0f} s; "
         f"train {len(tr)}, val {len(va)}, held out {len(te)}"
@@ -280,7 +289,12 @@ def train(
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=settings.learning_rate, epochs=settings.epochs, steps_per_epoch=steps_per_epoch
     )
-    loss_fn = torch.nn.MSELoss() if settings.loss == "mse" else torch.nn.L1Loss()
+    if settings.head == "hurdle":
+        loss_fn = hurdle_loss
+    else:
+        loss_fn = torch.nn.MSELoss() if settings.loss == "mse" else torch.nn.L1Loss()
+    hurdle = settings.head == "hurdle"
+    by_mae = settings.loss != "mse" and not hurdle
     gen = torch.Generator().manual_seed(settings.seed)
     best = (math.inf, -1, None)
     best_val_mae = math.nan
@@ -297,28 +311,33 @@ def train(
                 [tr[i].y for i in order[k : k + settings.batch_size]],
                 dtype=torch.get_default_dtype(),
             )
-            pred = model(batch, graph, atom_feats=model.element_table[z - 1])
-            loss = loss_fn(pred, y)
+            raw = model.raw(batch, graph, atom_feats=model.element_table[z - 1])
+            loss = loss_fn(raw if hurdle else apply_head(model.head, raw), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
             total += float(loss.detach()) * len(y)
-        val_mae = val_rmse = math.nan
+        val_mae = val_rmse = val_loss = math.nan
         if va:
             p_va, y_va = predict_samples(model, va), np.array([s.y for s in va])
             val_mae = mae(p_va, y_va)
             val_rmse = float(np.sqrt(np.mean((p_va - y_va) ** 2)))
+            if hurdle:
+                raw_va = torch.as_tensor(predict_samples(model, va, raw=True))
+                val_loss = float(hurdle_loss(raw_va, torch.as_tensor(y_va)))
         history.append(
             {
                 "epoch": epoch + 1,
                 "train_loss": total / len(tr),
                 "val_mae": val_mae,
                 "val_rmse": val_rmse,
+                **({"val_loss": val_loss} if hurdle else {}),
             }
         )
-        # early stopping watches the validation value of the training loss (RMSE for mse)
-        score = val_rmse if settings.loss == "mse" else val_mae
+        # early stopping watches the validation value of the training objective: the hurdle
+        # loss, the RMSE for mse, the MAE for l1
+        score = val_loss if hurdle else (val_mae if by_mae else val_rmse)
         if not va or score < best[0]:
             best = (score, epoch + 1, {k: v.clone() for k, v in model.net.state_dict().items()})
             best_val_mae = val_mae
@@ -333,6 +352,7 @@ def train(
     bar.close()
     model.net.load_state_dict(best[2])
     model.eval()
+    gate_maes = _tune_gate(model, va) if hurdle and va else None
     preds = predict_samples(model, te)
     train_seconds = time.time() - t0
     te_y = np.asarray(te_y, dtype=float)
@@ -377,7 +397,9 @@ def train(
         },
         "mae": mae(preds, te_y),
         "best_val_mae": best_val_mae,
-        "selected_on": "validation RMSE" if settings.loss == "mse" else "validation MAE",
+        "selected_on": "validation hurdle loss"
+        if hurdle
+        else ("validation MAE" if by_mae else "validation RMSE"),
         "target_range_train": [float(y_tr.min()), float(y_tr.max())],
         "elements_z": elements,
         "training": {
@@ -385,7 +407,11 @@ def train(
             "best_epoch": best[1],
             "stop": stop_reason,
             "seconds": round(train_seconds, 1),
-            "loss": settings.loss,
+            "loss": "hurdle (BCE of gapped + squared gap error on gapped rows, per row)"
+            if settings.head == "hurdle"
+            else settings.loss,
+            "output_head": settings.head,
+            **({"gate_val_mae": gate_maes} if gate_maes else {}),
             "batch_size": settings.batch_size,
             "learning_rate": settings.learning_rate,
             "weight_decay": settings.weight_decay,
@@ -405,6 +431,48 @@ def train(
         card["mae"] = None
         card["holdout"]["mae"] = None
     return TrainResult(model, config, card, list(te_ids), te_y, preds)
+
+
+def hurdle_loss(raw: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Two-part loss of the ``hurdle`` head, both parts averaged over all rows: binary
+    cross-entropy of "gapped" (y > 0) on the logit ``raw[:, 0]``, plus the squared error of
+    softplus(``raw[:, 1]``) on the gapped rows only (the gap given that there is one; metals
+    add 0), so neither part drowns the other when few rows are gapped."""
+    gapped = (y > 0).to(y.dtype)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(raw[:, 0], gapped)
+    gap = torch.nn.functional.softplus(raw[:, 1])
+    return bce + torch.mean(gapped * (gap - y) ** 2)
+
+
+#: gate (sharpness, logit offset) pairs tried on the validation split after training (hurdle)
+GATE_GRID = tuple((k, b) for k in (1.0, 2.0, 4.0, 8.0) for b in (0.0, 0.5, 1.0, 1.5, 2.0))
+
+
+def _tune_gate(model: AlignnModel, va: Sequence[Sample]) -> dict[str, float]:
+    """Set the hurdle gate to the grid (sharpness, offset) with the lowest validation MAE (the
+    MAE-optimal prediction is a median: 0 unless P(gapped) is high); returns the grid's MAEs.
+    Ties go to the gentler gate (smaller offset, then smaller sharpness)."""
+    y = np.array([s.y for s in va])
+    raw = torch.as_tensor(predict_samples(model, va, raw=True))
+    maes = {kb: mae(apply_head("hurdle", raw, *kb).numpy(), y) for kb in GATE_GRID}
+    best = min(maes, key=lambda kb: (maes[kb], kb[1], kb[0]))
+    model.gate = best
+    model.config["gate_sharpness"], model.config["gate_bias"] = best
+    return {f"k={k:g},b={b:g}": v for (k, b), v in maes.items()}
+
+
+def _init_bias(model: AlignnModel, head: str, y: np.ndarray) -> None:
+    """Start the output bias at the training statistics (alignn learns raw targets)."""
+    with torch.no_grad():
+        if head == "hurdle":
+            frac = float(np.clip((y > 0).mean(), 1e-3, 1 - 1e-3))
+            gap = float(y[y > 0].mean()) if (y > 0).any() else 1.0
+            model.net.fc.bias[0] = math.log(frac / (1 - frac))
+            model.net.fc.bias[1] = math.log(math.expm1(max(gap, 1e-3)))  # softplus^-1
+        elif head == "softplus":
+            model.net.fc.bias.fill_(math.log(math.expm1(max(float(y.mean()), 1e-3))))
+        else:
+            model.net.fc.bias.fill_(float(y.mean()))
 
 
 def write_model(out: str | Path, result: TrainResult, force: bool = False) -> Path:

@@ -44,6 +44,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (one-cycle)")
     p.add_argument("--loss", choices=["mse", "l1"], default="mse")
+    p.add_argument(
+        "--head",
+        choices=["identity", "softplus", "hurdle"],
+        default="identity",
+        help="output head: raw (identity), softplus (>= 0), or hurdle: P(y > 0) x softplus "
+        "(>= 0; trained by cross-entropy on y > 0 plus MSE on the rows with y > 0; for "
+        "targets that are mostly exactly 0, such as band gaps)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the split and the weights")
     p.add_argument("--val-frac", type=float, default=0.1)
     p.add_argument("--test-frac", type=float, default=0.1)
@@ -161,6 +169,7 @@ def run_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         learning_rate=args.lr,
         loss=args.loss,
+        head=args.head,
         seed=args.seed,
         val_frac=args.val_frac,
         test_frac=args.test_frac,

@@ -127,6 +127,35 @@ def test_checkpoint_reproduces_training_predictions_exactly(trained, shared_data
     assert np.array_equal(got, expected), np.abs(got - expected).max()
 
 
+def test_old_checkpoints_keep_the_identity_head(trained) -> None:
+    """A config without ``output_head`` (alignn's own, and ours before the key) is raw output."""
+    assert "output_head" not in json.loads((trained / "config.json").read_text())
+    assert build(model=trained).model.head == "identity"
+
+
+def test_hurdle_head_trains_reloads_and_is_non_negative(shared_data, tmp_path) -> None:
+    """The two-part gap head: declared in config.json, two outputs, reloaded to the same
+    predictions, never negative (perov_5 gaps: most rows exactly 0)."""
+    data = _subset_csv(shared_data, tmp_path / "d.csv", 60)
+    out = tmp_path / "m"
+    args = ["train", str(data), "--target", "dir_gap", "--out", str(out), "--epochs", "2"]
+    assert main([*args, "--test-frac", "0.25", "--head", "hurdle", *TINY_ARGS]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["output_head"] == "hurdle" and config["model"]["output_features"] == 2
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["selected_on"] == "validation hurdle loss"
+    assert "val_loss" in card["training"]["history"][0]
+    # the gate is a validation-MAE minimiser over the grid, and is stored
+    tried = card["training"]["gate_val_mae"]
+    assert len(tried) == 20
+    chosen = f"k={config['gate_sharpness']:g},b={config['gate_bias']:g}"
+    assert tried[chosen] == min(tried.values())
+    structs, expected = _holdout_structures(out, shared_data)
+    assert len(expected) == 15 and (expected >= 0).all()
+    got = np.array(predict_structures(build(model=out), structs, batch_size=256))
+    assert np.allclose(got, expected, rtol=1e-6, atol=1e-7), np.abs(got - expected).max()
+
+
 def test_zip_layout_loads_identically(trained, shared_data, tmp_path) -> None:
     zpath = tmp_path / "model.zip"
     with zipfile.ZipFile(zpath, "w") as zf:  # alignn's figshare zips hold a sub-folder
@@ -160,6 +189,9 @@ def test_data_parallel_prefix_and_training_checkpoint_are_mapped(trained, tmp_pa
         ("legacy", "config for architecture 'alignn': calculate_gradient: Extra inputs"),
         ("garbage", "cannot read the weights"),
         ("noconfig", "not an ALIGNN checkpoint directory"),
+        ("head", "output_head 'relu6' is not supported"),
+        ("head2", "2 output.*output_features=1"),
+        ("sharpness", "gate_sharpness must be a number in"),
     ],
 )
 def test_bad_checkpoints_fail_loudly(trained, tmp_path, edit, message) -> None:
@@ -179,6 +211,12 @@ def test_bad_checkpoints_fail_loudly(trained, tmp_path, edit, message) -> None:
         config["model"]["name"] = "mystery"
     elif edit == "legacy":  # the original ALIGNN's schema has no atomwise fields
         config["model"]["name"] = "alignn"
+    elif edit == "head":  # an output head this version does not know
+        config["output_head"] = "relu6"
+    elif edit == "head2":  # a two-output head declared on one-output weights
+        config["output_head"] = "hurdle"
+    elif edit == "sharpness":
+        config["gate_sharpness"] = -2
     if edit == "garbage":
         (d / "best_model.pt").write_bytes(b"not a torch file")
     else:
