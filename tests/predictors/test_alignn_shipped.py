@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+import torch
+from sklearn.metrics import mean_absolute_error
 
 from smoacs_flows.predictors.alignn import SHIPPED_DIR, build, shipped_models
 from smoacs_flows.predictors.alignn_training import (
@@ -15,6 +17,7 @@ from smoacs_flows.predictors.alignn_training import (
     predict_samples,
     read_table,
 )
+from smoacs_flows.predictors.base import SoftCrystalBatch
 
 SHIPPED = {
     "perov5-band-gap": ("dir_gap", "band_gap", "eV"),
@@ -91,3 +94,49 @@ def test_held_out_mae_is_reproduced(name: str, held_out) -> None:
         assert (true & hit).sum() / true.sum() == pytest.approx(det["recall"], abs=1e-9)
         assert (true & hit).sum() / hit.sum() == pytest.approx(det["precision"], abs=1e-9)
         assert det["precision"] > 3 * true.mean()  # enriched well above the base rate
+
+
+#: rows of test.csv (from the top) on which the gap model must beat predicting 0 eV
+GAP_SUBSET = 1000
+
+
+def _gap_subset(held_out) -> tuple[np.ndarray, np.ndarray]:
+    """(targets, predictions) of the shipped gap model on the first GAP_SUBSET test rows."""
+    model = build(model="perov5-band-gap").model
+    assert model.config["output_head"] == "hurdle" and model.head == "hurdle"
+    _, targets, _ = held_out
+    y = targets["dir_gap"][:GAP_SUBSET]
+    assert (y > 0).sum() >= 20  # the subset holds gapped rows, so "0 everywhere" is not free
+    return y, predict_samples(model, _samples(held_out, model.config)[:GAP_SUBSET])
+
+
+def test_gap_model_is_non_negative_on_real_rows(held_out) -> None:
+    """On real held-out perov_5 rows the shipped gap model never predicts a negative gap."""
+    y, pred = _gap_subset(held_out)
+    assert pred.shape == y.shape and (pred >= 0).all()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="not met by the shipped model: MAE 0.0724 eV vs 0.0708 for predicting 0 on these "
+    "rows (0.0891 vs 0.0888 on all 3785); see docs/predictors.md",
+)
+def test_gap_model_beats_predicting_zero(held_out) -> None:
+    """Its MAE (scikit-learn's) is below that of the all-zero prediction on the same rows."""
+    y, pred = _gap_subset(held_out)
+    assert mean_absolute_error(y, pred) < mean_absolute_error(y, np.zeros_like(y))
+
+
+def test_gap_model_is_non_negative_on_soft_crystals(held_out) -> None:
+    """Softened element distributions (what SMOACS feeds it) also give gaps >= 0."""
+    data, _, _ = held_out
+    pred = build(model="perov5-band-gap")
+    batch = SoftCrystalBatch.from_structures(data.structures[:16])
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.rand(batch.element_probs.shape, generator=gen)
+    probs = torch.softmax(torch.log(batch.element_probs + 1e-3) + 3 * noise, -1)
+    soft = SoftCrystalBatch(
+        batch.lattice, batch.frac_coords, probs, batch.crystal_index, batch.n_sites
+    )
+    gaps = pred.predict(soft)["band_gap"]
+    assert gaps.shape == (16,) and (gaps >= 0).all()
