@@ -54,7 +54,11 @@ class ScreeningSettings(_Strict):
 
     prefilter: PrefilterSettings = PrefilterSettings()
     mlip: Literal["chgnet", "mattersim"] = "chgnet"
-    method: Literal["batched", "torchsim", "atomate2"] = "batched"
+    method: Literal["torchsim", "batched", "atomate2"] = Field(
+        "torchsim",
+        description="relaxation engine: torchsim (torch-sim's batched FIRE, the default), "
+        "batched (ours: lockstep ASE optimisers; BFGS runs here) or atomate2",
+    )
     fmax: float = Field(0.05, gt=0)
     steps: int = Field(300, ge=1)
     optimizer: Literal["FIRE", "BFGS"] = "FIRE"

@@ -39,8 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--method",
         default=None,
-        choices=["batched", "torchsim", "atomate2"],
-        help="relaxation path (default: the faster, batched)",
+        choices=["torchsim", "batched", "atomate2"],
+        help="relaxation path (default: torchsim, torch-sim's batched FIRE; batched: ours, "
+        "lockstep ASE optimisers, also BFGS; atomate2: ForceFieldRelaxMaker per structure)",
     )
     p.add_argument("--fmax", type=float, default=0.01, help="eV/Å (default 0.01)")
     p.add_argument("--steps", type=int, default=500, help="optimiser step cap (default 500)")

@@ -35,7 +35,7 @@ class ScreenConfig:
 
     prefilter: PrefilterConfig = field(default_factory=PrefilterConfig)
     mlip: str = "chgnet"  # chgnet | mattersim | none
-    method: str = "batched"  # batched | torchsim | atomate2
+    method: str = "torchsim"  # torchsim | batched | atomate2 (screening.relax.relax)
     fmax: float = 0.01
     steps: int = 500
     optimizer: str = "FIRE"

@@ -1,11 +1,14 @@
-"""MLIP relaxation of cell and positions, batched or one structure at a time through atomate2.
+"""MLIP relaxation of cell and positions: torch-sim (default), our lockstep ASE path, atomate2.
 
-Two paths give the same trajectories (same ASE optimiser, ``FrechetCellFilter``, fmax, step
-cap, same MLIP):
+Three paths give the same trajectories (FIRE with the Frechet cell filter, same fmax, step cap
+and MLIP; energies checked against ASE's ``FIRE`` + ``FrechetCellFilter`` in the tests):
 
-* ``batched`` (default, faster): every active structure has its own ASE optimiser and filter,
-  driven in lockstep; the forces/stresses of all of them come from **one** MLIP call per step
-  (continuous batching: finished structures leave, new ones join).
+* ``torchsim`` (default, fastest; ``relax_torchsim.py``): torch-sim's batched FIRE, every
+  structure in one set of tensors, one MLIP call per step, with our failure guards.
+* ``batched`` (ours): every active structure has its own ASE optimiser and filter, driven in
+  lockstep; the forces/stresses of all of them come from **one** MLIP call per step
+  (continuous batching: finished structures leave, new ones join). It also runs ``BFGS``,
+  which torch-sim does not have, and is torch-sim's fallback.
 * ``atomate2``: atomate2's ``ForceFieldRelaxMaker`` run under jobflow's ``run_locally``, one
   structure per job.
 
@@ -492,8 +495,9 @@ def relax_atomate2(
     return out
 
 
-#: the default path, chosen by benchmarks/relax_batch.py (see docs/benchmarks.md)
-DEFAULT_METHOD = "batched"
+#: the default path: torch-sim, chosen by benchmarks/relax_batch.py (docs/architecture.md)
+DEFAULT_METHOD = "torchsim"
+METHODS = ("torchsim", "batched", "atomate2")
 
 
 def relax(
@@ -507,19 +511,22 @@ def relax(
     device: str | None = "auto",
     model: str | None = None,
 ) -> list[RelaxResult]:
-    """Relax structures with an MLIP by the chosen path (``batched`` | ``torchsim`` |
-    ``atomate2``) on
-    ``device`` (``auto``: CUDA when present); ``model``: MatterSim's checkpoint (a file or a
-    released name in MatterSim's cache; default ``$SMOACS_MATTERSIM_CHECKPOINT``)."""
+    """Relax structures with an MLIP by the chosen path (``torchsim`` | ``batched`` |
+    ``atomate2``) on ``device`` (``auto``: CUDA when present); ``model``: MatterSim's
+    checkpoint (a file or a released name in MatterSim's cache; default
+    ``$SMOACS_MATTERSIM_CHECKPOINT``). torch-sim has no BFGS: ``optimizer="BFGS"`` with
+    ``torchsim`` runs on ``batched`` (the same ASE BFGS + ``FrechetCellFilter``)."""
     kw = {"progress": progress, "device": device, "model": model}
-    if method == "batched":
+    if method not in METHODS:
+        raise InputError(f"unknown relaxation method {method!r} (torchsim, batched or atomate2)")
+    if optimizer not in OPTIMIZERS:
+        raise InputError(f"unknown optimizer {optimizer!r} (FIRE or BFGS)")
+    if method == "batched" or (method == "torchsim" and optimizer != "FIRE"):
         return relax_batched(structures, mlip, fmax, steps, optimizer, **kw)
     if method == "atomate2":
         return relax_atomate2(structures, mlip, fmax, steps, optimizer, **kw)
-    if method == "torchsim":  # torch-sim's batched FIRE (see docs/architecture.md)
-        from smoacs_flows.screening.relax_torchsim import relax_torchsim
+    from smoacs_flows.screening.relax_torchsim import relax_torchsim
 
-        extra = {"model": model} if mlip == "mattersim" else {}
-        ev = make_evaluator(mlip, device=device, **extra)
-        return relax_torchsim(structures, ev, fmax, steps, progress=progress)
-    raise InputError(f"unknown relaxation method {method!r} (batched, torchsim or atomate2)")
+    extra = {"model": model} if mlip == "mattersim" else {}
+    ev = make_evaluator(mlip, device=device, **extra)
+    return relax_torchsim(structures, ev, fmax, steps, progress=progress)
