@@ -121,17 +121,24 @@ def _instrument(preds: dict, acc: dict, device: str = "cpu") -> None:
         pred.predict = wrap(pred.predict)
 
 
+def whole_campaign(n: int, device: str, predictor: str, steps: int) -> dict:
+    """The campaign of one timed whole run: mutation halfway, annealing from 3/4, 4 refreshes."""
+    cfg = campaign(n, device, predictor)
+    cfg["schedule"].update(
+        steps=steps,
+        mutation={"steps": [steps // 2]},
+        annealing={"start_step": (3 * steps) // 4, "trials": 2},
+        graph_refresh={"count": 4},
+    )
+    return cfg
+
+
 def whole(args) -> None:
     """Whole-run ratio, repeated until the time budget is spent and ``--min-reps`` runs are
     done; the JSON is rewritten after every run."""
-    cfg = campaign(args.n, args.device, args.predictor)
-    cfg["schedule"].update(
-        steps=args.steps,
-        mutation={"steps": [args.steps // 2]},
-        annealing={"start_step": (3 * args.steps) // 4, "trials": 2},
-        graph_refresh={"count": 4},
+    run = ProposalRun(
+        campaign_from_dict(whole_campaign(args.n, args.device, args.predictor, args.steps))
     )
-    run = ProposalRun(campaign_from_dict(cfg))
     acc = {"bare_s": 0.0, "calls_grad": 0, "calls_nograd": 0}
     _instrument(run.predictors, acc, args.device)
     run.run()  # warm-up (weights, first graphs), not counted

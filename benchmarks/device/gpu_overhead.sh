@@ -29,21 +29,7 @@ TSCALE=${GPU_OVERHEAD_TSCALE:-1}
 LOG=$OUT/log.txt
 T0=$SECONDS
 
-# part NAME TIMEOUT_S CMD...: run CMD under min(TIMEOUT_S, time left), log to $LOG, never abort
-part() {
-    local name=$1 t=$(($2 * TSCALE)) left rc
-    shift 2
-    left=$((LIMIT - (SECONDS - T0)))
-    ((t > left)) && t=$left
-    if ((t < 15)); then
-        echo "== $name: skipped, ${left} s left of ${LIMIT}" | tee -a "$LOG"
-        return
-    fi
-    echo "== $name (timeout ${t} s, at ${SECONDS}s): $*" | tee -a "$LOG"
-    timeout -k 5 "$t" "$@" 2>&1 | grep --line-buffered -v -e SyntaxWarning -e "maxMemoryUsage = " | tee -a "$LOG"
-    rc=${PIPESTATUS[0]}
-    echo "== $name: rc=$rc after $((SECONDS - T0)) s" | tee -a "$LOG"
-}
+source "$(dirname "$0")/_part.sh"
 
 nvidia-smi 2>&1 | head -12 | tee -a "$LOG"
 echo "commit (after): $BENCH_COMMIT; before: $BEFORE_COMMIT" | tee -a "$LOG"

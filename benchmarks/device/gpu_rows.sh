@@ -28,21 +28,7 @@ REPS=${GPU_ROWS_REPS:-10}
 LOG=$OUT/log.txt
 T0=$SECONDS
 
-# part NAME TIMEOUT_S CMD...: run CMD under min(TIMEOUT_S, time left), log to $LOG, never abort
-part() {
-    local name=$1 t=$2 left rc
-    shift 2
-    left=$((LIMIT - (SECONDS - T0)))
-    ((t > left)) && t=$left
-    if ((t < 20)); then
-        echo "== $name: skipped, ${left} s left of ${LIMIT}" | tee -a "$LOG"
-        return
-    fi
-    echo "== $name (timeout ${t} s, at ${SECONDS}s): $*" | tee -a "$LOG"
-    timeout -k 10 "$t" "$@" 2>&1 | grep --line-buffered -v -e SyntaxWarning -e "maxMemoryUsage = " | tee -a "$LOG"
-    rc=${PIPESTATUS[0]}
-    echo "== $name: rc=$rc after $((SECONDS - T0)) s" | tee -a "$LOG"
-}
+source "$(dirname "$0")/_part.sh"
 
 nvidia-smi 2>&1 | tee -a "$LOG"
 part env 60 python3 benchmarks/device/env_check.py "$OUT/env.json"

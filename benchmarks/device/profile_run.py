@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/
 
 import torch  # noqa: E402
-from propose_overhead import campaign  # noqa: E402
+from propose_overhead import whole_campaign  # noqa: E402
 from torch.profiler import ProfilerActivity, profile, record_function  # noqa: E402
 
 from smoacs_flows.campaign import campaign_from_dict  # noqa: E402
@@ -58,14 +58,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = campaign(args.n, args.device)
-    cfg["schedule"].update(
-        steps=args.steps,
-        mutation={"steps": [args.steps // 2]},
-        annealing={"start_step": (3 * args.steps) // 4, "trials": 2},
-        graph_refresh={"count": 4},
-    )
-    run = ProposalRun(campaign_from_dict(cfg))
+    run = ProposalRun(campaign_from_dict(whole_campaign(args.n, args.device, "chgnet", args.steps)))
     _label(run.predictors)
     cuda = args.device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
