@@ -53,15 +53,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _submit(args: argparse.Namespace) -> int:
     from smoacs_flows.campaign import load_campaign
     from smoacs_flows.makers.discovery import announce
-    from smoacs_flows.makers.launchpad import resolve_launchpad
-    from smoacs_flows.makers.submit import firework_store, submit
+    from smoacs_flows.makers.submit import campaign_flow, open_targets, submit
 
-    campaign = load_campaign(args.campaign)  # an invalid campaign fails before any LaunchPad
-    lp, line = resolve_launchpad(args.launchpad)
-    announce(line)
-    store, line = firework_store(lp, args.store)
-    announce(line)
-    sub = submit(campaign, lp, new_version=args.new_version, store=store)
+    # every check of the campaign before any LaunchPad or store is opened: nothing written
+    campaign = load_campaign(args.campaign)
+    flow = campaign_flow(campaign)
+    lp, store, lines = open_targets(args.launchpad, args.store)
+    for line in lines:
+        announce(line)
+    sub = submit(campaign, lp, new_version=args.new_version, store=store, flow=flow)
     if args.json:
         print(
             json.dumps(
@@ -87,18 +87,22 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from smoacs_flows.campaign import load_campaign
     from smoacs_flows.makers.discovery import announce, flush_announcements
     from smoacs_flows.makers.launchpad import EmbeddedLaunchPad, describe
     from smoacs_flows.makers.run import run_campaign
     from smoacs_flows.makers.stages import format_summary
-    from smoacs_flows.makers.submit import firework_store
+    from smoacs_flows.makers.submit import campaign_flow, firework_store
 
+    campaign = load_campaign(args.campaign)  # every check before the LaunchPad is opened
+    flow = campaign_flow(campaign)
     lp = EmbeddedLaunchPad()
     announce(f"LaunchPad: {describe(lp)} (smoacs-flows run always uses the embedded one)")
     announce(firework_store(lp)[1])
     flush_announcements()
     res = run_campaign(
-        args.campaign,
+        campaign,
+        flow=flow,
         new_version=args.new_version,
         poll=args.poll,
         timeout=args.timeout,

@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from fireworks import LaunchPad
+from jobflow import Flow
 
 from smoacs_flows.campaign import Campaign, load_campaign
 from smoacs_flows.config import home_path
 from smoacs_flows.makers.core import STAGES
 from smoacs_flows.makers.launchpad import EmbeddedLaunchPad, lp_session
 from smoacs_flows.makers.settings import stage_settings
-from smoacs_flows.makers.submit import Submission, submit
+from smoacs_flows.makers.submit import Submission, campaign_flow, submit
 
 ACTIVE = {"READY", "RESERVED", "RUNNING"}
 
@@ -202,13 +203,17 @@ def run_campaign(
     poll: float = 2.0,
     timeout: float | None = None,
     echo: Callable[[str], None] = print,
+    flow: Flow | None = None,
 ) -> RunResult:
-    """Submit to the embedded LaunchPad and run local workers until done or stuck."""
+    """Submit to the embedded LaunchPad and run local workers until done or stuck
+    (``flow``: the campaign's Flow, if already built by ``submit.campaign_flow``)."""
     t0 = time.monotonic()
     if not isinstance(campaign, Campaign):
         campaign = load_campaign(campaign)
+    if flow is None:  # every input check before the LaunchPad is opened
+        flow = campaign_flow(campaign)
     lp = EmbeddedLaunchPad()
-    sub = submit(campaign, lp, new_version=new_version)
+    sub = submit(campaign, lp, new_version=new_version, flow=flow)
     cats_txt = ", ".join(f"{k or 'none'} {v}" for k, v in sorted(sub.categories.items()))
     echo(
         f"submitted {sub.campaign} v{sub.version}: {sub.n_fireworks} fireworks ({cats_txt}) "

@@ -46,23 +46,31 @@ class Submission:
         return len(self.fw_ids)
 
 
+def campaign_flow(campaign: Campaign) -> Flow:
+    """The campaign's Flow, after every check a worker would trip on (stage settings,
+    templates and oxidation patterns, reference file); reads files, writes nothing."""
+    from smoacs_flows.makers.core import HalfMetalCampaignMaker
+
+    return HalfMetalCampaignMaker().make(campaign)
+
+
 def build_workflow(campaign: Campaign, store: Any = None, flow: Flow | None = None) -> Workflow:
     """The campaign's FireWorks workflow (``store`` None: the worker's jobflow JOB_STORE).
 
-    ``flow``: the campaign's Flow as built by ``HalfMetalCampaignMaker().make(campaign)`` and
-    then modified (atomate2 powerups, ``update_metadata``, ...); default: built here.
+    ``flow``: the campaign's Flow as built by :func:`campaign_flow` and then modified
+    (atomate2 powerups, ``update_metadata``, ...); default: built here.
     """
     from jobflow.managers.fireworks import flow_to_workflow
 
-    from smoacs_flows.makers.core import HalfMetalCampaignMaker
-
-    flow = flow if flow is not None else HalfMetalCampaignMaker().make(campaign)
+    flow = flow if flow is not None else campaign_flow(campaign)
     return flow_to_workflow(
         flow, store=store, name=campaign.name, metadata={"smoacs_campaign": campaign.name}
     )
 
 
-def firework_store(lp: LaunchPad, source: str | Path | None = None) -> tuple[Any, str]:
+def firework_store(
+    lp: LaunchPad, source: str | Path | None = None, resolved: tuple[Any, str, str] | None = None
+) -> tuple[Any, str]:
     """The JobStore to write into every firework (None: each worker's jobflow ``JOB_STORE``)
     and one line saying which and why.
 
@@ -70,10 +78,11 @@ def firework_store(lp: LaunchPad, source: str | Path | None = None) -> tuple[Any
     default for the embedded LaunchPad. A store from jobflow's settings file is not (workers
     read the same ``JOBFLOW_CONFIG_FILE``; no credentials in firework specs), nor is the
     embedded default for a MongoDB LaunchPad (remote workers could not reach it).
+    ``resolved``: :func:`~smoacs_flows.stores.jobstore.resolve_job_store`'s answer, if known.
     """
     from smoacs_flows.stores.jobstore import resolve_job_store
 
-    store, origin, line = resolve_job_store(source)
+    store, origin, line = resolved if resolved is not None else resolve_job_store(source)
     if origin in ("option", "env") or (origin == "embedded" and isinstance(lp, EmbeddedLaunchPad)):
         return store, line + ", written into every firework"
     if origin == "jobflow":
@@ -82,6 +91,29 @@ def firework_store(lp: LaunchPad, source: str | Path | None = None) -> tuple[Any
         "JobStore: none written into the fireworks: each worker uses its jobflow JOB_STORE "
         "(JOBFLOW_CONFIG_FILE on the worker; template stores/jobflow.yaml)"
     )
+
+
+def open_targets(
+    launchpad: str | Path | None = None, store: str | Path | None = None
+) -> tuple[LaunchPad, Any, list[str]]:
+    """The LaunchPad and the firework store of a submission (see :func:`firework_store`),
+    plus the lines saying which and why, opened in the order that lets bad input fail first.
+
+    A LaunchPad file is read (a MongoDB server pinged, nothing written) before the store file;
+    the embedded LaunchPad, which writes its file when opened, comes after the store file.
+    """
+    from smoacs_flows.makers.discovery import find_launchpad_file
+    from smoacs_flows.makers.launchpad import resolve_launchpad
+    from smoacs_flows.stores.jobstore import resolve_job_store
+
+    if find_launchpad_file(launchpad).path is not None:
+        lp, lp_line = resolve_launchpad(launchpad)
+        st, st_line = firework_store(lp, store)
+    else:
+        resolved = resolve_job_store(store)
+        lp, lp_line = resolve_launchpad(launchpad)
+        st, st_line = firework_store(lp, store, resolved)
+    return lp, st, [lp_line, st_line]
 
 
 def existing_versions(lp: LaunchPad, name: str) -> list[int]:
@@ -151,6 +183,8 @@ def submit(
     t0 = time.perf_counter()
     if not isinstance(campaign, Campaign):
         campaign = load_campaign(campaign)
+    if flow is None:  # every input check before the LaunchPad (or a store) is opened
+        flow = campaign_flow(campaign)
     lp = launchpad if isinstance(launchpad, LaunchPad) else open_launchpad(launchpad)
     if store is None:
         store = firework_store(lp)[0]

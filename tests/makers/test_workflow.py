@@ -15,6 +15,7 @@ from smoacs_flows.errors import SmoacsError, SpecError
 from smoacs_flows.makers import HalfMetalCampaignMaker
 from smoacs_flows.makers.launchpad import EmbeddedLaunchPad, embedded_launchpad_path
 from smoacs_flows.makers.submit import submit
+from tests._env import with_smoacs_home
 from tests.makers._campaign import ROOT, tiny_campaign, write_campaign
 
 
@@ -187,11 +188,34 @@ def test_invalid_campaign_adds_nothing(tmp_path, capsys, mutate, message):
     data = tiny_campaign()
     mutate(data)
     path = write_campaign(tmp_path / "bad.yaml", data)
-    assert main(["submit", str(path)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and message in err
-    lp = EmbeddedLaunchPad()
-    assert lp.get_fw_ids() == [] and lp.get_wf_ids() == []
+    with with_smoacs_home(tmp_path / "home") as home:
+        home.mkdir()
+        for command in ("submit", "run"):
+            assert main([command, str(path)]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith("error: ") and message in err
+            assert len(err.strip().splitlines()) == 1, err
+            # checked before any LaunchPad or store is opened: not even an empty file
+            assert _listing(home) == []
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_bad_store_file_writes_nothing(tmp_path, capsys):
+    path = write_campaign(tmp_path / "c.yaml", tiny_campaign())
+    bad = tmp_path / "store.yaml"
+    bad.write_text("docs_store: {type: MemoryStore, collection_name: outputs}\n")
+    with with_smoacs_home(tmp_path / "home") as home:
+        home.mkdir()
+        (home / "keep.txt").write_text("x")
+        before = _listing(home)
+        assert main(["submit", str(path), "--store", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "additional_stores.data: missing" in err
+        assert len(err.strip().splitlines()) == 1, err
+        assert _listing(home) == before == ["keep.txt"]
 
 
 def test_unreachable_launchpad_names_the_host(tmp_path, capsys):
