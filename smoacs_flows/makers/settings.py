@@ -31,6 +31,7 @@ from pydantic import (
 
 from smoacs_flows.campaign import Campaign
 from smoacs_flows.errors import SpecError
+from smoacs_flows.screening.methods import DEFAULT_METHOD, METHODS
 
 
 class _Strict(BaseModel):
@@ -54,8 +55,8 @@ class ScreeningSettings(_Strict):
 
     prefilter: PrefilterSettings = PrefilterSettings()
     mlip: Literal["chgnet", "mattersim"] = "chgnet"
-    method: Literal["torchsim", "batched", "atomate2"] = Field(
-        "torchsim",
+    method: Literal[METHODS] = Field(  # type: ignore[valid-type] # Literal of the tuple
+        DEFAULT_METHOD,
         description="relaxation engine: torchsim (torch-sim's batched FIRE, the default), "
         "batched (ours: lockstep ASE optimisers; BFGS runs here) or atomate2",
     )

@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 from smoacs_flows.errors import InputError
+from smoacs_flows.screening.methods import DEFAULT_METHOD, METHODS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--method",
         default=None,
-        choices=["torchsim", "batched", "atomate2"],
+        choices=METHODS,
         help="relaxation path (default: torchsim, torch-sim's batched FIRE; batched: ours, "
         "lockstep ASE optimisers, also BFGS; atomate2: ForceFieldRelaxMaker per structure)",
     )
@@ -110,7 +111,6 @@ def _screen(args: argparse.Namespace) -> int:
         write_outputs,
     )
     from smoacs_flows.screening.prefilter import PrefilterConfig
-    from smoacs_flows.screening.relax import DEFAULT_METHOD
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.force:

@@ -38,6 +38,8 @@ from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from smoacs_flows.errors import InputError
+from smoacs_flows.screening.methods import DEFAULT_METHOD, METHODS
+from smoacs_flows.screening.prefilter import structure_problem
 
 #: MLIPs by our name → atomate2's force-field name and the largest atomic number they cover
 MLIPS: dict[str, dict[str, Any]] = {
@@ -76,16 +78,12 @@ class RelaxResult:
 
 
 def check_structure(s: Structure, max_z: int = 94, min_distance: float = 0.5) -> str | None:
-    """Why ``s`` cannot be relaxed, or None. Cheap checks done before any MLIP call."""
-    m = np.asarray(s.lattice.matrix, dtype=float)
-    if not np.all(np.isfinite(m)):
-        return "lattice has NaN/inf entries"
-    if not np.all(np.isfinite(s.frac_coords)):
-        return "coordinates have NaN/inf entries"
-    vol = abs(float(np.linalg.det(m)))
-    lengths = np.linalg.norm(m, axis=1)
-    if vol < 1e-3 * max(float(np.prod(lengths)), 1e-12) or vol < 1e-6:
-        return f"degenerate lattice (volume {vol:.3g} Å^3)"
+    """Why ``s`` cannot be relaxed, or None. Cheap checks done before any MLIP call: the
+    prefilter's :func:`~smoacs_flows.screening.prefilter.structure_problem` (NaN, degenerate
+    lattice), then disorder, elements the MLIP lacks and overlapping atoms or images."""
+    why = structure_problem(s)
+    if why:
+        return why
     if not s.is_ordered:
         return "disordered structure (partial occupancies)"
     bad = sorted({el.symbol for el in s.composition.elements if max_z < el.Z})
@@ -98,6 +96,7 @@ def check_structure(s: Structure, max_z: int = 94, min_distance: float = 0.5) ->
         if dmin < min_distance:
             return f"overlapping atoms (minimum distance {dmin:.3f} Å < {min_distance} Å)"
     # periodic self-images closer than min_distance (tiny cells)
+    lengths = np.linalg.norm(np.asarray(s.lattice.matrix, dtype=float), axis=1)
     if float(lengths.min()) < min_distance:
         return f"overlapping periodic images (lattice vector {lengths.min():.3f} Å)"
     return None
@@ -495,11 +494,6 @@ def relax_atomate2(
     return out
 
 
-#: the default path: torch-sim, chosen by benchmarks/relax_batch.py (docs/architecture.md)
-DEFAULT_METHOD = "torchsim"
-METHODS = ("torchsim", "batched", "atomate2")
-
-
 def relax(
     structures: Sequence[Structure],
     mlip: str = "chgnet",
@@ -518,7 +512,7 @@ def relax(
     ``torchsim`` runs on ``batched`` (the same ASE BFGS + ``FrechetCellFilter``)."""
     kw = {"progress": progress, "device": device, "model": model}
     if method not in METHODS:
-        raise InputError(f"unknown relaxation method {method!r} (torchsim, batched or atomate2)")
+        raise InputError(f"unknown relaxation method {method!r} ({', '.join(METHODS)})")
     if optimizer not in OPTIMIZERS:
         raise InputError(f"unknown optimizer {optimizer!r} (FIRE or BFGS)")
     if method == "batched" or (method == "torchsim" and optimizer != "FIRE"):

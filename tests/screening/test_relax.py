@@ -178,3 +178,22 @@ def test_relax_device_auto_means_cuda_when_present(monkeypatch):
         resolve_device("cuda")
     with pytest.raises(InputError, match="not a torch device"):
         resolve_device("gpu0")
+
+
+def test_check_structure_shares_the_prefilter_checks():
+    """NaN and degenerate cells: the relaxation's pre-check and the prefilter give one reason,
+    worded the same (one place for each check)."""
+    from smoacs_flows.screening.prefilter import PrefilterConfig, prefilter_one
+
+    cfg = PrefilterConfig(max_elements=None, min_distance=None, neutrality_policy=None)
+    nan_lattice = Structure(Lattice([[math.nan, 0, 0], [0, 4, 0], [0, 0, 4]]), ["Na"], [[0] * 3])
+    nan_coords = Structure(Lattice.cubic(4), ["Na"], [[math.nan, 0, 0]])
+    # rows (4,0,0), (0,4,0), (4,4,1e-7): volume 4*4*1e-7 = 1.6e-6 Å^3
+    flat = Structure(Lattice([[4, 0, 0], [0, 4, 0], [4, 4, 1e-7]]), ["Na"], [[0, 0, 0]])
+    for s, reason in [
+        (nan_lattice, "lattice has NaN/inf entries"),
+        (nan_coords, "coordinates have NaN/inf entries"),
+        (flat, "degenerate lattice (volume 1.6e-06 Å^3)"),
+    ]:
+        assert check_structure(s) == reason
+        assert prefilter_one({}, s, cfg) == [reason]
