@@ -7,10 +7,14 @@ with the same torch thread setting:
 
 * ``ours``      – smoacs_flows.screening.relax.relax_batched: one ASE FIRE + FrechetCellFilter
   per structure, driven in lockstep, one batched CHGNet call per step;
-* ``torch-sim`` – torch-sim's batched FIRE with Frechet cell parameterisation
-  (``ts.optimize(..., optimizer=ts.frechet_cell_fire)``, in-flight batching, force convergence
-  on atoms and cell at fmax), with CHGNet wrapped as a torch-sim ``ModelInterface`` through the
-  same batched CHGNet call (torch-sim ships no CHGNet model);
+* ``torch-sim`` – the product's default engine,
+  ``smoacs_flows.screening.relax_torchsim.relax_torchsim``: torch-sim's batched FIRE with
+  Frechet cell parameterisation (``ts.optimize(..., optimizer=ts.frechet_cell_fire)``,
+  in-flight batching), convergence of atoms and cell at fmax checked every step, the failure
+  guards, CHGNet wrapped as a torch-sim ``ModelInterface`` (``torchsim_model``) through the
+  same batched CHGNet call (torch-sim ships no CHGNet model). Its fallback to ``ours`` is
+  refused, so the row always times torch-sim. As in the product, torch-sim's state stays on
+  the CPU whatever ``--device`` (CHGNet itself runs on ``--device``);
 * ``atomate2``  – atomate2's ForceFieldRelaxMaker, one jobflow job per structure (run_locally);
 * ``ase``       – plain ASE + CHGNetCalculator, one structure at a time.
 
@@ -107,50 +111,23 @@ def relax_ase(structs, fmax, steps, device="cpu"):
     return out
 
 
-def torchsim_chgnet(evaluator: CHGNetEvaluator, device: str = "cpu"):
-    """CHGNet as a torch-sim ModelInterface (energy eV, forces eV/Å, stress eV/Å^3, ASE sign)."""
-    import torch_sim as ts
-    from torch_sim.models.interface import ModelInterface
+def relax_torchsim_engine(structs, evaluator, fmax, steps):
+    """The product's torch-sim engine (``relax_torchsim.relax_torchsim``: every-step
+    convergence and failure guards); energies per atom (NaN for a failed structure),
+    converged flags. Its silent fallback to ``relax_batched`` is refused here, so this row
+    always times torch-sim."""
+    from smoacs_flows.screening import relax_torchsim as engine
 
-    class CHGNetModel(ModelInterface):
-        def __init__(self) -> None:
-            super().__init__()
-            self._device, self._dtype = torch.device(device), torch.float64
-            self._compute_stress = self._compute_forces = True
-            self._memory_scales_with = "n_atoms"
+    def no_fallback(*a, **k):
+        raise RuntimeError("torch-sim raised; the engine fell back to relax_batched")
 
-        def forward(self, state):
-            atoms = ts.io.state_to_atoms(state)
-            res = evaluator.evaluate(atoms)
-            kw = {"dtype": self._dtype, "device": self._device}
-            return {
-                "energy": torch.tensor([e for e, _, _ in res], **kw),
-                "forces": torch.tensor(np.concatenate([f for _, f, _ in res]), **kw),
-                "stress": torch.tensor(np.stack([s for _, _, s in res]), **kw),
-            }
-
-    return CHGNetModel()
-
-
-def relax_torchsim(structs, evaluator, fmax, steps, device="cpu"):
-    """torch-sim batched FIRE (Frechet cell) on all structures; energies per atom, converged."""
-    import torch_sim as ts
-    from torch_sim.runners import generate_force_convergence_fn
-
-    model = torchsim_chgnet(evaluator, device)
-    state = ts.io.structures_to_state(structs, device=model.device, dtype=model.dtype)
-    final = ts.optimize(
-        system=state,
-        model=model,
-        optimizer=ts.frechet_cell_fire,
-        convergence_fn=generate_force_convergence_fn(force_tol=fmax, include_cell_forces=True),
-        max_steps=steps,
-        steps_between_swaps=5,
-    )
-    conv = generate_force_convergence_fn(force_tol=fmax)(final, None)
-    n_atoms = torch.bincount(final.system_idx).double()
-    e = (final.energy / n_atoms).tolist()
-    return e, [bool(c) for c in conv.tolist()]
+    real, engine.relax_batched = engine.relax_batched, no_fallback
+    try:
+        res = engine.relax_torchsim(structs, evaluator, fmax=fmax, steps=steps)
+    finally:
+        engine.relax_batched = real
+    e = [r.energy_per_atom if r.ok else float("nan") for r in res]
+    return e, [r.converged for r in res]
 
 
 def fail(msg: str) -> NoReturn:
@@ -228,7 +205,7 @@ def main() -> None:
             e, conv = [r.energy_per_atom for r in res], [r.converged for r in res]
         elif path == "torchsim":
             (e, conv), w, c = timed(
-                relax_torchsim, structs, evaluator, args.fmax, args.steps, device
+                relax_torchsim_engine, structs, evaluator, args.fmax, args.steps
             )
         elif path == "ase":
             res, w, c = timed(relax_ase, structs, args.fmax, args.steps, device)
