@@ -5,6 +5,7 @@ See :mod:`smoacs_flows.screening.matching` for why the fast path gives ``fit``'s
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections import defaultdict
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Element, Lattice, Structure
+
+from smoacs_flows.screening.matching_niggli import LLL_AMBIGUOUS, OK, niggli_scale
 
 #: MatterGen's evaluation settings
 MATCHER_SETTINGS = {"ltol": 0.2, "stol": 0.3, "angle_tol": 5}
@@ -224,9 +227,44 @@ class _FastMappingLattice(Lattice):
 
 
 def niggli_reduced_lattice(lattice: Lattice) -> Lattice:
-    """``lattice.get_niggli_reduced_lattice()``, bit for bit, with the faster mapping search."""
+    """``lattice.get_niggli_reduced_lattice()``, bit for bit: the compiled replay of
+    :mod:`~smoacs_flows.screening.matching_niggli` picks pymatgen's integer matrix and the rows
+    are computed with pymatgen's ``np.dot``; where the replay cannot vouch for a decision (or
+    BLAS rows would differ, see :func:`_blas_rows_consistent`) pymatgen's own loop runs, on
+    the faster mapping search."""
+    if _blas_rows_consistent():
+        status, scale, sign = niggli_scale(lattice.matrix)
+        if status == LLL_AMBIGUOUS:
+            status, scale, sign = niggli_scale(lattice.matrix, lattice.lll_matrix)
+        if status == OK:
+            aligned = np.dot(scale.astype(np.float64), lattice.matrix)
+            return Lattice(aligned if sign > 0 else -aligned, pbc=lattice.pbc)
     fast = _FastMappingLattice(lattice.matrix, pbc=lattice.pbc)
     return Lattice(fast.get_niggli_reduced_lattice().matrix, pbc=lattice.pbc)
+
+
+@functools.cache
+def _blas_rows_consistent() -> bool:
+    """Whether this BLAS gives each row of a product the same bits however it is called.
+
+    pymatgen computes the Niggli rows within ``np.dot`` of all points in a sphere and site
+    coordinates one site at a time (1-D ``np.dot``); the fast paths compute only the chosen
+    rows, or all sites in one product. With OpenBLAS both are the same per-element FMA chain;
+    this checks it once on random data (a kernel that summed differently fails it at once)."""
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 5, 8, 17, 40, 130):
+        m = rng.normal(size=(3, 3)) * 5
+        inv = np.linalg.inv(m)
+        ints = rng.integers(-4, 5, size=(n, 3)).astype(np.float64)
+        rows = np.dot(ints, m)
+        pick = rng.integers(0, n, size=3)
+        if not np.array_equal(np.dot(ints[pick], m), rows[pick]):
+            return False
+        frac = rng.random((n, 3))
+        one = np.array([np.dot(np.dot(f, m), inv) for f in frac])
+        if not np.array_equal(np.dot(np.dot(frac, m), inv), one):
+            return False
+    return True
 
 
 def prepare(structure: Structure, matcher: StructureMatcher | None = None) -> Prepared:
