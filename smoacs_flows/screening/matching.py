@@ -20,10 +20,11 @@ The fast path gives the same answer because every shortcut is a *necessary* cond
 5. With ``break_on_match`` ``fit`` is an existential: True iff some lattice mapping ``S`` (of
    ``find_all_mappings``, |det S| = 1) and some translation (an s1 site onto s2's anchor site)
    pass the fractional site check (``is_coord_subset_pbc`` with ``frac_tol``) *and* give
-   ``max_i |v_i − mean(v)| < stol`` in ``_cart_dists``. :func:`_surviving_mappings` enumerates
-   a superset of those mappings from cached lattice vectors (length and angle tests widened by
-   a relative 1e-6 / 1e-4°, where float error is ~1e-14) and checks, vectorised over mappings
-   and translations, conditions every success must meet:
+   ``max_i |v_i − mean(v)| < stol`` in ``_cart_dists``. A compiled test
+   (:mod:`~smoacs_flows.screening.matching_kernel`) enumerates a superset of those mappings
+   from cached lattice vectors (length and angle tests widened by a relative 1e-6 / 1e-4°,
+   where float error is ~1e-14) and checks, per mapping and translation, conditions every
+   success must meet:
 
    * the site check itself, tolerance widened by 1e-6;
    * with ρ = stol·(V/n)^(1/3) in the average lattice: a success has all |v_i − m| < ρ, so
@@ -33,12 +34,22 @@ The fast path gives the same answer because every shortcut is a *necessary* cond
      species-respecting bijection σ (all tried; if there are over 512 the mapping is kept).
 
    Mappings that fail are dropped; if none is left, ``fit`` is False.
-6. :func:`_replay_fit` is pymatgen's ``fit`` → ``_preprocess`` → ``_strict_match`` (pymatgen
-   2026.10) for equal-size reduced cells, line for line, except that it skips the mappings the
-   filter dropped; by 5. they cannot give a match, so the answer is ``fit``'s.
+6. The same test proves ``fit`` True when one (mapping, translation) meets a *sufficient*
+   condition, every tolerance narrowed by the same margins: the mapping passes
+   ``find_all_mappings``' tests; every s2 site has exactly one s1 site near it (σ, a
+   bijection) inside the fractional tolerance; every displacement is shorter than 2ρ and than
+   the average lattice's smallest plane spacing / 2^2.5 (then it is the unique shortest image,
+   one of the 27 that ``pbc_shortest_vectors`` tries in the LLL basis, and inside its LLL
+   fractional tolerance); Σ|v_i|² is below a lower bound (plane spacing × fractional
+   distance) of every other allowed pair's squared distance, so σ is the linear assignment's
+   unique optimum; and ``max |v_i − mean(v)|`` < ρ narrowed.
+7. Otherwise :func:`_replay_fit` is pymatgen's ``fit`` → ``_preprocess`` → ``_strict_match``
+   (pymatgen 2026.10) for equal-size reduced cells, line for line, except that it skips the
+   mappings 5. dropped; they cannot give a match, so the answer is ``fit``'s.
 
 Points 2-4 (prepared, reduced structures) are in :mod:`~smoacs_flows.screening.matching_reduce`,
-points 5-6 (the fast ``fit``) in :mod:`~smoacs_flows.screening.matching_fit`; this module groups
+points 5-7 (the fast ``fit``) in :mod:`~smoacs_flows.screening.matching_fit` and
+:mod:`~smoacs_flows.screening.matching_kernel`; this module groups
 by formula, runs the greedy uniqueness and novelty (in processes when asked), and re-exports
 the public names of both.
 """

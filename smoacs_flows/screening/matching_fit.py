@@ -1,11 +1,11 @@
 """``StructureMatcher.fit`` on two prepared (reduced) structures, made fast without changing
-its answer: a vectorised filter drops lattice mappings that cannot match (points 5 of the
-:mod:`smoacs_flows.screening.matching` docstring), then pymatgen's ``fit`` is replayed on the
-surviving ones (point 6)."""
+its answer: a compiled test (:mod:`~smoacs_flows.screening.matching_kernel`) proves most pairs
+False (point 5 of the :mod:`smoacs_flows.screening.matching` docstring) or True (point 6) and
+drops the lattice mappings that cannot match; pymatgen's ``fit`` is replayed on the surviving
+mappings of the rest (point 7)."""
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,45 +13,44 @@ from pymatgen.analysis.structure_matcher import SpeciesComparator, StructureMatc
 from pymatgen.core import Lattice, Structure
 from pymatgen.core.structure_matcher import get_linear_assignment_solution
 
+from smoacs_flows.screening.matching_kernel import EPS, FIT, NO_FIT, UNDECIDED, pair_status
 from smoacs_flows.screening.matching_reduce import Prepared, mapping_candidates
 
-_EPS = 1e-6  # relative slack of the mapping filter (float error is ~1e-14): admits more only
-_ANGLE_SLACK = 1e-4  # degrees, same purpose for the angle test
 _MASKS: dict[tuple, tuple] = {}  # _get_mask results by the two site-element sequences
 
 
-def _lattice_from_parameters(p: np.ndarray) -> np.ndarray:
-    """``Lattice.from_parameters`` (pymatgen's default, non-VESTA convention) for rows of p."""
-    a, b, c = p[:, 0], p[:, 1], p[:, 2]
-    ang = np.radians(p[:, 3:])
-    cos_a, cos_b, cos_g = np.cos(ang).T
-    sin_a, sin_b, _ = np.sin(ang).T
-    gamma_star = np.arccos(np.clip((cos_a * cos_b - cos_g) / (sin_a * sin_b), -1, 1))
-    m = np.zeros((len(p), 3, 3))
-    m[:, 0, 0], m[:, 0, 2] = a * sin_b, a * cos_b
-    m[:, 1, 0] = -b * sin_a * np.cos(gamma_star)
-    m[:, 1, 1] = b * sin_a * np.sin(gamma_star)
-    m[:, 1, 2] = b * cos_a
-    m[:, 2, 2] = c
-    return m
-
-
 def _cached_mask(matcher: StructureMatcher, a: Prepared, b: Prepared) -> tuple:
-    """``matcher._get_mask(a.reduced, b.reduced, 1, True)``, memoised when both cells hold only
-    plain elements (then the mask depends on nothing but the two symbol sequences)."""
+    """``matcher._get_mask(a.reduced, b.reduced, 1, True)`` plus whether a full assignment
+    exists (``_strict_match``'s ``get_linear_assignment_solution(mask)[1] == 0`` on a square
+    mask), memoised when both cells hold only plain elements (then all of it depends on
+    nothing but the two symbol sequences)."""
     if (
         a._elements is None
         or b._elements is None
         or type(matcher._comparator) is not SpeciesComparator
     ):
-        return matcher._get_mask(a.reduced, b.reduced, 1, True)
+        return _with_feasibility(matcher._get_mask(a.reduced, b.reduced, 1, True))
     key = (a._elements, b._elements)
     hit = _MASKS.get(key)
     if hit is None:
         if len(_MASKS) > 100_000:
             _MASKS.clear()
-        hit = _MASKS[key] = _element_mask(a._elements, b._elements)
+        hit = _MASKS[key] = _with_feasibility(_element_mask(a._elements, b._elements))
     return hit
+
+
+def _with_feasibility(got: tuple) -> tuple:
+    """(mask, s1 translation sites, s2 anchor, feasible, mask as bool) from ``_get_mask``'s
+    triple; feasible is False where ``_strict_match`` returns None before any lattice."""
+    mask, s1_t_inds, s2_t_ind = got
+    feasible = mask.shape[0] == mask.shape[1] and get_linear_assignment_solution(mask)[1] == 0
+    return (
+        mask,
+        np.ascontiguousarray(s1_t_inds, dtype=np.int64),
+        int(s2_t_ind),
+        feasible,
+        np.ascontiguousarray(mask, dtype=np.bool_),
+    )
 
 
 def _element_mask(el1: tuple[str, ...], el2: tuple[str, ...]) -> tuple:
@@ -64,169 +63,34 @@ def _element_mask(el1: tuple[str, ...], el2: tuple[str, ...]) -> tuple:
     return mask, np.where(np.invert(mask[idx].astype(bool)))[0], idx
 
 
-def _surviving_mappings(matcher: StructureMatcher, a: Prepared, b: Prepared) -> set[bytes]:
-    """Scale matrices (int64 bytes) of the lattice mappings that may let ``fit(a, b)`` succeed.
-
-    Mirrors ``fit`` on the reduced cells (``a`` is struct1, whose lattice is mapped onto
-    ``b``'s): volume scaling, ``find_all_mappings`` (|det| = 1), the translations of
-    ``_strict_match`` and its ``is_coord_subset_pbc`` check, all with slack (module docstring,
-    point 5). An empty set proves ``fit`` is False.
-    """
-    return surviving_many(matcher, [a], b)[0]
-
-
-def surviving_many(matcher: StructureMatcher, firsts: list[Prepared], b: Prepared) -> list[set]:
-    """:func:`_surviving_mappings` of ``(a, b)`` for every ``a`` in ``firsts`` (all with
-    ``b``'s number of sites): the lattice part per pair, the site part vectorised over the
-    mappings of all pairs at once (each mapping's arithmetic is the same as alone). Batches
-    measured no faster than single pairs on the sun_scale data (the site arrays dominate),
-    so ``unique_and_novel`` calls it one pair at a time."""
-    out: list[set] = [set() for _ in firsts]
-    parts = [(n, got) for n, a in enumerate(firsts) if (got := _lattice_part(matcher, a, b))]
-    if parts:
-        for n, keep in _site_part(matcher, parts, b._frac).items():
-            out[n] = keep
-    return out
-
-
-def _lattice_part(matcher: StructureMatcher, a: Prepared, b: Prepared) -> tuple | None:
-    """The mask and the candidate lattice mappings of ``fit(a, b)`` (scale matrices and
-    average-lattice parameters), or None when none can exist."""
+def pair_decision(matcher: StructureMatcher, a: Prepared, b: Prepared) -> tuple[int, set[bytes]]:
+    """The compiled per-pair test (:func:`~smoacs_flows.screening.matching_kernel.pair_status`)
+    of ``fit(a.reduced, b.reduced)``: ``(NO_FIT | FIT | UNDECIDED, surviving scale matrices as
+    int64 bytes)``. Both cells reduced, same formula, equal numbers of sites."""
+    _, s1_t_inds, s2_t_ind, feasible, mask = _cached_mask(matcher, a, b)
+    if not feasible:
+        return NO_FIT, set()
     ltol = matcher.ltol
-    mask, s1_t_inds, s2_t_ind = _cached_mask(matcher, a, b)
-    if mask.shape[0] != mask.shape[1] or get_linear_assignment_solution(mask)[1] > 0:
-        return None
     ratio = (b._volume / a._volume) ** (1 / 6)  # _preprocess scales a by ratio, b by 1 / ratio
     lb = b._abc / ratio
-    ints, lens, unit = a.vectors(lb.max() * (1 + ltol) * (1 + _EPS) / ratio)
-    lens = lens * ratio
-    q = lens[None, :] / lb[:, None]
-    near = (q < (1 + ltol) * (1 + _EPS)) & (q > (1 - _EPS) / (1 + ltol))
-    ia, ib, ic = (np.flatnonzero(row) for row in near)
-    if not (len(ia) and len(ib) and len(ic)):
-        return None
-
-    def angles(i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        return np.rad2deg(np.arccos(np.clip(unit[i] @ unit[j].T, -1, 1)))
-
-    g_ab, g_ac, g_bc = angles(ia, ib), angles(ia, ic), angles(ib, ic)
-    alpha, beta, gamma = b._angles
-    tol = matcher.angle_tol + _ANGLE_SLACK
-    ok = (
-        (np.abs(g_ab - gamma) <= tol)[:, :, None]
-        & (np.abs(g_ac - beta) <= tol)[:, None, :]
-        & (np.abs(g_bc - alpha) <= tol)[None, :, :]
+    ints, lens, unit = a.vectors(lb.max() * (1 + ltol) * (1 + EPS) / ratio)
+    status, kept = pair_status(
+        ints,
+        lens,
+        unit,
+        ratio,
+        lb,
+        b._angles,
+        a._frac,
+        b._frac,
+        mask,
+        s1_t_inds,
+        s2_t_ind,
+        ltol,
+        float(matcher.angle_tol),
+        matcher.stol,
     )
-    x, y, z = np.nonzero(ok)
-    if not len(x):
-        return None
-    scale = np.stack([ints[ia[x]], ints[ib[y]], ints[ic[z]]], axis=1)
-    unimodular = np.abs(np.rint(np.linalg.det(scale))) == 1  # _get_lattices: |det| ≈ 1
-    if not unimodular.any():
-        return None
-    x, y, z, scale = x[unimodular], y[unimodular], z[unimodular], scale[unimodular]
-    # the average lattice of _get_supercells (mean of the two parameter sets)
-    params = np.stack(
-        [
-            (lens[ia[x]] + lb[0]) / 2,
-            (lens[ib[y]] + lb[1]) / 2,
-            (lens[ic[z]] + lb[2]) / 2,
-            (g_bc[y, z] + alpha) / 2,
-            (g_ac[x, z] + beta) / 2,
-            (g_ab[x, y] + gamma) / 2,
-        ],
-        axis=1,
-    )
-    return scale, params, a._frac, mask, s1_t_inds, s2_t_ind
-
-
-def _site_part(matcher: StructureMatcher, parts: list, fc2: np.ndarray) -> dict[int, set]:
-    """The site tests of :func:`_surviving_mappings` on the mappings of several pairs
-    (``parts``: (pair index, :func:`_lattice_part`) with the same ``b``, sites ``fc2``);
-    returns the surviving scale matrices per pair index (pairs with none left out)."""
-    stol = matcher.stol
-    n = len(fc2)
-    counts = [len(got[0]) for _, got in parts]
-    owner = np.repeat([m for m, _ in parts], counts)
-    scale = np.concatenate([got[0] for _, got in parts])
-    params = np.concatenate([got[1] for _, got in parts])
-    fc1_0 = np.repeat(np.stack([got[2] for _, got in parts]), counts, axis=0)  # (K, n, 3)
-    mask = np.repeat(np.stack([got[3] for _, got in parts]).astype(bool), counts, axis=0)
-    t_max = max(len(got[4]) for _, got in parts)
-    # translation sites padded by repeating the first (duplicates change no any/all)
-    t_inds = np.array([list(got[4]) + [got[4][0]] * (t_max - len(got[4])) for _, got in parts])
-    t_inds = np.repeat(t_inds, counts, axis=0)  # (K, T)
-    anchor = fc2[np.repeat([got[5] for _, got in parts], counts)]  # (K, 3)
-    avg = _lattice_from_parameters(params)
-    volume = np.abs(np.linalg.det(avg))
-    inv_abc = np.linalg.norm(np.linalg.inv(avg), axis=-2) * 2 * np.pi  # reciprocal lengths
-    normalization = (n / volume) ** (1 / 3)
-    frac_tol = inv_abc * stol / (np.pi * normalization[:, None])
-    frac_tol_slack = frac_tol * (1 + _EPS) + 1e-9
-    # a's sites in each mapped lattice (= cart @ inv(S · M) of sc_generator), b's translated
-    fc1 = np.einsum("knl,klm->knm", fc1_0, np.linalg.inv(scale))
-    shift = np.take_along_axis(fc1, t_inds[..., None], axis=1) - anchor[:, None, :]  # (K,T,3)
-    diff = fc2[None, None, :, None, :] + shift[:, :, None, None, :] - fc1[:, None, None, :, :]
-    diff -= np.rint(diff)  # (K, T, n2, n1, 3)
-    hit = np.all(np.abs(diff) <= frac_tol_slack[:, None, None, None, :], axis=-1)
-    hit &= ~mask[:, None]
-    live = np.flatnonzero(np.all(np.any(hit, axis=-1), axis=-1).any(axis=1))
-    if not len(live):  # pymatgen's site check fails everywhere
-        return {}
-    diff, hit, avg, frac_tol = diff[live], hit[live], avg[live], frac_tol[live]
-    normalization, scale, owner = normalization[live], scale[live], owner[live]
-    # ball test; its nearest image is the rint one when every frac_tol < 1/2
-    small = np.all(frac_tol < 0.5 - 1e-6, axis=1)
-    ball = 2 * stol / normalization * (1 + _EPS) + 1e-9
-    cart = np.einsum("ktijl,klm->ktijm", diff, avg)
-    dist = np.linalg.norm(cart, axis=-1)
-    hit &= (dist <= ball[:, None, None, None]) | ~small[:, None, None, None]
-    n_opts = hit.sum(axis=-1)  # (K, T, n2): candidate s1 sites per s2 site
-    alive = np.all(n_opts > 0, axis=-1)  # (K, T)
-    rho = stol / normalization * (1 + _EPS) + 1e-9
-    # common case, vectorised: every s2 site has exactly one candidate, so σ is forced
-    forced = alive & np.all(n_opts == 1, axis=-1) & small[:, None]
-    sigma = np.argmax(hit, axis=-1)  # (K, T, n2)
-    v = np.take_along_axis(cart, sigma[..., None, None], axis=3)[:, :, :, 0, :]  # (K,T,n2,3)
-    spread = np.max(np.linalg.norm(v - v.mean(axis=2, keepdims=True), axis=-1), axis=-1)
-    bijective = np.sort(sigma, axis=-1) == np.arange(n)
-    forced_pass = forced & np.all(bijective, axis=-1) & (spread < rho[:, None])
-    keep = set(np.flatnonzero(forced_pass.any(axis=1)).tolist())
-    for k, t in zip(*np.nonzero(alive & ~forced)):
-        if k in keep:
-            continue
-        if not small[k] or _may_pass_distances(hit[k, t], cart[k, t], rho[k]):
-            keep.add(k)
-    out: dict[int, set] = {}
-    for k in keep:
-        out.setdefault(int(owner[k]), set()).add(scale[k].astype(np.int64).tobytes())
-    return out
-
-
-def _may_pass_distances(hit: np.ndarray, cart: np.ndarray, rho: float) -> bool:
-    """Necessary condition for ``_cart_dists`` to give max distance < stol (module point 5).
-
-    ``hit[i, j]``: s2 site i may pair with s1 site j; ``cart[i, j]``: their displacement (the
-    nearest image, which is the only one within 2ρ when all frac tolerances are < 1/2) after
-    the translation that puts s2's anchor site on an s1 site. If pymatgen's assignment σ
-    succeeds, its vectors are these displacements up to one common shift (the anchor's own
-    displacement), and ``max |v_i − mean(v)| < ρ``: try every bijection ``σ`` inside ``hit``.
-    Too many bijections to try (> 512): say True.
-    """
-    options = [np.flatnonzero(row) for row in hit]
-    total = 1
-    for o in options:
-        total *= len(o)
-    if total > 512:
-        return True
-    n = len(options)
-    for sigma in itertools.product(*options):
-        if len(set(sigma)) != n:
-            continue
-        v = cart[np.arange(n), sigma]
-        if np.max(np.linalg.norm(v - v.mean(axis=0), axis=1)) < rho:
-            return True
-    return False
+    return status, {k.tobytes() for k in kept} if status == UNDECIDED else set()
 
 
 def _replay_fit(
@@ -267,7 +131,7 @@ def _replay_prepared(matcher: StructureMatcher, a: Prepared, b: Prepared, keep: 
     ratio = (b._lattice.volume / (a._lattice.volume * 1)) ** (1 / 6)  # fu = 1
     nl1 = Lattice(a._lattice.matrix * ratio)
     nl2 = Lattice(b._lattice.matrix / ratio)
-    mask, s1_t_inds, s2_t_ind = _cached_mask(matcher, a, b)
+    mask, s1_t_inds, s2_t_ind = _cached_mask(matcher, a, b)[:3]
     s2fc = np.array(b._frac)
     cc = np.array([nl1.get_cartesian_coords(f) for f in a._frac])
     s2_params = np.array(nl2.parameters)
@@ -335,9 +199,13 @@ class _HasLattice:
 
 
 def _fit(matcher: StructureMatcher, a: Prepared, b: Prepared) -> bool:
-    """``matcher.fit(a.reduced, b.reduced, skip_structure_reduction=True)``, faster."""
-    keep = _surviving_mappings(matcher, a, b)
-    return bool(keep) and _replay_kept(matcher, a, b, keep)
+    """``matcher.fit(a.reduced, b.reduced, skip_structure_reduction=True)``, faster: the
+    compiled test decides most pairs; the rest are pymatgen's ``fit`` replayed on the
+    mappings that test left."""
+    status, keep = pair_decision(matcher, a, b)
+    if status != UNDECIDED:
+        return status == FIT
+    return _replay_kept(matcher, a, b, keep)
 
 
 def _replay_kept(matcher: StructureMatcher, a: Prepared, b: Prepared, keep: set[bytes]) -> bool:
