@@ -36,13 +36,13 @@ The fast path gives the same answer because every shortcut is a *necessary* cond
    Mappings that fail are dropped; if none is left, ``fit`` is False.
 6. The same test proves ``fit`` True when one (mapping, translation) meets a *sufficient*
    condition, every tolerance narrowed by the same margins: the mapping passes
-   ``find_all_mappings``' tests; every s2 site has exactly one s1 site near it (σ, a
-   bijection) inside the fractional tolerance; every displacement is shorter than 2ρ and than
-   the average lattice's smallest plane spacing / 2^2.5 (then it is the unique shortest image,
-   one of the 27 that ``pbc_shortest_vectors`` tries in the LLL basis, and inside its LLL
-   fractional tolerance); Σ|v_i|² is below a lower bound (plane spacing × fractional
-   distance) of every other allowed pair's squared distance, so σ is the linear assignment's
-   unique optimum; and ``max |v_i − mean(v)|`` < ρ narrowed.
+   ``find_all_mappings``' tests; every s2 site has exactly one s1 site near it (σ, a bijection)
+   inside the fractional tolerance; every displacement is shorter than 2ρ and than the average
+   lattice's smallest plane spacing / 2^2.5, or / 2 if it is LLL-reduced (then it is the unique
+   shortest image, one of the 27 that ``pbc_shortest_vectors`` tries in the LLL basis, and
+   inside its LLL fractional tolerance); Σ|v_i|² is below a lower bound (plane spacing ×
+   fractional distance) of every other allowed pair's squared distance, so σ is the linear
+   assignment's unique optimum; and ``max |v_i − mean(v)|`` < ρ narrowed.
 7. Otherwise :func:`_replay_fit` is pymatgen's ``fit`` → ``_preprocess`` → ``_strict_match``
    (pymatgen 2026.10) for equal-size reduced cells, line for line, except that it skips the
    mappings 5. dropped; they cannot give a match, so the answer is ``fit``'s.

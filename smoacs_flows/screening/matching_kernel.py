@@ -30,8 +30,33 @@ MAX_BIJECTIONS = 512  # more site pairings than this: keep the mapping for the e
 # λ1 ≥ the smallest plane spacing of any basis, and an LLL basis (δ = 3/4) has plane spacings
 # ≥ λ1 / 2**1.5 (orthogonality defect ≤ 2**1.5 in 3-D); so a vector shorter than (smallest
 # spacing) / 2**2.5 has LLL fractional components < 1/2: it is the unique shortest image and
-# the one pbc_shortest_vectors finds among its 27
+# the one pbc_shortest_vectors finds among its 27. When the average lattice is LLL-reduced
+# already, pymatgen's LLL basis is that lattice and (smallest spacing) / 2 suffices.
 LLL_FACTOR = 2.0**2.5
+
+
+@njit(cache=True)
+def _is_lll_reduced(m: np.ndarray) -> bool:
+    """Would pymatgen's ``Lattice._calculate_lll`` (δ = 3/4) leave the rows of ``m`` as they
+    are? Size-reduced (|μ| < 1/2, so every rounding is 0) and the Lovász condition, both with
+    margins."""
+    bs = np.empty((3, 3))
+    bb = np.empty(3)
+    mu = np.zeros((3, 3))
+    for i in range(3):
+        for c in range(3):
+            bs[i, c] = m[i, c]
+        for j in range(i):
+            mu[i, j] = (m[i, 0] * bs[j, 0] + m[i, 1] * bs[j, 1] + m[i, 2] * bs[j, 2]) / bb[j]
+            if abs(mu[i, j]) >= 0.5 - 1e-6:
+                return False
+            for c in range(3):
+                bs[i, c] -= mu[i, j] * bs[j, c]
+        bb[i] = bs[i, 0] ** 2 + bs[i, 1] ** 2 + bs[i, 2] ** 2
+    for k in (1, 2):  # noqa: SIM110 (a loop numba compiles)
+        if bb[k] < (0.75 - mu[k, k - 1] ** 2) * bb[k - 1] * (1 + 1e-6):
+            return False
+    return True
 
 
 @njit(cache=True)
@@ -177,13 +202,14 @@ def pair_status(
 
     The sufficient test (``FIT``) for one mapping S and translation: S passes the length and
     angle tests with narrowed tolerances (so ``find_all_mappings`` yields it, |det S| = 1);
-    every b site i has exactly one a site σ(i) near it (σ a bijection) with the fractional
-    check passed with narrowed tolerance (so ``is_coord_subset_pbc`` is True); each
-    displacement v_i is shorter than 2·stol/n and than the average lattice's smallest plane
-    spacing / 2^2.5 (so it is the unique shortest image, among pbc_shortest_vectors' 27 LLL
-    images, inside its LLL fractional tolerance); Σ|v_i|² is below the squared lower bound
-    (max_k |Δf_k|·spacing_k) of every other allowed pair (so σ is the unique optimum of the
-    linear assignment); and max |v_i − mean(v)|·n < stol narrowed (``_cart_dists``' test).
+    every b site i has exactly one a site σ(i) near it (σ a bijection) with the fractional check
+    passed with narrowed tolerance (so ``is_coord_subset_pbc`` is True); each displacement v_i
+    is shorter than 2·stol/n and than the average lattice's smallest plane spacing / 2^2.5, or /
+    2 when that lattice is LLL-reduced already (so it is the unique shortest image, among
+    pbc_shortest_vectors' 27 LLL images, inside its LLL fractional tolerance); Σ|v_i|² is below
+    the squared lower bound (max_k |Δf_k|·spacing_k) of every other allowed pair (so σ is the
+    unique optimum of the linear assignment); and max |v_i − mean(v)|·n < stol narrowed
+    (``_cart_dists``' test).
     """
     n = frac1.shape[0]
     n_t = t_inds.shape[0]
@@ -275,7 +301,8 @@ def pair_status(
                 ball = 2 * stol / norm * (1 + EPS) + 1e-9
                 rho = stol / norm * (1 + EPS) + 1e-9
                 least = min(spacing[0], min(spacing[1], spacing[2]))
-                short = min(2 * stol / norm, least / LLL_FACTOR)
+                factor = 2.0 if _is_lll_reduced(avg) else LLL_FACTOR
+                short = min(2 * stol / norm, least / factor)
                 short *= 1 - EPS
                 # a's sites in the mapped lattice: frac1 · S⁻¹
                 for i in range(n):
