@@ -38,6 +38,7 @@ two methods run as two processes side by side (one core each).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import time
@@ -55,6 +56,7 @@ from tqdm import tqdm  # noqa: E402
 
 from smoacs_flows.campaign import campaign_from_dict, load_campaign  # noqa: E402
 from smoacs_flows.io import atomic_write_bytes  # noqa: E402
+from smoacs_flows.predictors.alignn_checkpoint import resolve_model  # noqa: E402
 from smoacs_flows.smoacs.elements import ionic_radius  # noqa: E402
 from smoacs_flows.smoacs.engine import Evaluator  # noqa: E402
 from smoacs_flows.smoacs.losses import tolerance_factor_of  # noqa: E402
@@ -301,6 +303,26 @@ def _formula(zs: list[int]) -> Any:
     return Composition({Element.from_Z(z).symbol: k for z, k in Counter(zs).items()})
 
 
+def models_used(spec: dict) -> dict[str, dict[str, Any]]:
+    """Per predictor of ``spec``: model name, sha256 of its weights file and the card's output
+    head (config.json's, as the loader reads it; absent = plain regression), so a figure can be
+    checked against the checkpoint it was measured with."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, p in spec["predictors"].items():
+        d = resolve_model(p["model"], download=False)
+        cfg_path = d / "config.json"
+        cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+        weights = d / "best_model.pt"
+        out[key] = {
+            "model": p["model"],
+            "weights_sha256": (
+                hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None
+            ),
+            "output_head": cfg.get("output_head"),
+        }
+    return out
+
+
 def write_json(path: str, results: dict) -> None:
     """Write the results so far atomically (a stopped run keeps what it finished)."""
     atomic_write_bytes(path, json.dumps(results, indent=1).encode())
@@ -499,6 +521,7 @@ def main() -> None:
                     args.lattice_lr,
                 )
                 res["schedule"] = {k: v for k, v in spec["schedule"].items() if k != "steps"}
+                res["models"] = models_used(spec)
                 run: dict[str, Any] = {"gap": gap, "seed": seed}
                 res["runs"].append(run)
                 if args.method in ("both", "smoacs"):
@@ -508,6 +531,7 @@ def main() -> None:
                     run["tpe"], run["tpe_s"] = run_tpe(spec, args.trials, seed, args.tpe_space)
                     run["tpe_lattice"] = LATTICE["tpe"]
                 res["summary"] = summarise(res["runs"])
+                results["machine"]["loadavg_end_1_5_15"] = list(os.getloadavg())
                 _print(cell, res, run, args)
                 if args.json:
                     write_json(args.json, results)
