@@ -91,7 +91,8 @@ def _roles(s: Structure) -> tuple[int, int, list[int]]:
 
 
 def generate(templates: list[Structure], n: int, seed: int = 0) -> list[Structure]:
-    """``n`` proposal-like structures from templates (see module docstring)."""
+    """``n`` proposal-like structures from templates (see module docstring); the same ones for
+    the same seed (pymatgen's ``perturb`` is seeded from ``rng`` too)."""
     rng = np.random.default_rng(seed)
     roles = [_roles(t) for t in templates]
     out = []
@@ -108,20 +109,20 @@ def generate(templates: list[Structure], n: int, seed: int = 0) -> list[Structur
         s = Structure(lat, species, t.frac_coords)
         kind = rng.random()
         if kind < 0.35:
-            s.perturb(0.02)
+            s.perturb(0.02, seed=int(rng.integers(2**31)))
         elif kind < 0.45:
             s = Structure.from_sites([s[i] for i in rng.permutation(len(s))])
         elif kind < 0.55:
             s.make_supercell([2, 1, 1])
-            s.perturb(0.02)
+            s.perturb(0.02, seed=int(rng.integers(2**31)))
         elif kind < 0.65:
             s.translate_sites(list(range(len(s))), rng.random(3))
         elif kind < 0.85:
-            s.perturb(0.25)
+            s.perturb(0.25, seed=int(rng.integers(2**31)))
         else:
             s.replace(a, species[b])
             s.replace(b, species[a])
-            s.perturb(0.02)
+            s.perturb(0.02, seed=int(rng.integers(2**31)))
         out.append(s)
     return out
 
