@@ -62,7 +62,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pymatgen.analysis.structure_matcher import StructureMatcher
-from pymatgen.core import Structure
+from pymatgen.core import Lattice, Structure
 
 from smoacs_flows.screening.matching_fit import _fit, _replay_fit
 from smoacs_flows.screening.matching_reduce import (
@@ -199,6 +199,8 @@ def unique_and_novel(
     reference_match: list[int | None] | None = [None] * n if novelty else None
     n_fits = 0
     _SHARED = (structures, references)
+    if n_jobs > 1:
+        _warm_kernels()  # compiled once here; the forked workers inherit them
     pool = mp.get_context("fork").Pool(n_jobs) if n_jobs > 1 else None
     try:
         spans = [(0, lo, min(lo + 2048, n)) for lo in range(0, n, 2048)]
@@ -243,6 +245,17 @@ def unique_and_novel(
             pool.close()
             pool.join()
     return MatchResult(representative, reference_match, n_fits)
+
+
+def _warm_kernels() -> None:
+    """Compile (or load from numba's cache) the compiled kernels in this process by running
+    the fast path on one tiny pair, so that forked workers do not each compile them."""
+    s = Structure(Lattice.cubic(4.0), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    matcher = make_matcher()
+    a, b = prepare(s, matcher), prepare(s.copy(), matcher)
+    a.reduce(matcher)
+    b.reduce(matcher)
+    _fit(matcher, a, b)
 
 
 def _merge(rep_of, ref_match, representative, reference_match) -> None:
