@@ -98,9 +98,7 @@ class Prepared:
         self._lattice = lattice
         self.n_sites = len(frac)
         self._frac = frac
-        self._abc = np.array(lattice.abc)
-        self._angles = np.array(lattice.angles)
-        self._volume = lattice.volume
+        self._abc, self._angles, self._volume = lattice_parameters(lattice.matrix)
         self._elements = _site_elements(self.structure if fast is not None else self._reduced)
 
     @property
@@ -138,6 +136,24 @@ class Prepared:
         return self._vec_int, self._vec_len, self._vec_unit
 
 
+def lattice_parameters(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """``np.array(lattice.abc)``, ``np.array(lattice.angles)`` and ``lattice.volume`` of
+    ``Lattice(matrix)``, bit for bit: pymatgen's operations (the same ``np.dot`` calls, one
+    ``arccos`` over the 3-array; ``np.cross`` of 3-vectors is these two products and a
+    difference), without ``np.clip`` / ``np.cross`` dispatch overhead."""
+    lengths = np.sqrt(np.sum(matrix**2, axis=1))
+    ln = lengths.tolist()
+    cosines = np.zeros(3)
+    for dim in range(3):
+        j, k = (dim + 1) % 3, (dim + 2) % 3
+        x = np.dot(matrix[j], matrix[k]) / (ln[j] * ln[k])
+        cosines[dim] = min(max(x, -1), 1)  # np.clip of a scalar
+    angles = np.rad2deg(np.arccos(cosines))
+    (a1, a2, a3), (b1, b2, b3) = matrix[0].tolist(), matrix[1].tolist()
+    cross = np.array([a2 * b3 - a3 * b2, a3 * b1 - a1 * b3, a1 * b2 - a2 * b1])
+    return lengths, angles, float(abs(np.dot(cross, matrix[2])))
+
+
 def _reduce_no_primitive(s: Structure) -> tuple[Lattice, np.ndarray] | None:
     """``StructureMatcher._get_reduced_structure(s)`` as (lattice, fractional coordinates)
     when no primitive reduction can apply, else None.
@@ -145,22 +161,48 @@ def _reduce_no_primitive(s: Structure) -> tuple[Lattice, np.ndarray] | None:
     pymatgen's reduction is ``get_reduced_structure("niggli")`` then
     ``get_primitive_structure()``; the latter only tries supercell matrices of determinant
     dividing the gcd of the per-species site counts, so with gcd 1 it returns a copy. The
-    Niggli step is replayed with pymatgen's own lattice reduction and the same per-site
-    arithmetic (Cartesian → fractional in the new lattice, then ``mod 1``), so the arrays are
-    the ones pymatgen builds, bit for bit (checked in tests/screening/test_matching.py).
+    Niggli step is replayed (:func:`niggli_reduced_lattice`) with the same per-site arithmetic
+    (Cartesian → fractional in the new lattice, then ``mod 1``; one matrix product where BLAS
+    gives each row the bits of PeriodicSite's 1-D dots), so the arrays are the ones pymatgen
+    builds, bit for bit (checked in tests/screening/test_matching.py and
+    benchmarks/reduce_exact.py).
     """
     counts: dict[str, int] = defaultdict(int)
     for site in s:
-        counts[site.species_string] += 1
+        counts[_species_label(site)] += 1
     if math.gcd(*counts.values()) != 1:
         return None
     lat = s.lattice
     red = niggli_reduced_lattice(lat)
-    if red == lat:  # pymatgen keeps the structure (and its coordinates) as they are
+    if _same_lattice(red, lat):  # pymatgen keeps the structure (and its coordinates) as they are
         return lat, np.array(s.frac_coords)
-    inv = red.inv_matrix  # per site, as PeriodicSite computes it (1-D dots, not one matmul)
+    m, inv = lat.matrix, red.inv_matrix
+    if m.flags.c_contiguous and inv.flags.c_contiguous and _blas_sites_consistent():
+        cart = np.dot(s.frac_coords, m)  # one product: the bits of PeriodicSite's 1-D dots
+        return red, np.mod(np.dot(cart, inv), 1)
+    # per site, as PeriodicSite computes it (1-D dots)
     frac = [np.mod(np.dot(lat.get_cartesian_coords(site.frac_coords), inv), 1) for site in s]
     return red, np.array(frac, dtype=np.float64)
+
+
+def _species_label(site) -> str:
+    """``site.species_string`` (the key pymatgen's primitive search groups sites by), without
+    its property overhead for a plain element at occupancy 1."""
+    comp = site.species
+    if len(comp) == 1:
+        ((sp, amt),) = comp.items()
+        if type(sp) is Element and amt == 1 and comp.num_atoms == 1:
+            return sp.symbol  # what str(Element) and so species_string give
+    return site.species_string
+
+
+def _same_lattice(a: Lattice, b: Lattice) -> bool:
+    """``a == b`` for lattices (``np.allclose`` of the matrices, rtol 1e-5, atol 1e-8, and the
+    same pbc) on finite matrices, without ``allclose``'s overhead."""
+    x, y = a.matrix, b.matrix
+    if a.pbc != b.pbc or not (np.isfinite(x).all() and np.isfinite(y).all()):
+        return a == b
+    return bool((np.abs(x - y) <= 1e-8 + 1e-5 * np.abs(y)).all())
 
 
 def mapping_candidates(
@@ -230,9 +272,9 @@ def niggli_reduced_lattice(lattice: Lattice) -> Lattice:
     """``lattice.get_niggli_reduced_lattice()``, bit for bit: the compiled replay of
     :mod:`~smoacs_flows.screening.matching_niggli` picks pymatgen's integer matrix and the rows
     are computed with pymatgen's ``np.dot``; where the replay cannot vouch for a decision (or
-    BLAS rows would differ, see :func:`_blas_rows_consistent`) pymatgen's own loop runs, on
+    BLAS rows could differ, see :func:`_blas_rows_consistent`) pymatgen's own loop runs, on
     the faster mapping search."""
-    if _blas_rows_consistent():
+    if _blas_rows_consistent(_layout(lattice.matrix)):
         status, scale, sign = niggli_scale(lattice.matrix)
         if status == LLL_AMBIGUOUS:
             status, scale, sign = niggli_scale(lattice.matrix, lattice.lll_matrix)
@@ -243,41 +285,78 @@ def niggli_reduced_lattice(lattice: Lattice) -> Lattice:
     return Lattice(fast.get_niggli_reduced_lattice().matrix, pbc=lattice.pbc)
 
 
-@functools.cache
-def _blas_rows_consistent() -> bool:
-    """Whether this BLAS gives each row of a product the same bits however it is called.
+def _layout(m: np.ndarray) -> str | None:
+    """'C' or 'F' for a contiguous matrix (BLAS runs another kernel per layout), else None."""
+    return "C" if m.flags.c_contiguous else "F" if m.flags.f_contiguous else None
 
-    pymatgen computes the Niggli rows within ``np.dot`` of all points in a sphere and site
-    coordinates one site at a time (1-D ``np.dot``); the fast paths compute only the chosen
-    rows, or all sites in one product. With OpenBLAS both are the same per-element FMA chain;
-    this checks it once on random data (a kernel that summed differently fails it at once)."""
+
+def _test_matrices(rng: np.random.Generator, order: str) -> list[np.ndarray]:
+    """Random 3x3 matrices in ``order``, some with the zeros and 1e-16 entries of real cells."""
+    out = [rng.normal(size=(3, 3)) * 5 for _ in range(6)]
+    for _ in range(6):
+        m = np.triu(rng.uniform(2, 8, size=(3, 3)))
+        m[rng.integers(3), rng.integers(3)] = 1e-16 * rng.normal()
+        out.append(m)
+    return [np.asarray(m, order=order) for m in out]
+
+
+@functools.cache
+def _blas_rows_consistent(order: str | None) -> bool:
+    """Whether ``np.dot(ints, m)`` gives each row the same bits for any number of rows (>= 3)
+    with ``m`` in this layout: pymatgen computes the Niggli rows among all points of a sphere,
+    :func:`niggli_reduced_lattice` only the three chosen. Checked once on random data."""
+    if order is None:
+        return False
     rng = np.random.default_rng(0)
-    for n in (1, 2, 3, 5, 8, 17, 40, 130):
-        m = rng.normal(size=(3, 3)) * 5
+    for m in _test_matrices(rng, order):
+        for n in (3, 4, 7, 19, 60, 130):
+            ints = rng.integers(-4, 5, size=(n, 3)).astype(np.float64)
+            pick = rng.choice(n, size=3, replace=False)
+            if not np.array_equal(np.dot(ints[pick], m), np.dot(ints, m)[pick]):
+                return False
+    return True
+
+
+@functools.cache
+def _blas_sites_consistent() -> bool:
+    """Whether, for C-contiguous matrices, ``np.dot(np.dot(frac, m), inv)`` over all sites gives
+    the bits of PeriodicSite's per-site 1-D dots (a matrix product vs a matrix-vector
+    product: the same per-element FMA chain in OpenBLAS, checked once on random data)."""
+    rng = np.random.default_rng(1)
+    for m in _test_matrices(rng, "C"):
         inv = np.linalg.inv(m)
-        ints = rng.integers(-4, 5, size=(n, 3)).astype(np.float64)
-        rows = np.dot(ints, m)
-        pick = rng.integers(0, n, size=3)
-        if not np.array_equal(np.dot(ints[pick], m), rows[pick]):
-            return False
-        frac = rng.random((n, 3))
-        one = np.array([np.dot(np.dot(f, m), inv) for f in frac])
-        if not np.array_equal(np.dot(np.dot(frac, m), inv), one):
-            return False
+        for n in (2, 3, 5, 8, 17, 40, 130):
+            frac = rng.random((n, 3))
+            frac[0] = (0.5, 0.0, 0.25)
+            one = np.array([np.dot(np.dot(f, m), inv) for f in frac])
+            if not np.array_equal(np.dot(np.dot(frac, m), inv), one):
+                return False
     return True
 
 
 def prepare(structure: Structure, matcher: StructureMatcher | None = None) -> Prepared:
-    """Hash a structure for matching (cheap; reduction happens lazily)."""
+    """Hash a structure for matching (cheap; reduction happens lazily).
+
+    A plain ``Structure`` is used as it is (it is only read; ``Structure.from_sites`` would
+    copy the same lattice, coordinates and species); other kinds are copied into one."""
     matcher = matcher or make_matcher()
-    s = Structure.from_sites(structure)
+    s = structure if type(structure) is Structure else Structure.from_sites(structure)
     h = hashlib.sha1()
     h.update(np.ascontiguousarray(s.lattice.matrix, dtype=float).tobytes())
     h.update(np.ascontiguousarray(s.frac_coords, dtype=float).tobytes())
-    h.update("|".join(str(sp) for sp in s.species_and_occu).encode())
+    h.update("|".join(_composition_str(site.species) for site in s).encode())
     return Prepared(
         structure=s, key=matcher._comparator.get_hash(s.composition), ident=h.hexdigest()
     )
+
+
+def _composition_str(comp) -> str:
+    """``str(comp)`` of a site's composition; a plain element at occupancy 1 is ``"Fe1"``."""
+    if len(comp) == 1:
+        ((sp, amt),) = comp.items()
+        if type(sp) is Element and amt == 1:
+            return f"{sp.symbol}1"
+    return str(comp)
 
 
 def _site_elements(s: Structure) -> tuple[str, ...] | None:

@@ -17,7 +17,7 @@ from smoacs_flows.screening.matching_niggli import (
     niggli_scale,
     sphere_points,
 )
-from smoacs_flows.screening.matching_reduce import niggli_reduced_lattice
+from smoacs_flows.screening.matching_reduce import lattice_parameters, niggli_reduced_lattice
 
 
 def _perov_lattices(shared_data: Path, n: int) -> list[Lattice]:
@@ -56,6 +56,7 @@ def _lattice_zoo(shared_data: Path, n_perov: int, seed: int) -> list[Lattice]:
         out.append(Lattice(_unimodular(rng) @ m))  # the same lattice in a skewed basis
         out.append(Lattice(np.diag([2, 1, 1]) @ m))  # supercells
         out.append(Lattice(np.diag([1, 2, 2]) @ _unimodular(rng) @ m))
+        out.append(Lattice(np.asfortranarray(m)))  # strained cells come F-ordered
     for _ in range(n_perov):
         out.append(Lattice(rng.normal(size=(3, 3)) * 3 + np.eye(3) * 2))
     return out
@@ -81,12 +82,17 @@ def test_sphere_points_are_pymatgens_in_its_order(shared_data):
 def test_niggli_reduced_lattice_bit_for_bit(shared_data):
     """``niggli_reduced_lattice`` equals ``Lattice.get_niggli_reduced_lattice`` exactly, and the
     compiled replay (not pymatgen's fallback) decided almost all of them (some skewed bases of
-    cubic cells hit exact halves in the LLL step: there pymatgen's own LLL matrix is used)."""
+    cubic cells hit exact halves in the LLL step: there pymatgen's own LLL matrix is used);
+    ``lattice_parameters`` gives pymatgen's abc, angles and volume of the result exactly."""
     lattices = _lattice_zoo(shared_data, 150, seed=7)
     replayed = lll_ties = 0
     for lat in lattices:
-        want = lat.get_niggli_reduced_lattice().matrix
-        assert np.array_equal(niggli_reduced_lattice(lat).matrix, want)
+        want = lat.get_niggli_reduced_lattice()
+        got = niggli_reduced_lattice(lat)
+        assert np.array_equal(got.matrix, want.matrix)
+        abc, angles, volume = lattice_parameters(got.matrix)
+        assert np.array_equal(abc, want.abc) and np.array_equal(angles, want.angles)
+        assert volume == want.volume
         status = niggli_scale(lat.matrix)[0]
         if status == LLL_AMBIGUOUS:  # pymatgen's LLL, the rest replayed
             status = niggli_scale(lat.matrix, lat.lll_matrix)[0]
