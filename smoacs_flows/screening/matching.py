@@ -84,6 +84,7 @@ __all__ = [
     "prepare",
     "successive_minima",
     "unique_and_novel",
+    "warm_kernels",
 ]
 
 
@@ -200,7 +201,7 @@ def unique_and_novel(
     n_fits = 0
     _SHARED = (structures, references)
     if n_jobs > 1:
-        _warm_kernels()  # compiled once here; the forked workers inherit them
+        warm_kernels()  # compiled once here; the forked workers inherit them
     pool = mp.get_context("fork").Pool(n_jobs) if n_jobs > 1 else None
     try:
         spans = [(0, lo, min(lo + 2048, n)) for lo in range(0, n, 2048)]
@@ -247,7 +248,7 @@ def unique_and_novel(
     return MatchResult(representative, reference_match, n_fits)
 
 
-def _warm_kernels() -> None:
+def warm_kernels() -> None:
     """Compile (or load from numba's cache) the compiled kernels in this process by running
     the fast path on one tiny pair, so that forked workers do not each compile them."""
     s = Structure(Lattice.cubic(4.0), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
