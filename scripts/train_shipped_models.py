@@ -165,6 +165,19 @@ def reevaluate(name: str, out: Path) -> None:
     print(f"{name}: held-out MAE {card['mae']:.4f}; subset {card['eval_subset']['mae']:.4f}")
 
 
+def _pos_weight(text: str) -> float | str:
+    """``--pos-weight``: 'auto' or a number > 0."""
+    if text == "auto":
+        return text
+    try:
+        w = float(text)
+    except ValueError:
+        w = float("nan")
+    if not (np.isfinite(w) and w > 0):
+        raise argparse.ArgumentTypeError(f"must be a number > 0 or 'auto', got {text!r}")
+    return w
+
+
 def main(argv: list[str] | None = None) -> int:
     """Train the selected shipped models and write them with their cards."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -173,6 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=None, help="default: the model's own")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--loss", choices=["mse", "l1"], default=None, help="override the loss")
+    p.add_argument(
+        "--pos-weight",
+        type=_pos_weight,
+        default=None,
+        help="hurdle head: cross-entropy weight of gapped rows, a number > 0 or 'auto' "
+        "(n_metal / n_gapped of the training split); default: the model's own (unweighted)",
+    )
     p.add_argument(
         "--reevaluate",
         action="store_true",
@@ -195,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             learning_rate=2e-3,
             loss=args.loss or spec["loss"],
             head=spec.get("head", "identity"),
+            pos_weight=args.pos_weight if args.pos_weight is not None else spec.get("pos_weight"),
             seed=0,
             val_frac=0.1,
             cutoff=5.0,

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,7 @@ __all__ = [
     "collate",
     "featurise",
     "file_sha256",
+    "gate_grid",
     "git_revision",
     "hurdle_loss",
     "load_dataset",
@@ -71,6 +73,7 @@ __all__ = [
     "parse_structure",
     "predict_samples",
     "read_table",
+    "resolve_pos_weight",
     "split_indices",
     "train",
     "write_model",
@@ -173,6 +176,9 @@ class TrainSettings:
     weight_decay: float = 1e-5
     loss: str = "mse"  # "mse" or "l1"; ignored by the hurdle head (see ``hurdle_loss``)
     head: str = "identity"  # output head (alignn_network.OUTPUT_HEADS), stored in config.json
+    # hurdle only: weight of the gapped (y > 0) rows in the cross-entropy; None = unweighted,
+    # "auto" = n_metal / n_gapped of the training split
+    pos_weight: float | str | None = None
     seed: int = 0
     val_frac: float = 0.1
     test_frac: float = 0.1
@@ -277,6 +283,9 @@ def train(
         te_ids, te_y = [data.ids[i] for i in i_te], data.targets[i_te]
     y_tr = np.array([s.y for s in tr])
     _init_bias(model, settings.head, y_tr)
+    pos_weight = (
+        resolve_pos_weight(settings.pos_weight, y_tr) if settings.head == "hurdle" else None
+    )
     log(
         f"featurised {len(samples)} structures in {time.time() - t0:.0f} s; "
         f"train {len(tr)}, val {len(va)}, held out {len(te)}"
@@ -290,7 +299,7 @@ def train(
         opt, max_lr=settings.learning_rate, epochs=settings.epochs, steps_per_epoch=steps_per_epoch
     )
     if settings.head == "hurdle":
-        loss_fn = hurdle_loss
+        loss_fn = partial(hurdle_loss, pos_weight=pos_weight)
     else:
         loss_fn = torch.nn.MSELoss() if settings.loss == "mse" else torch.nn.L1Loss()
     hurdle = settings.head == "hurdle"
@@ -325,7 +334,7 @@ def train(
             val_rmse = float(np.sqrt(np.mean((p_va - y_va) ** 2)))
             if hurdle:
                 raw_va = torch.as_tensor(predict_samples(model, va, raw=True))
-                val_loss = float(hurdle_loss(raw_va, torch.as_tensor(y_va)))
+                val_loss = float(loss_fn(raw_va, torch.as_tensor(y_va)))
         history.append(
             {
                 "epoch": epoch + 1,
@@ -352,7 +361,7 @@ def train(
     bar.close()
     model.net.load_state_dict(best[2])
     model.eval()
-    gate_maes = _tune_gate(model, va) if hurdle and va else None
+    gate_maes = _tune_gate(model, va, pos_weight) if hurdle and va else None
     preds = predict_samples(model, te)
     train_seconds = time.time() - t0
     te_y = np.asarray(te_y, dtype=float)
@@ -411,6 +420,11 @@ def train(
             if settings.head == "hurdle"
             else settings.loss,
             "output_head": settings.head,
+            **(
+                {"pos_weight": pos_weight, "pos_weight_setting": settings.pos_weight}
+                if hurdle
+                else {}
+            ),
             **({"gate_val_mae": gate_maes} if gate_maes else {}),
             "batch_size": settings.batch_size,
             "learning_rate": settings.learning_rate,
@@ -433,13 +447,33 @@ def train(
     return TrainResult(model, config, card, list(te_ids), te_y, preds)
 
 
-def hurdle_loss(raw: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def resolve_pos_weight(setting: float | str | None, y: np.ndarray) -> float | None:
+    """The hurdle's cross-entropy weight of gapped rows: None (unweighted), a number > 0, or
+    ``"auto"`` = n_metal / n_gapped of the training targets ``y``."""
+    if setting is None:
+        return None
+    if setting == "auto":
+        n_gapped = int((np.asarray(y) > 0).sum())
+        if n_gapped == 0:
+            raise InputError("pos_weight auto: no gapped (y > 0) rows in the training split")
+        return float((len(y) - n_gapped) / n_gapped)
+    w = float(setting)
+    if not (math.isfinite(w) and w > 0):
+        raise InputError(f"pos_weight must be a number > 0 or 'auto', got {setting!r}")
+    return w
+
+
+def hurdle_loss(
+    raw: torch.Tensor, y: torch.Tensor, pos_weight: float | None = None
+) -> torch.Tensor:
     """Two-part loss of the ``hurdle`` head, both parts averaged over all rows: binary
-    cross-entropy of "gapped" (y > 0) on the logit ``raw[:, 0]``, plus the squared error of
-    softplus(``raw[:, 1]``) on the gapped rows only (the gap given that there is one; metals
-    add 0), so neither part drowns the other when few rows are gapped."""
+    cross-entropy of "gapped" (y > 0) on the logit ``raw[:, 0]`` (gapped rows weighted by
+    ``pos_weight`` when given), plus the squared error of softplus(``raw[:, 1]``) on the gapped
+    rows only (the gap given that there is one; metals add 0), so neither part drowns the other
+    when few rows are gapped."""
     gapped = (y > 0).to(y.dtype)
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(raw[:, 0], gapped)
+    pw = None if pos_weight is None else torch.tensor(pos_weight, dtype=raw.dtype)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(raw[:, 0], gapped, pos_weight=pw)
     gap = torch.nn.functional.softplus(raw[:, 1])
     return bce + torch.mean(gapped * (gap - y) ** 2)
 
@@ -448,13 +482,24 @@ def hurdle_loss(raw: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 GATE_GRID = tuple((k, b) for k in (1.0, 2.0, 4.0, 8.0) for b in (0.0, 0.5, 1.0, 1.5, 2.0))
 
 
-def _tune_gate(model: AlignnModel, va: Sequence[Sample]) -> dict[str, float]:
+def gate_grid(pos_weight: float | None = None) -> tuple[tuple[float, float], ...]:
+    """``GATE_GRID``, plus its offsets shifted by log(pos_weight) when the cross-entropy was
+    weighted (a weight w moves the optimal logit up by log w)."""
+    if pos_weight is None or pos_weight == 1:
+        return GATE_GRID
+    shift = math.log(pos_weight)
+    return GATE_GRID + tuple((k, round(b + shift, 4)) for k, b in GATE_GRID)
+
+
+def _tune_gate(
+    model: AlignnModel, va: Sequence[Sample], pos_weight: float | None = None
+) -> dict[str, float]:
     """Set the hurdle gate to the grid (sharpness, offset) with the lowest validation MAE (the
     MAE-optimal prediction is a median: 0 unless P(gapped) is high); returns the grid's MAEs.
     Ties go to the gentler gate (smaller offset, then smaller sharpness)."""
     y = np.array([s.y for s in va])
     raw = torch.as_tensor(predict_samples(model, va, raw=True))
-    maes = {kb: mae(apply_head("hurdle", raw, *kb).numpy(), y) for kb in GATE_GRID}
+    maes = {kb: mae(apply_head("hurdle", raw, *kb).numpy(), y) for kb in gate_grid(pos_weight)}
     best = min(maes, key=lambda kb: (maes[kb], kb[1], kb[0]))
     model.gate = best
     model.config["gate_sharpness"], model.config["gate_bias"] = best

@@ -52,6 +52,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(>= 0; trained by cross-entropy on y > 0 plus MSE on the rows with y > 0; for "
         "targets that are mostly exactly 0, such as band gaps)",
     )
+    p.add_argument(
+        "--pos-weight",
+        default=None,
+        help="hurdle head: cross-entropy weight of the rows with y > 0, a number > 0 or 'auto' "
+        "(n(y = 0) / n(y > 0) of the training split); default unweighted",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the split and the weights")
     p.add_argument("--val-frac", type=float, default=0.1)
     p.add_argument("--test-frac", type=float, default=0.1)
@@ -132,6 +138,16 @@ def run_train(args: argparse.Namespace) -> int:
     for name in ("val_frac", "test_frac", "max_bad_frac"):
         if not 0 <= getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be in [0, 1)")
+    pos_weight = args.pos_weight
+    if pos_weight is not None and pos_weight != "auto":
+        try:
+            pos_weight = float(pos_weight)
+        except ValueError:
+            pos_weight = math.nan
+        if not (math.isfinite(pos_weight) and pos_weight > 0):
+            raise InputError(
+                f"--pos-weight must be a number > 0 or 'auto', got {args.pos_weight!r}"
+            )
     if args.three_body_cutoff > args.cutoff:
         raise InputError("--three-body-cutoff must not exceed --cutoff")
     if args.threads:
@@ -170,6 +186,7 @@ def run_train(args: argparse.Namespace) -> int:
         learning_rate=args.lr,
         loss=args.loss,
         head=args.head,
+        pos_weight=pos_weight,
         seed=args.seed,
         val_frac=args.val_frac,
         test_frac=args.test_frac,

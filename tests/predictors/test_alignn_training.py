@@ -16,7 +16,12 @@ import torch
 from smoacs_flows.cli import main
 from smoacs_flows.errors import InputError
 from smoacs_flows.predictors.alignn import build, predict_structures, read_checkpoint
-from smoacs_flows.predictors.alignn_training import load_dataset, parse_structure
+from smoacs_flows.predictors.alignn_training import (
+    hurdle_loss,
+    load_dataset,
+    parse_structure,
+    resolve_pos_weight,
+)
 
 TINY_ARGS = [
     "--hidden",
@@ -154,6 +159,41 @@ def test_hurdle_head_trains_reloads_and_is_non_negative(shared_data, tmp_path) -
     assert len(expected) == 15 and (expected >= 0).all()
     got = np.array(predict_structures(build(model=out), structs, batch_size=256))
     assert np.allclose(got, expected, rtol=1e-6, atol=1e-7), np.abs(got - expected).max()
+
+
+def test_weighted_hurdle_loss_matches_torch_bce_with_pos_weight() -> None:
+    """The class-weighted hurdle loss = torch's own BCEWithLogitsLoss(pos_weight) on "gapped"
+    plus the squared gap error summed over gapped rows / all rows (independent pieces)."""
+    raw = torch.tensor([[2.0, 0.3], [-1.0, 1.5], [0.5, -0.7], [-3.0, 2.2], [1.2, 0.0]])
+    y = torch.tensor([1.1, 0.0, 2.4, 0.0, 0.0])
+    gapped = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0])
+    sq = torch.nn.functional.mse_loss(
+        torch.nn.functional.softplus(raw[[0, 2], 1]), y[[0, 2]], reduction="sum"
+    )
+    for w in (None, 1.0, 4.0, 23.5):
+        ref = torch.nn.BCEWithLogitsLoss(pos_weight=None if w is None else torch.tensor(w))
+        expected = ref(raw[:, 0], gapped) + sq / 5
+        assert torch.allclose(hurdle_loss(raw, y, pos_weight=w), expected, atol=1e-6)
+    # the weight changes the loss (the test can fail): w = 4 vs unweighted
+    assert hurdle_loss(raw, y, pos_weight=4.0) > hurdle_loss(raw, y) + 0.1
+
+
+def test_pos_weight_auto_is_metals_over_gapped() -> None:
+    assert resolve_pos_weight("auto", np.array([0, 0, 0, 1.2, 0, 2.0, 0, 0])) == 6 / 2
+    assert resolve_pos_weight(None, np.array([0.0, 1.0])) is None
+    assert resolve_pos_weight(2.5, np.array([0.0, 1.0])) == 2.5
+    with pytest.raises(InputError, match="no gapped"):
+        resolve_pos_weight("auto", np.zeros(4))
+
+
+def test_bad_pos_weight_is_one_error_line(shared_data, tmp_path, capsys) -> None:
+    data = _subset_csv(shared_data, tmp_path / "d.csv", 10)
+    out = tmp_path / "m"
+    args = ["train", str(data), "--target", "dir_gap", "--out", str(out), "--head", "hurdle"]
+    assert main([*args, "--pos-weight", "-3", *TINY_ARGS]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --pos-weight must be a number > 0 or 'auto', got '-3'"]
+    assert not out.exists()
 
 
 def test_zip_layout_loads_identically(trained, shared_data, tmp_path) -> None:
