@@ -5,6 +5,7 @@ See :mod:`smoacs_flows.screening.matching` for why the fast path gives ``fit``'s
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import math
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from pymatgen.analysis.structure_matcher import StructureMatcher
-from pymatgen.core import Element, Lattice, Structure
+from pymatgen.core import Element, IStructure, Lattice, Structure
 
 from smoacs_flows.screening.matching_niggli import LLL_AMBIGUOUS, OK, niggli_scale
 
@@ -89,9 +90,10 @@ class Prepared:
             return
         fast = _reduce_no_primitive(self.structure) if matcher._primitive_cell else None
         if fast is None:
-            red = matcher._get_reduced_structure(  # the exact reduction fit() performs
-                Structure.from_sites(self.structure), matcher._primitive_cell, niggli=True
-            )
+            with _compiled_niggli_in_pymatgen():  # the exact reduction fit() performs
+                red = matcher._get_reduced_structure(  # copies the structure itself
+                    self.structure, matcher._primitive_cell, niggli=True
+                )
             self._reduced, lattice, frac = red, red.lattice, np.array(red.frac_coords)
         else:
             lattice, frac = fast
@@ -274,15 +276,78 @@ def niggli_reduced_lattice(lattice: Lattice) -> Lattice:
     are computed with pymatgen's ``np.dot``; where the replay cannot vouch for a decision (or
     BLAS rows could differ, see :func:`_blas_rows_consistent`) pymatgen's own loop runs, on
     the faster mapping search."""
-    if _blas_rows_consistent(_layout(lattice.matrix)):
-        status, scale, sign = niggli_scale(lattice.matrix)
-        if status == LLL_AMBIGUOUS:
-            status, scale, sign = niggli_scale(lattice.matrix, lattice.lll_matrix)
-        if status == OK:
-            aligned = np.dot(scale.astype(np.float64), lattice.matrix)
-            return Lattice(aligned if sign > 0 else -aligned, pbc=lattice.pbc)
+    m = _niggli_matrix(lattice)
+    if m is not None:
+        return Lattice(m, pbc=lattice.pbc)
     fast = _FastMappingLattice(lattice.matrix, pbc=lattice.pbc)
-    return Lattice(fast.get_niggli_reduced_lattice().matrix, pbc=lattice.pbc)
+    return Lattice(_PYMATGEN_NIGGLI(fast).matrix, pbc=lattice.pbc)
+
+
+def _niggli_matrix(lattice: Lattice) -> np.ndarray | None:
+    """The matrix of ``lattice.get_niggli_reduced_lattice()`` from the compiled replay, or
+    None where it cannot vouch for it."""
+    if not _blas_rows_consistent(_layout(lattice.matrix)):
+        return None
+    status, scale, sign = niggli_scale(lattice.matrix)
+    if status == LLL_AMBIGUOUS:
+        status, scale, sign = niggli_scale(lattice.matrix, lattice.lll_matrix)
+    if status != OK:
+        return None
+    aligned = np.dot(scale.astype(np.float64), lattice.matrix)
+    return aligned if sign > 0 else -aligned
+
+
+_PYMATGEN_NIGGLI = Lattice.get_niggli_reduced_lattice
+
+
+def _compiled_niggli(self: Lattice, tol: float = 1e-5) -> Lattice:
+    """Stand-in for ``Lattice.get_niggli_reduced_lattice`` within
+    :func:`_compiled_niggli_in_pymatgen`: the same matrix (pymatgen returns
+    ``type(self)(matrix)``, default pbc)."""
+    if tol == 1e-5 and type(self) is Lattice:
+        m = _niggli_matrix(self)
+        if m is not None:
+            return Lattice(m)
+    return _PYMATGEN_NIGGLI(self, tol)
+
+
+_PYMATGEN_PRIMITIVE = IStructure.get_primitive_structure
+
+
+def _primitive_structure(
+    self: IStructure,
+    tolerance: float = 0.25,
+    use_site_props: bool = False,
+    constrain_latt: list | dict | None = None,
+    reduce: bool = True,
+) -> IStructure | Structure:
+    """Stand-in for ``IStructure.get_primitive_structure`` within
+    :func:`_compiled_niggli_in_pymatgen`: when the per-species site counts have gcd 1,
+    pymatgen's search tries no supercell matrix (``get_hnf(1)`` yields none) and returns
+    ``self.copy()``; that is returned here without the neighbour bookkeeping before the loop.
+    Everything else is pymatgen's own call."""
+    if len(self) and tolerance > 0 and not use_site_props:
+        counts: dict[str, int] = defaultdict(int)
+        for site in self:
+            counts[site.species_string] += 1
+        if math.gcd(*counts.values()) == 1:
+            return self.copy()
+    return _PYMATGEN_PRIMITIVE(self, tolerance, use_site_props, constrain_latt, reduce)
+
+
+@contextlib.contextmanager
+def _compiled_niggli_in_pymatgen():
+    """pymatgen's own code (here its primitive-cell search, which Niggli-reduces each cell it
+    builds and calls itself on the smaller cell) with ``Lattice.get_niggli_reduced_lattice``
+    computed by the compiled replay (the same matrix bit for bit, or pymatgen's own) and the
+    gcd-1 case of ``get_primitive_structure`` answered directly; restored on exit."""
+    Lattice.get_niggli_reduced_lattice = _compiled_niggli
+    IStructure.get_primitive_structure = _primitive_structure
+    try:
+        yield
+    finally:
+        Lattice.get_niggli_reduced_lattice = _PYMATGEN_NIGGLI
+        IStructure.get_primitive_structure = _PYMATGEN_PRIMITIVE
 
 
 def _layout(m: np.ndarray) -> str | None:

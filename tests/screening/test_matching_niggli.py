@@ -9,8 +9,10 @@ import itertools
 from pathlib import Path
 
 import numpy as np
-from pymatgen.core import Lattice
+import pytest
+from pymatgen.core import IStructure, Lattice, Structure
 
+from smoacs_flows.screening import matching_reduce as mr
 from smoacs_flows.screening.matching_niggli import (
     LLL_AMBIGUOUS,
     OK,
@@ -20,14 +22,17 @@ from smoacs_flows.screening.matching_niggli import (
 from smoacs_flows.screening.matching_reduce import lattice_parameters, niggli_reduced_lattice
 
 
-def _perov_lattices(shared_data: Path, n: int) -> list[Lattice]:
-    """Lattices of the first ``n`` perov_5 test-split CIFs (parsed from the cell lines only)."""
-    from pymatgen.core import Structure
-
+def _perov_structures(shared_data: Path, n: int) -> list[Structure]:
+    """The first ``n`` perov_5 test-split structures."""
     csv.field_size_limit(10**7)
     with open(shared_data / "perov_5" / "test.csv", newline="") as fh:
         rows = list(itertools.islice(csv.DictReader(fh), n))
-    return [Structure.from_str(r["cif"], fmt="cif").lattice for r in rows]
+    return [Structure.from_str(r["cif"], fmt="cif") for r in rows]
+
+
+def _perov_lattices(shared_data: Path, n: int) -> list[Lattice]:
+    """Lattices of the first ``n`` perov_5 test-split structures."""
+    return [s.lattice for s in _perov_structures(shared_data, n)]
 
 
 def _unimodular(rng: np.random.Generator) -> np.ndarray:
@@ -101,3 +106,26 @@ def test_niggli_reduced_lattice_bit_for_bit(shared_data):
     assert len(lattices) > 1000
     assert 0 < lll_ties < 0.1 * len(lattices)
     assert replayed >= 0.98 * len(lattices)
+
+
+def test_pymatgen_methods_restored_after_supercell_reduction(shared_data):
+    """The supercell path runs pymatgen's primitive search with the compiled Niggli step and
+    the gcd-1 shortcut patched in; pymatgen's own methods are back afterwards, also after an
+    error, and the shortcut equals pymatgen's answer on a gcd-1 cell."""
+    s = _perov_structures(shared_data, 1)[0]
+    sc = s.copy()
+    sc.make_supercell([2, 1, 1])
+    sm = mr.make_matcher()
+    p = mr.prepare(sc, sm)
+    p.reduce(sm)
+    assert p.n_sites == len(s)  # reduced to the primitive cell, through pymatgen's search
+    assert Lattice.get_niggli_reduced_lattice is mr._PYMATGEN_NIGGLI
+    assert IStructure.get_primitive_structure is mr._PYMATGEN_PRIMITIVE
+    with pytest.raises(RuntimeError), mr._compiled_niggli_in_pymatgen():
+        raise RuntimeError
+    assert Lattice.get_niggli_reduced_lattice is mr._PYMATGEN_NIGGLI
+    assert IStructure.get_primitive_structure is mr._PYMATGEN_PRIMITIVE
+    want = s.get_primitive_structure()
+    got = mr._primitive_structure(s)
+    assert np.array_equal(got.lattice.matrix, want.lattice.matrix)
+    assert np.array_equal(got.frac_coords, want.frac_coords)
