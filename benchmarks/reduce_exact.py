@@ -31,7 +31,7 @@ from _common import machine, write_result
 from pymatgen.core import Lattice, Structure
 from sun_scale import generate, load_perov
 
-from smoacs_flows.screening.matching_niggli import LLL_AMBIGUOUS, OK, niggli_scale
+from smoacs_flows.screening.matching_niggli import LLL_AMBIGUOUS, OK, scale_of
 from smoacs_flows.screening.matching_reduce import make_matcher, niggli_reduced_lattice, prepare
 
 
@@ -51,9 +51,9 @@ def check_lattices(lattices: list[Lattice]) -> dict:
     diff = 0
     how: Counter = Counter()
     for lat in lattices:
-        status = niggli_scale(lat.matrix)[0]
+        status = scale_of(lat.matrix)[0]
         if status == LLL_AMBIGUOUS:
-            status = niggli_scale(lat.matrix, lat.lll_matrix)[0]
+            status = scale_of(lat.matrix, lat.lll_matrix)[0]
             how["pymatgen LLL, rest replayed"] += 1
         how["replayed" if status == OK else "pymatgen fallback"] += 1
         want = lat.get_niggli_reduced_lattice().matrix

@@ -353,11 +353,13 @@ def _angle_ok(v1, v2, l1, l2, target, flag) -> bool:
 
 
 @njit(cache=True)
-def niggli_scale(matrix, lll=None):
+def niggli_scale(matrix, lll):
     """(status, scale, det_sign): the integer matrix S whose rows pymatgen's
     ``get_niggli_reduced_lattice`` takes (aligned = S @ matrix, negated when det_sign < 0).
 
-    ``lll``: pymatgen's ``lattice.lll_matrix`` if known, else the replay's own. status OK,
+    ``lll``: pymatgen's ``lattice.lll_matrix`` if known, else an empty (0, 3) array for the
+    replay's own (:func:`scale_of` passes both as C-ordered copies: one compiled signature).
+    status OK,
     AMBIGUOUS (some decision within margin: use pymatgen), NO_MAPPING, or LLL_AMBIGUOUS (a
     decision of the LLL replay within margin, e.g. an exact half to round in a skewed basis
     of a cubic lattice: call again with pymatgen's ``lll_matrix``)."""
@@ -373,7 +375,7 @@ def niggli_scale(matrix, lll=None):
     if abs(det_m) <= 1e-6 * norms:
         return AMBIGUOUS, scale, 0
     e = NIGGLI_TOL * abs(det_m) ** (1 / 3)
-    if lll is None:
+    if lll.shape[0] == 0:
         own = _lll(matrix, flag)
         if flag[0]:
             return LLL_AMBIGUOUS, scale, 0
@@ -451,3 +453,9 @@ def niggli_scale(matrix, lll=None):
         return NO_MAPPING, scale, 0
     scale[0], scale[1], scale[2] = ints[cand[0, fi]], ints[cand[1, fj]], ints[cand[2, fk]]
     return OK, scale, (-1 if det_m > 0 else 1)
+
+
+def scale_of(matrix: np.ndarray, lll: np.ndarray | None = None) -> tuple[int, np.ndarray, int]:
+    """:func:`niggli_scale` on C-ordered float64 copies (``lll`` None: the replay's own)."""
+    lll = np.zeros((0, 3)) if lll is None else np.array(lll, dtype=np.float64, order="C")
+    return niggli_scale(np.array(matrix, dtype=np.float64, order="C"), lll)

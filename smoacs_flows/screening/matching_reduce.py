@@ -16,7 +16,7 @@ import numpy as np
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Element, IStructure, Lattice, Structure
 
-from smoacs_flows.screening.matching_niggli import LLL_AMBIGUOUS, OK, niggli_scale
+from smoacs_flows.screening.matching_niggli import LLL_AMBIGUOUS, OK, scale_of
 
 #: MatterGen's evaluation settings
 MATCHER_SETTINGS = {"ltol": 0.2, "stol": 0.3, "angle_tol": 5}
@@ -288,9 +288,9 @@ def _niggli_matrix(lattice: Lattice) -> np.ndarray | None:
     None where it cannot vouch for it."""
     if not _blas_rows_consistent(_layout(lattice.matrix)):
         return None
-    status, scale, sign = niggli_scale(lattice.matrix)
+    status, scale, sign = scale_of(lattice.matrix)
     if status == LLL_AMBIGUOUS:
-        status, scale, sign = niggli_scale(lattice.matrix, lattice.lll_matrix)
+        status, scale, sign = scale_of(lattice.matrix, lattice.lll_matrix)
     if status != OK:
         return None
     aligned = np.dot(scale.astype(np.float64), lattice.matrix)

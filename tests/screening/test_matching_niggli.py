@@ -16,7 +16,7 @@ from smoacs_flows.screening import matching_reduce as mr
 from smoacs_flows.screening.matching_niggli import (
     LLL_AMBIGUOUS,
     OK,
-    niggli_scale,
+    scale_of,
     sphere_points,
 )
 from smoacs_flows.screening.matching_reduce import lattice_parameters, niggli_reduced_lattice
@@ -98,9 +98,9 @@ def test_niggli_reduced_lattice_bit_for_bit(shared_data):
         abc, angles, volume = lattice_parameters(got.matrix)
         assert np.array_equal(abc, want.abc) and np.array_equal(angles, want.angles)
         assert volume == want.volume
-        status = niggli_scale(lat.matrix)[0]
+        status = scale_of(lat.matrix)[0]
         if status == LLL_AMBIGUOUS:  # pymatgen's LLL, the rest replayed
-            status = niggli_scale(lat.matrix, lat.lll_matrix)[0]
+            status = scale_of(lat.matrix, lat.lll_matrix)[0]
             lll_ties += 1
         replayed += status == OK
     assert len(lattices) > 1000
