@@ -21,7 +21,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+
+from smoacs_flows.screening.jit import cached_njit
 
 NO_FIT, FIT, UNDECIDED = 0, 1, 2
 EPS = 1e-6  # relative slack (widened for the necessary test, narrowed for the sufficient one)
@@ -35,7 +36,7 @@ MAX_BIJECTIONS = 512  # more site pairings than this: keep the mapping for the e
 LLL_FACTOR = 2.0**2.5
 
 
-@njit(cache=True)
+@cached_njit
 def _is_lll_reduced(m: np.ndarray) -> bool:
     """Would pymatgen's ``Lattice._calculate_lll`` (δ = 3/4) leave the rows of ``m`` as they
     are? Size-reduced (|μ| < 1/2, so every rounding is 0) and the Lovász condition, both with
@@ -59,7 +60,7 @@ def _is_lll_reduced(m: np.ndarray) -> bool:
     return True
 
 
-@njit(cache=True)
+@cached_njit
 def _angle(u: np.ndarray, v: np.ndarray) -> float:
     """Angle (degrees) between unit vectors, as ``find_all_mappings`` computes it."""
     x = u[0] * v[0] + u[1] * v[1] + u[2] * v[2]
@@ -67,7 +68,7 @@ def _angle(u: np.ndarray, v: np.ndarray) -> float:
     return math.degrees(math.acos(x))
 
 
-@njit(cache=True)
+@cached_njit
 def _from_parameters(p: np.ndarray, out: np.ndarray) -> None:
     """``Lattice.from_parameters`` (pymatgen's default convention) into ``out`` (3x3)."""
     a, b, c = p[0], p[1], p[2]
@@ -83,7 +84,7 @@ def _from_parameters(p: np.ndarray, out: np.ndarray) -> None:
     out[2, 2] = c
 
 
-@njit(cache=True)
+@cached_njit
 def _inv3(m: np.ndarray, out: np.ndarray) -> float:
     """Inverse of a 3x3 matrix into ``out``; returns the determinant."""
     c00 = m[1, 1] * m[2, 2] - m[1, 2] * m[2, 1]
@@ -102,7 +103,7 @@ def _inv3(m: np.ndarray, out: np.ndarray) -> float:
     return det
 
 
-@njit(cache=True)
+@cached_njit
 def _spread_ok(v: np.ndarray, n: int, rho: float) -> bool:
     """``max_i |v_i - mean(v)| < rho`` for the first ``n`` rows of ``v``."""
     mx = my = mz = 0.0
@@ -120,7 +121,7 @@ def _spread_ok(v: np.ndarray, n: int, rho: float) -> bool:
     return True
 
 
-@njit(cache=True)
+@cached_njit
 def _some_bijection_ok(hit, cart, n, rho, choice, used, v) -> bool:
     """Is there a bijection σ inside ``hit`` with ``max |v_i − mean(v)| < rho`` (v_i =
     ``cart[i, σ(i)]``)? Odometer over the options; True (keep) when there are too many."""
@@ -171,7 +172,7 @@ def _some_bijection_ok(hit, cart, n, rho, choice, used, v) -> bool:
             return False
 
 
-@njit(cache=True)
+@cached_njit
 def pair_status(
     ints: np.ndarray,
     lens: np.ndarray,
