@@ -88,20 +88,22 @@ class Prepared:
         """Compute the matcher's reduced structure and its lattice data (once)."""
         if self._frac is not None:
             return
-        fast = _reduce_no_primitive(self.structure) if matcher._primitive_cell else None
-        if fast is None:
-            with _compiled_niggli_in_pymatgen():  # the exact reduction fit() performs
-                red = matcher._get_reduced_structure(  # copies the structure itself
-                    self.structure, matcher._primitive_cell, niggli=True
-                )
-            self._reduced, lattice, frac = red, red.lattice, np.array(red.frac_coords)
+        plain = False  # reduced cell = the Niggli cell of self.structure, same sites
+        if matcher._primitive_cell:
+            lattice, frac, gcd = _niggli_step(self.structure)
+            plain = gcd == 1
+            if not plain:  # pymatgen's primitive search on that Niggli cell
+                red = _primitive_of(self.structure, lattice, frac)
+                self._reduced, lattice, frac = red, red.lattice, np.array(red.frac_coords)
         else:
-            lattice, frac = fast
+            with _compiled_niggli_in_pymatgen():  # the exact reduction fit() performs
+                red = matcher._get_reduced_structure(self.structure, False, niggli=True)
+            self._reduced, lattice, frac = red, red.lattice, np.array(red.frac_coords)
         self._lattice = lattice
         self.n_sites = len(frac)
         self._frac = frac
         self._abc, self._angles, self._volume = lattice_parameters(lattice.matrix)
-        self._elements = _site_elements(self.structure if fast is not None else self._reduced)
+        self._elements = _site_elements(self.structure if plain else self._reduced)
 
     @property
     def reduced(self) -> Structure | None:
@@ -156,13 +158,13 @@ def lattice_parameters(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, floa
     return lengths, angles, float(abs(np.dot(cross, matrix[2])))
 
 
-def _reduce_no_primitive(s: Structure) -> tuple[Lattice, np.ndarray] | None:
-    """``StructureMatcher._get_reduced_structure(s)`` as (lattice, fractional coordinates)
-    when no primitive reduction can apply, else None.
+def _niggli_step(s: Structure) -> tuple[Lattice, np.ndarray, int]:
+    """The Niggli step of ``StructureMatcher._get_reduced_structure(s)`` as (lattice,
+    fractional coordinates), and the gcd of the per-species site counts.
 
     pymatgen's reduction is ``get_reduced_structure("niggli")`` then
     ``get_primitive_structure()``; the latter only tries supercell matrices of determinant
-    dividing the gcd of the per-species site counts, so with gcd 1 it returns a copy. The
+    dividing that gcd, so with gcd 1 it returns a copy and this is the whole reduction. The
     Niggli step is replayed (:func:`niggli_reduced_lattice`) with the same per-site arithmetic
     (Cartesian → fractional in the new lattice, then ``mod 1``; one matrix product where BLAS
     gives each row the bits of PeriodicSite's 1-D dots), so the arrays are the ones pymatgen
@@ -172,19 +174,31 @@ def _reduce_no_primitive(s: Structure) -> tuple[Lattice, np.ndarray] | None:
     counts: dict[str, int] = defaultdict(int)
     for site in s:
         counts[_species_label(site)] += 1
-    if math.gcd(*counts.values()) != 1:
-        return None
+    gcd = math.gcd(*counts.values())
     lat = s.lattice
     red = niggli_reduced_lattice(lat)
     if _same_lattice(red, lat):  # pymatgen keeps the structure (and its coordinates) as they are
-        return lat, np.array(s.frac_coords)
+        return lat, np.array(s.frac_coords), gcd
     m, inv = lat.matrix, red.inv_matrix
     if m.flags.c_contiguous and inv.flags.c_contiguous and _blas_sites_consistent():
         cart = np.dot(s.frac_coords, m)  # one product: the bits of PeriodicSite's 1-D dots
-        return red, np.mod(np.dot(cart, inv), 1)
+        return red, np.mod(np.dot(cart, inv), 1), gcd
     # per site, as PeriodicSite computes it (1-D dots)
     frac = [np.mod(np.dot(lat.get_cartesian_coords(site.frac_coords), inv), 1) for site in s]
-    return red, np.array(frac, dtype=np.float64)
+    return red, np.array(frac, dtype=np.float64), gcd
+
+
+def _primitive_of(s: Structure, lattice: Lattice, frac: np.ndarray) -> Structure:
+    """The rest of ``StructureMatcher._get_reduced_structure(s)`` after its Niggli step:
+    pymatgen's ``get_primitive_structure()`` on the Niggli cell (built from the step's exact
+    arrays with ``s``'s species, site properties and labels, as ``get_reduced_structure``
+    builds it), run with the compiled Niggli reduction (:func:`_compiled_niggli_in_pymatgen`)."""
+    cell = Structure(
+        lattice, s.species_and_occu, frac, site_properties=s.site_properties, labels=s.labels
+    )
+    with _compiled_niggli_in_pymatgen():
+        prim = cell.get_primitive_structure()
+    return prim if type(prim) is Structure else Structure.from_sites(prim)
 
 
 def _species_label(site) -> str:
