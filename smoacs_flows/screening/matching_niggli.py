@@ -32,7 +32,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+
+from smoacs_flows.screening.jit import cached_njit
 
 NIGGLI_TOL = 1e-5  # pymatgen's default tolerance of get_niggli_reduced_lattice
 LLL_DELTA = 0.75
@@ -43,12 +44,12 @@ EDGE = 1e-12  # relative margin of the cell-list boundaries (points computed as 
 OK, AMBIGUOUS, NO_MAPPING, LLL_AMBIGUOUS = 0, 1, 2, 3
 
 
-@njit(cache=True)
+@cached_njit
 def _dot3(x, y) -> float:
     return x[0] * y[0] + x[1] * y[1] + x[2] * y[2]
 
 
-@njit(cache=True)
+@cached_njit
 def _lt(x, y, tol, flag) -> bool:
     """``x < y``; sets ``flag[0]`` when |x - y| <= tol (too close to trust)."""
     if abs(x - y) <= tol:
@@ -56,7 +57,7 @@ def _lt(x, y, tol, flag) -> bool:
     return x < y
 
 
-@njit(cache=True)
+@cached_njit
 def _lll(matrix, flag):
     """pymatgen's ``Lattice._calculate_lll(0.75)`` reduced matrix (rows), same decisions."""
     a = matrix.T.copy()  # columns are basis vectors, as in pymatgen
@@ -117,7 +118,7 @@ def _lll(matrix, flag):
     return a.T.copy()
 
 
-@njit(cache=True)
+@cached_njit
 def _mat(a, b, c, d, e, f, g, h, i):
     """A 3x3 float matrix from its rows."""
     out = np.empty((3, 3))
@@ -127,7 +128,7 @@ def _mat(a, b, c, d, e, f, g, h, i):
     return out
 
 
-@njit(cache=True)
+@cached_njit
 def _transform(g, mm):
     """``Mᵀ G M``."""
     t = np.zeros((3, 3))
@@ -141,7 +142,7 @@ def _transform(g, mm):
     return out
 
 
-@njit(cache=True)
+@cached_njit
 def _sign(x, e, tol, flag) -> float:
     """pymatgen's ``0 if abs(x) < e else x / abs(x)``."""
     if _lt(abs(x), e, tol, flag):
@@ -149,7 +150,7 @@ def _sign(x, e, tol, flag) -> float:
     return 1.0 if x > 0 else -1.0
 
 
-@njit(cache=True)
+@cached_njit
 def _niggli_parameters(lll, e, flag):
     """The Niggli loop of ``get_niggli_reduced_lattice`` on the metric tensor of ``lll``:
     (a, b, c, alpha, beta, gamma)."""
@@ -246,7 +247,7 @@ def _niggli_parameters(lll, e, flag):
     return out
 
 
-@njit(cache=True)
+@cached_njit
 def _target(p):
     """Lengths and angles of ``Lattice.from_parameters(*p)`` (its matrix, then
     ``lengths`` / ``angles``)."""
@@ -276,7 +277,7 @@ def _target(p):
     return lengths, angles
 
 
-@njit(cache=True)
+@cached_njit
 def sphere_points(matrix, r):
     """``Lattice(matrix).get_points_in_sphere([[0, 0, 0]], [0, 0, 0], r)`` for r >= 1 Å, as
     pymatgen's cell list yields it: integer images (K, 3), distances (K,), Cartesian points
@@ -341,7 +342,7 @@ def sphere_points(matrix, r):
     return ints[order], dist[order], pts[order], edge[order], dropped_near
 
 
-@njit(cache=True)
+@cached_njit
 def _angle_ok(v1, v2, l1, l2, target, flag) -> bool:
     """pymatgen's ``isclose(degrees(arccos(clip(v1·v2 / l1 / l2))), target, atol=1, rtol=0)``."""
     x = _dot3(v1, v2) / l1 / l2
@@ -352,7 +353,7 @@ def _angle_ok(v1, v2, l1, l2, target, flag) -> bool:
     return dev <= 1.0
 
 
-@njit(cache=True)
+@cached_njit
 def niggli_scale(matrix, lll):
     """(status, scale, det_sign): the integer matrix S whose rows pymatgen's
     ``get_niggli_reduced_lattice`` takes (aligned = S @ matrix, negated when det_sign < 0).
