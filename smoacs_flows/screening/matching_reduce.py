@@ -1,6 +1,10 @@
 """Structures prepared for matching: the comparator hash, a digest of the exact structure,
-and the reduced cell ``StructureMatcher.fit`` compares, computed once per structure (with a
-bit-exact shortcut when no primitive reduction can apply) plus its cached lattice vectors.
+and the reduced cell ``StructureMatcher.fit`` compares, computed once per structure plus its
+cached lattice vectors. The reduction is pymatgen's, bit for bit: its Niggli step replayed
+(the lattice by :mod:`~smoacs_flows.screening.matching_niggli`'s compiled replay, the site
+coordinates with pymatgen's arithmetic); when the per-species site counts have gcd > 1,
+pymatgen's own primitive-cell search then runs on that cell (with the compiled Niggli step
+swapped in for its duration); with gcd 1 that search cannot reduce anything and is skipped.
 See :mod:`smoacs_flows.screening.matching` for why the fast path gives ``fit``'s answers."""
 
 from __future__ import annotations
