@@ -129,3 +129,44 @@ def test_pymatgen_methods_restored_after_supercell_reduction(shared_data):
     got = mr._primitive_structure(s)
     assert np.array_equal(got.lattice.matrix, want.lattice.matrix)
     assert np.array_equal(got.frac_coords, want.frac_coords)
+
+
+def test_reduction_bit_for_bit_with_properties_disorder_and_supercells(shared_data):
+    """``Prepared.reduce`` equals pymatgen's ``_get_reduced_structure`` (lattice, coordinates,
+    species) for cells with site properties, labels, a disordered site, an oxidation state,
+    their supercells (primitive search), and strained (F-ordered) supercells."""
+    from pymatgen.core import Species
+
+    rng = np.random.default_rng(3)
+    structures = []
+    for s in _perov_structures(shared_data, 6):
+        a = s.copy()
+        a.add_site_property("magmom", list(rng.random(len(a))))
+        b = s.copy()
+        b.replace(0, {"Fe": 0.5, "Ni": 0.5})
+        d = s.copy()
+        d.replace(1, Species("Fe", 2))
+        lab = Structure(
+            s.lattice, s.species, s.frac_coords, labels=[f"L{i}" for i in range(len(s))]
+        )
+        st = s.copy()
+        st.apply_strain([0.05, -0.02, 0.0])
+        for x in (a, b, d, lab, st):
+            y = x.copy()
+            y.make_supercell([1, 2, 1])
+            y.perturb(0.01)
+            structures += [x, y]
+    sm = mr.make_matcher()
+    supercells = 0
+    for s in structures:
+        p = mr.prepare(s, sm)
+        sm._get_reduced_istructure.cache_clear()  # pymatgen's lru_cache: no shared answers
+        p.reduce(sm)
+        sm._get_reduced_istructure.cache_clear()
+        want = sm._get_reduced_structure(Structure.from_sites(s), True, niggli=True)
+        got = p.reduced
+        assert np.array_equal(got.lattice.matrix, want.lattice.matrix)
+        assert np.array_equal(got.frac_coords, want.frac_coords)
+        assert [x.species for x in got] == [x.species for x in want]
+        supercells += p.n_sites < len(s)
+    assert supercells >= 20  # the primitive search really ran and reduced
