@@ -21,6 +21,7 @@ from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Element, IStructure, Lattice, Structure
 
 from smoacs_flows.screening.matching_niggli import LLL_AMBIGUOUS, OK, scale_of
+from smoacs_flows.screening.matching_primitive import TOLERANCE, primitive_structure
 
 #: MatterGen's evaluation settings
 MATCHER_SETTINGS = {"ltol": 0.2, "stol": 0.3, "angle_tol": 5}
@@ -343,13 +344,19 @@ def _primitive_structure(
     :func:`_compiled_niggli_in_pymatgen`: when the per-species site counts have gcd 1,
     pymatgen's search tries no supercell matrix (``get_hnf(1)`` yields none) and returns
     ``self.copy()``; that is returned here without the neighbour bookkeeping before the loop.
-    Everything else is pymatgen's own call."""
+    Otherwise, with the default arguments, :func:`~smoacs_flows.screening.matching_primitive.
+    primitive_structure` (pymatgen's path with its translation filter vectorised), else
+    pymatgen's own call."""
     if len(self) and tolerance > 0 and not use_site_props:
         counts: dict[str, int] = defaultdict(int)
         for site in self:
             counts[site.species_string] += 1
         if math.gcd(*counts.values()) == 1:
             return self.copy()
+        if tolerance == TOLERANCE and not constrain_latt and reduce:
+            prim = primitive_structure(self)  # pymatgen's path, its site filter vectorised
+            if prim is not None:
+                return prim
     return _PYMATGEN_PRIMITIVE(self, tolerance, use_site_props, constrain_latt, reduce)
 
 

@@ -170,3 +170,35 @@ def test_reduction_bit_for_bit_with_properties_disorder_and_supercells(shared_da
         assert [x.species for x in got] == [x.species for x in want]
         supercells += p.n_sites < len(s)
     assert supercells >= 20  # the primitive search really ran and reduced
+
+
+def test_primitive_structure_equals_pymatgens(shared_data):
+    """``matching_primitive.primitive_structure`` (the translation filter vectorised) returns
+    pymatgen's ``get_primitive_structure()`` exactly: supercells of determinant 2, 3 and 4,
+    with noise, and gcd > 1 cells that are not supercells (one site moved)."""
+    from smoacs_flows.screening.matching_primitive import primitive_structure
+
+    rng = np.random.default_rng(5)
+    cells = []
+    for s in _perov_structures(shared_data, 8):
+        for m in ([2, 1, 1], [1, 1, 3], [2, 2, 1], [[1, 1, 0], [-1, 1, 0], [0, 0, 1]]):
+            sc = s.copy()
+            sc.make_supercell(m)
+            sc.perturb(0.02)
+            cells.append(sc)
+        broken = s.copy()
+        broken.make_supercell([2, 1, 1])
+        broken.translate_sites([0], [0.1, 0.05, 0.0])
+        cells.append(broken)
+    reduced = 0
+    for c in cells:
+        c = Structure.from_sites([c[i] for i in rng.permutation(len(c))])
+        want = mr._PYMATGEN_PRIMITIVE(c)
+        with mr._compiled_niggli_in_pymatgen():
+            got = primitive_structure(c)
+        assert got is not None
+        assert np.array_equal(got.lattice.matrix, want.lattice.matrix)
+        assert np.array_equal(got.frac_coords, want.frac_coords)
+        assert [x.species for x in got] == [x.species for x in want]
+        reduced += len(got) < len(c)
+    assert 0.5 * len(cells) < reduced < len(cells)
