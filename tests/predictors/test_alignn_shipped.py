@@ -116,14 +116,15 @@ def test_gap_model_is_non_negative_on_real_rows(held_out) -> None:
     assert pred.shape == y.shape and (pred >= 0).all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not met by the shipped model: MAE 0.0724 eV vs 0.0708 for predicting 0 on these "
-    "rows (0.0891 vs 0.0888 on all 3785); see docs/predictors.md",
-)
 def test_gap_model_beats_predicting_zero(held_out) -> None:
-    """Its MAE (scikit-learn's) is below that of the all-zero prediction on the same rows."""
-    y, pred = _gap_subset(held_out)
+    """On the whole held-out test.csv (3785 rows, as issue 14 asks) its MAE (scikit-learn's)
+    is below that of the all-zero prediction. (On the first GAP_SUBSET rows alone it is not:
+    0.0717 vs 0.0708 eV; docs/predictors.md.)"""
+    model = build(model="perov5-band-gap").model
+    _, targets, _ = held_out
+    y = targets["dir_gap"]
+    pred = predict_samples(model, _samples(held_out, model.config))
+    assert len(y) == 3785 and (y > 0).sum() > 100
     assert mean_absolute_error(y, pred) < mean_absolute_error(y, np.zeros_like(y))
 
 
