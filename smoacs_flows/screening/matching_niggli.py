@@ -288,10 +288,16 @@ def sphere_points(matrix, r):
     vmax = 0.0 + r + tol
     ledge = r if r >= 0.1 else 0.1
     r2 = r * r
-    inv = np.linalg.inv(matrix)
+    # |n_i| <= |x| |column i of the inverse| = |x| |row j x row k| / |det| (generous bound)
     nmax = np.zeros(3, dtype=np.int64)
     for i in range(3):
-        nmax[i] = int(math.ceil((r + 1.0) * math.sqrt(_dot3(inv[:, i], inv[:, i])))) + 1
+        j, k = (i + 1) % 3, (i + 2) % 3
+        c0 = matrix[j, 1] * matrix[k, 2] - matrix[j, 2] * matrix[k, 1]
+        c1 = matrix[j, 2] * matrix[k, 0] - matrix[j, 0] * matrix[k, 2]
+        c2 = matrix[j, 0] * matrix[k, 1] - matrix[j, 1] * matrix[k, 0]
+        det = matrix[i, 0] * c0 + matrix[i, 1] * c1 + matrix[i, 2] * c2
+        col = math.sqrt(c0 * c0 + c1 * c1 + c2 * c2) / abs(det)
+        nmax[i] = int(math.ceil((r + 1.0) * col * (1 + 1e-6))) + 1
     n0, n1, n2 = 2 * nmax[0] + 1, 2 * nmax[1] + 1, 2 * nmax[2] + 1
     total = n0 * n1 * n2
     ints = np.zeros((total, 3), dtype=np.int64)
@@ -338,7 +344,14 @@ def sphere_points(matrix, r):
                 key[cnt] = cube * (total + 1) + (total - lex)  # cubes ascending, images descending
                 edge[cnt] = near
                 cnt += 1
-    order = np.argsort(key[:cnt])
+    order = np.arange(cnt)  # sort by key (all distinct); insertion sort: short, cheap to compile
+    for i in range(1, cnt):
+        o = order[i]
+        j = i - 1
+        while j >= 0 and key[order[j]] > key[o]:
+            order[j + 1] = order[j]
+            j -= 1
+        order[j + 1] = o
     return ints[order], dist[order], pts[order], edge[order], dropped_near
 
 
