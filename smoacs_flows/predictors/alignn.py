@@ -27,6 +27,7 @@ holds the model and the predictor and re-exports the public names of the other t
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any
 
@@ -61,6 +62,7 @@ from smoacs_flows.predictors.alignn_network import (
     OUTPUT_HEADS,
     PURE_COMPATIBLE,
     apply_head,
+    gate_override,
     gate_params,
     make_network,
     network_forward,
@@ -80,6 +82,7 @@ __all__ = [
     "AlignnModel",
     "apply_head",
     "AlignnPredictor",
+    "gate_override",
     "Checkpoint",
     "CrystalGraph",
     "batch_graphs",
@@ -150,9 +153,11 @@ class AlignnModel(torch.nn.Module):
         batch: SoftCrystalBatch,
         graph: CrystalGraph,
         atom_feats: torch.Tensor | None = None,
+        gate: tuple[float, float] | None = None,
     ) -> torch.Tensor:
-        """Per-crystal prediction (B,) over a fixed graph (the output head applied)."""
-        return apply_head(self.head, self.raw(batch, graph, atom_feats), *self.gate)
+        """Per-crystal prediction (B,) over a fixed graph (the output head applied, with
+        ``gate`` = (sharpness, bias) instead of the config's when given)."""
+        return apply_head(self.head, self.raw(batch, graph, atom_feats), *(gate or self.gate))
 
     def raw(
         self,
@@ -198,8 +203,11 @@ class AlignnPredictor(Predictor):
         card: dict[str, Any] | None = None,
         training_elements_only: bool = True,
         device: str | torch.device = "cpu",
+        gate: tuple[float, float] | None = None,
     ):
         self.model = model.to(device)
+        #: optimisation-only hurdle gate (sharpness, bias); None = the model's own
+        self.gate = gate
         self.device = torch.device(device)
         self.card = dict(card or {})
         self.property_name = property_name
@@ -225,7 +233,17 @@ class AlignnPredictor(Predictor):
         """``{property: (B,)}``; builds the graph on first use or when the batch shape changes."""
         if self._graph is None or self._graph_key != self._key(batch):
             self.refresh(batch)
-        return {self.property_name: self.model(batch, self._graph)}
+        return {self.property_name: self.model(batch, self._graph, gate=self.gate)}
+
+    def for_scoring(self) -> AlignnPredictor:
+        """This predictor with the model's own gate (sharing the network) when ``gate``
+        overrides it for optimisation, else itself."""
+        if self.gate is None:
+            return self
+        scorer = copy.copy(self)
+        scorer.gate = None
+        scorer._graph = scorer._graph_key = None
+        return scorer
 
     def to(self, device: str | torch.device) -> AlignnPredictor:
         """Move the network (and any cached graph) to ``device``."""
@@ -243,16 +261,22 @@ def build(
     units: str | None = None,
     training_elements_only: bool = True,
     download: bool = True,
+    gate: dict[str, float] | None = None,
     **kw: Any,
 ) -> AlignnPredictor:
     """Build an ALIGNN predictor from a shipped/cached model name, a path, or an alignn name.
 
     ``property``/``units`` override what the model card (or alignn target) declares;
     ``training_elements_only`` restricts ``supported_z`` to the elements of the training set
-    when the card lists them.
+    when the card lists them. ``gate: {sharpness: k, bias: b}`` replaces a ``hurdle`` model's
+    gate sigmoid(k (l - b)) while optimising (``{sharpness: 1, bias: 0}`` = P(gapped) as
+    trained, which keeps a gradient where the model's sharp gate has none); exported candidates
+    are still scored with the model's own gate (:meth:`AlignnPredictor.for_scoring`).
     """
     if kw:
         raise InputError(f"alignn predictor: unknown options {sorted(kw)}")
+    if gate is not None:
+        gate_override(gate, "hurdle")  # value errors before any model is read
     ckpt = read_checkpoint(resolve_model(model, download=download))
     net = load_model(ckpt)
     prop, unit = property_of(ckpt.config, ckpt.card)
@@ -263,6 +287,7 @@ def build(
         card=ckpt.card,
         training_elements_only=training_elements_only,
         device=device,
+        gate=gate_override(gate, net.head),
     )
 
 

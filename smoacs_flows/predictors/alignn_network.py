@@ -48,6 +48,35 @@ def gate_params(config: dict[str, Any]) -> tuple[float, float]:
     return float(k), float(b)
 
 
+def gate_override(gate: Any, head: str) -> tuple[float, float] | None:
+    """A predictor spec's ``gate: {sharpness: k, bias: b}`` as (k, b); None keeps the model's.
+
+    Only a ``hurdle`` model has a gate; both keys are required and bounded like the config's
+    ``gate_sharpness`` / ``gate_bias``. Errors name the offending key.
+    """
+    if gate is None:
+        return None
+    if head != "hurdle":
+        raise InputError(f"alignn predictor: gate needs a 'hurdle' model (this one is {head!r})")
+    if not isinstance(gate, dict):
+        raise InputError(f"alignn predictor: gate must be {{sharpness: k, bias: b}}, got {gate!r}")
+    extra = sorted(set(gate) - {"sharpness", "bias"})
+    if extra:
+        raise InputError(f"alignn predictor: gate has unknown key(s) {extra} (sharpness, bias)")
+    limits = {"sharpness": (0.0, 1e3), "bias": (-1e3, 1e3)}
+    out = []
+    for key, (lo, hi) in limits.items():
+        if key not in gate:
+            raise InputError(f"alignn predictor: gate.{key} is missing")
+        v = gate[key]
+        if isinstance(v, bool) or not isinstance(v, int | float) or not lo < v < hi:
+            raise InputError(
+                f"alignn predictor: gate.{key} must be a number in ({lo:g}, {hi:g}), got {v!r}"
+            )
+        out.append(float(v))
+    return out[0], out[1]
+
+
 def apply_head(
     head: str, raw: torch.Tensor, sharpness: float = 1.0, bias: float = 0.0
 ) -> torch.Tensor:

@@ -125,6 +125,11 @@ class Predictor(ABC):
         """Move the predictor's parameters to ``device``."""
         return self
 
+    def for_scoring(self) -> Predictor:
+        """The predictor that scores exported candidates: itself unless an optimisation-only
+        setting (e.g. ALIGNN's ``gate``) is active."""
+        return self
+
 
 _REGISTRY: dict[str, str | Callable[..., Predictor]] = {
     "chgnet": "smoacs_flows.predictors.chgnet:build",

@@ -455,7 +455,14 @@ class ProposalRun:
     def export(
         self, state: CandidateState, evaluator: Evaluator, batch_index: int
     ) -> tuple[list[dict], list[Structure], list[dict]]:
-        """Discretise a batch, evaluate the discrete crystals and build their records."""
+        """Discretise a batch, evaluate the discrete crystals and build their records.
+
+        The discrete crystals are scored by each predictor's :meth:`Predictor.for_scoring`
+        (e.g. an ALIGNN gap model's own gate, not an optimisation-only ``gate``).
+        """
+        scorers = {n: p.for_scoring() for n, p in evaluator.predictors.items()}
+        if any(scorers[n] is not p for n, p in evaluator.predictors.items()):
+            evaluator = Evaluator(scorers, evaluator.terms, evaluator.success_fn)
         disc = state.discrete()
         z = disc["atomic_numbers"]
         pidx = disc["pattern_index"]
