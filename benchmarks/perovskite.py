@@ -565,31 +565,10 @@ def main() -> None:
         results[cell] = res
         for seed in args.seeds:  # every target once before the next seed: a stopped run
             for gap in args.gaps:  # keeps all targets
-                spec = campaign(
-                    cell,
-                    n,
-                    args.steps,
-                    seed,
-                    gap,
-                    args.margin,
-                    args.fe_max,
-                    args.tolerance_weight,
-                    args.settings,
-                    args.lattice_lr,
-                )
-                smoacs_spec = campaign(
-                    cell,
-                    n,
-                    args.steps,
-                    seed,
-                    gap,
-                    args.margin,
-                    args.fe_max,
-                    args.tolerance_weight,
-                    args.settings,
-                    args.lattice_lr,
-                    args.gap_gate,
-                )
+                common = (cell, n, args.steps, seed, gap, args.margin, args.fe_max)
+                common += (args.tolerance_weight, args.settings, args.lattice_lr)
+                spec = campaign(*common)
+                smoacs_spec = campaign(*common, args.gap_gate)  # optimisation gate: SMOACS only
                 res["schedule"] = {k: v for k, v in spec["schedule"].items() if k != "steps"}
                 res["models"] = models_used(spec)
                 res["smoacs_models"] = models_used(smoacs_spec)
