@@ -10,10 +10,23 @@ Two campaigns' workers connect the same embedded JobStore all the time, so a job
 :func:`install` replaces ``set_storage`` (in montydb and in maggma, which imported it by name)
 with :func:`set_storage`: the same files, written through a temporary file and an atomic
 rename, and left alone when they already hold the same bytes.
+
+The sqlite engine has a second race: a collection is a file ``<db>/<name>.collection`` that
+``collection_create`` makes by opening it (an empty file appears) and then creating its table.
+Another process that sees the file in between skips the creation and fails with
+``sqlite3.OperationalError: no such table: documents`` (seen with two campaigns started at
+once on one embedded JobStore: a job fizzled); two creating at once fail with "table already
+exists", and two creating the database folder at once with ``FileExistsError``.
+:func:`install` also replaces ``SQLiteStorage.database_create`` (``exist_ok``) and
+``SQLiteDatabase.collection_create`` with :func:`collection_create`: the table is made in a
+temporary file beside the database folder and hard-linked into place, so the collection file
+never exists without its table, and a second creator just finds it there.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -54,6 +67,31 @@ def set_storage(
             atomic_write_bytes(target, data)
 
 
+def database_create(self: Any, db_name: str) -> None:
+    """``SQLiteStorage.database_create`` that tolerates a folder made meanwhile."""
+    os.makedirs(self._db_path(db_name), exist_ok=True)
+
+
+def collection_create(self: Any, col_name: str) -> None:
+    """``SQLiteDatabase.collection_create``, atomic (module docstring): the collection file
+    appears, by a hard link, only once its table exists; if another process made it first,
+    theirs is kept."""
+    os.makedirs(self._db_path, exist_ok=True)
+    target = self._col_path(col_name)
+    if os.path.isfile(target):
+        return
+    # beside the database folder: montydb takes every folder in the repository for a
+    # database and every file in the database folder for a collection, but not files here
+    fd, tmp = tempfile.mkstemp(prefix=".smoacs-collection-", dir=os.path.dirname(self._db_path))
+    os.close(fd)
+    try:
+        self._conn.create_table(tmp)
+        with contextlib.suppress(FileExistsError):  # another process created it meanwhile
+            os.link(tmp, target)
+    finally:
+        os.remove(tmp)
+
+
 def install() -> None:
     """Use :func:`set_storage` in montydb and maggma (idempotent; no-op without montydb)."""
     global _ORIGINAL
@@ -66,6 +104,10 @@ def install() -> None:
         return
     if _ORIGINAL is None:
         _ORIGINAL = configure.set_storage
+    from montydb.storage import sqlite as monty_sqlite
+
+    monty_sqlite.SQLiteStorage.database_create = database_create
+    monty_sqlite.SQLiteDatabase.collection_create = collection_create
     configure.set_storage = set_storage
     montydb.set_storage = set_storage
     mongolike = sys.modules.get("maggma.stores.mongolike")

@@ -95,3 +95,84 @@ def test_unchanged_storage_files_are_left_alone(tmp_path: Path) -> None:
     assert after == before
     # no temporary folder left behind (montydb takes every folder for a database)
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == []
+
+
+#: a worker-like process that, once the start file appears, writes one document into each of
+#: many collections that do not exist yet and reads each back (first writes race on creation)
+CREATOR = """
+import pathlib, sys, time
+import smoacs_flows  # noqa: F401
+from montydb import MontyClient
+path, start, tag, n = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+db = MontyClient(path)["smoacs"]
+while not start.exists():
+    time.sleep(0.001)
+for i in range(n):
+    db[f"c{i}"].insert_one({"who": tag})
+    assert db[f"c{i}"].count_documents({}) >= 1
+"""
+
+
+@pytest.mark.timeout(300)
+def test_concurrent_first_writes_to_new_collections(tmp_path: Path) -> None:
+    """Four processes create the same 40 collections at once by writing to them: every write
+    lands (montydb's own creation leaves a window where the file exists without its table:
+    "no such table: documents" / "table ... already exists")."""
+    from montydb import MontyClient, set_storage
+
+    db = tmp_path / "jobstore"
+    set_storage(str(db), storage="sqlite", use_bson=True)
+    start = tmp_path / "START"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CREATOR, str(db), str(start), f"p{k}", "40"],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(4)
+    ]
+    time.sleep(3)  # let them import and wait at the start line
+    start.touch()
+    outs = [p.communicate(timeout=240)[1] for p in procs]
+    for p, err in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-2000:]
+    client = MontyClient(str(db))
+    for i in range(40):
+        assert client["smoacs"][f"c{i}"].count_documents({}) == 4
+    # no temporary collection file left beside the database folder
+    assert sorted(f.name for f in db.iterdir() if f.is_file()) == [
+        ".monty.storage",
+        "monty.storage.cfg",
+    ]
+
+
+def test_collection_file_appears_only_with_its_table(tmp_path: Path, monkeypatch) -> None:
+    """While the table is being created, the collection file is not there yet; a second
+    creation keeps the first one's documents."""
+    import sqlite3
+
+    from montydb import MontyClient, set_storage
+    from montydb.storage import sqlite as monty_sqlite
+
+    db = tmp_path / "jobstore"
+    set_storage(str(db), storage="sqlite", use_bson=True)
+    target = db / "smoacs" / "outputs.collection"
+    seen = []
+    real = monty_sqlite.SQLiteKVEngine.create_table
+
+    def spy(self, db_file):
+        seen.append(target.exists())
+        real(self, db_file)
+
+    monkeypatch.setattr(monty_sqlite.SQLiteKVEngine, "create_table", spy)
+    col = MontyClient(str(db))["smoacs"]["outputs"]
+    col.insert_one({"a": 1})
+    assert seen == [False]
+    tables = sqlite3.connect(target).execute("select name from sqlite_master").fetchall()
+    assert ("documents",) in tables
+    # as a racing process would: montydb's storage-level database object creates it again
+    storage = col.database.client._storage
+    monty_sqlite.SQLiteDatabase(storage, col.database).collection_create("outputs")
+    assert col.count_documents({}) == 1
