@@ -45,3 +45,23 @@ def near_duplicates(s: Structure, rng: np.random.Generator) -> list[Structure]:
     st.apply_strain(0.03)
     out.append(st)
     return out
+
+
+def reduce_like_pymatgen(matcher, s: Structure):
+    """Our cached reduction of ``s`` (``prepare`` + ``Prepared.reduce``), asserted equal to
+    pymatgen's own ``StructureMatcher._get_reduced_structure``: the same lattice and site
+    arrays bit for bit, the same species. Returns the Prepared structure and whether the
+    reduction took the shortcut that builds no Structure until asked."""
+    from smoacs_flows.screening.matching_reduce import prepare
+
+    p = prepare(s, matcher)
+    matcher._get_reduced_istructure.cache_clear()  # pymatgen's lru_cache: no shared answers
+    p.reduce(matcher)
+    shortcut = p._reduced is None
+    matcher._get_reduced_istructure.cache_clear()
+    want = matcher._get_reduced_structure(Structure.from_sites(s), True, niggli=True)
+    got = p.reduced
+    assert np.array_equal(got.lattice.matrix, want.lattice.matrix)
+    assert np.array_equal(got.frac_coords, want.frac_coords)
+    assert [x.species for x in got] == [x.species for x in want]
+    return p, shortcut
