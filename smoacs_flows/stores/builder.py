@@ -260,10 +260,13 @@ class CandidatesBuilder(Builder):
             if ver is None:
                 continue  # not submitted through smoacs-flows (no version tag)
             jobs[(camp, ver)].append(d)
-        ledger = {
-            d["key"]: d
-            for d in self.results.sources.query({}, properties=["key", "completed_at", "signature"])
-        }
+        with self.results.reading():
+            ledger = {
+                d["key"]: d
+                for d in self.results.sources.query(
+                    {}, properties=["key", "completed_at", "signature"]
+                )
+            }
         for (camp, ver), docs in sorted(jobs.items()):
             changed = [
                 d
@@ -292,11 +295,10 @@ class CandidatesBuilder(Builder):
             self.connect()
         changed = {_job_key(d) for d in item["changed"]}
         keys = [_job_key(d) for d in item["jobs"] if _job_key(d) not in changed]
-        cached = (
-            {d["key"]: d for d in self.results.sections.query({"key": {"$in": keys}})}
-            if keys
-            else {}
-        )
+        cached = {}
+        if keys:  # read while no builder is between deleting and inserting them
+            with self.results.reading():
+                cached = {d["key"]: d for d in self.results.sections.query({"key": {"$in": keys}})}
         # one pass over the JobStore for every changed output (montydb scans per query)
         outputs = {}
         if changed:
@@ -353,30 +355,36 @@ class CandidatesBuilder(Builder):
         """Write candidates, then the query index, then the sections and the ledger."""
         now = datetime.now(UTC).isoformat()
         for it in items:
-            camp, ver, docs = it["campaign"], it["version"], it["docs"]
+            with self.results.writing():  # builders running at once take turns
+                self._write(it, now)
+
+    def _write(self, it: dict[str, Any], now: str) -> None:
+        """Write one item: candidates (when any changed), the query index, then the sections
+        and the ledger (the ledger last: a builder killed before it redoes the item)."""
+        camp, ver, docs = it["campaign"], it["version"], it["docs"]
+        if self.results.index is not None:
+            old = self.results.index.hashes(camp, ver)
+        else:
+            old = {
+                d["candidate_id"]: d.get("content_hash")
+                for d in self.results.candidates.query(
+                    {"campaign": camp, "version": ver},
+                    properties=["candidate_id", "content_hash"],
+                )
+            }
+        new = {d["candidate_id"]: d["content_hash"] for d in docs}
+        if new != old:
+            for d in docs:
+                d["last_updated"] = now
+            _bulk_replace(self.results.candidates, docs, {"campaign": camp, "version": ver})
             if self.results.index is not None:
-                old = self.results.index.hashes(camp, ver)
-            else:
-                old = {
-                    d["candidate_id"]: d.get("content_hash")
-                    for d in self.results.candidates.query(
-                        {"campaign": camp, "version": ver},
-                        properties=["candidate_id", "content_hash"],
-                    )
-                }
-            new = {d["candidate_id"]: d["content_hash"] for d in docs}
-            if new != old:
-                for d in docs:
-                    d["last_updated"] = now
-                _bulk_replace(self.results.candidates, docs, {"campaign": camp, "version": ver})
-                if self.results.index is not None:
-                    self.results.index.replace(camp, ver, docs)
-                self.stats["documents_written"] += len(docs)
-                self.stats["documents_changed"] += sum(1 for k, h in new.items() if old.get(k) != h)
-            if it["sections"]:
-                _bulk_replace_ledger(self.results.sections, it["sections"])
-            _bulk_replace_ledger(self.results.sources, it["ledger"])
-            self.stats["campaigns_built"] += 1
+                self.results.index.replace(camp, ver, docs)
+            self.stats["documents_written"] += len(docs)
+            self.stats["documents_changed"] += sum(1 for k, h in new.items() if old.get(k) != h)
+        if it["sections"]:
+            _bulk_replace_ledger(self.results.sections, it["sections"])
+        _bulk_replace_ledger(self.results.sources, it["ledger"])
+        self.stats["campaigns_built"] += 1
 
 
 def _bulk_replace_ledger(store: Store, docs: list[dict[str, Any]]) -> None:

@@ -332,10 +332,14 @@ def campaign_status(
         c["LOST"] = c.get("LOST", 0) + 1
     funnel: dict[str, int | None] = {s: 0 for s in FUNNEL}
     n_hm, hull = 0, False
-    for d in results.candidates.query(
-        {"campaign": campaign, "version": version},
-        properties=["stage", "dft.verdict", "e_above_hull"],
-    ):
+    with results.reading():
+        docs = list(
+            results.candidates.query(
+                {"campaign": campaign, "version": version},
+                properties=["stage", "dft.verdict", "e_above_hull"],
+            )
+        )
+    for d in docs:
         for s in FUNNEL[: FUNNEL.index(d["stage"]) + 1]:
             funnel[s] += 1
         n_hm += (d.get("dft") or {}).get("verdict") == "half_metal"

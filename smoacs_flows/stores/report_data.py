@@ -14,7 +14,8 @@ def campaign_docs(
 ) -> tuple[int, list[dict[str, Any]]]:
     """(version, documents) of a campaign version (the latest by default)."""
     version = results.versions(campaign, version)[campaign]
-    docs = list(results.candidates.query({"campaign": campaign, "version": version}))
+    with results.reading():
+        docs = list(results.candidates.query({"campaign": campaign, "version": version}))
     for d in docs:
         d.pop("_id", None)
     return version, docs

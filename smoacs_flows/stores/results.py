@@ -133,10 +133,75 @@ class ResultsStore(MSONable):
                 + (f" (host {redact(host)}:{getattr(self.candidates, 'port', '')})" if host else "")
                 + f": {type(exc).__name__}: {redact(str(exc).split(',')[0])[:160]}"
             ) from None
-        if self.index_path is not None:
+        if self.index_path is None:
+            self._unique_indexes()
+        else:
             self.index = QueryIndex(self.index_path)
         self._connected = True
         return self
+
+    def _unique_indexes(self) -> None:
+        """One document per (candidate_id, version) and per ledger key, enforced by the
+        server: builders running at once upsert the same documents, and MongoDB makes two
+        racing upserts one only under a unique index."""
+        from pymongo.errors import DuplicateKeyError, OperationFailure
+
+        wanted = (
+            (self.candidates, [("candidate_id", 1), ("version", 1)]),
+            (self.sources, [("key", 1)]),
+            (self.sections, [("key", 1)]),
+        )
+        for store, keys in wanted:
+            coll = getattr(store, "_collection", None)
+            if coll is None or not hasattr(coll, "create_index"):
+                continue  # not a MongoDB-like collection
+            try:
+                coll.create_index(keys, unique=True)
+            except (DuplicateKeyError, OperationFailure) as exc:
+                if "duplicate" not in str(exc).lower() and "E11000" not in str(exc):
+                    # e.g. a non-unique index of the same keys made by hand: keep it, say so
+                    import warnings
+
+                    warnings.warn(
+                        f"results store {self.where}: no unique index on "
+                        f"{store.collection_name} {[k for k, _ in keys]}: {str(exc)[:160]}",
+                        stacklevel=2,
+                    )
+                    continue
+                raise SmoacsError(
+                    f"results store {self.where}: collection {store.collection_name} holds "
+                    f"duplicate {'/'.join(k for k, _ in keys)} documents (written by an older "
+                    "version running two builders at once); delete the duplicates, or drop "
+                    "the three results collections: `smoacs-flows query` rebuilds them from "
+                    "the job store"
+                ) from None
+
+    def _montydb_folder(self) -> Path | None:
+        from maggma.stores import MontyStore
+
+        if isinstance(self.candidates, MontyStore):
+            return Path(self.candidates.database_path)
+        return None
+
+    def reading(self) -> Any:
+        """Context: a consistent read of the montydb collections (shared with other readers;
+        waits out a builder replacing a campaign). A no-op on MongoDB."""
+        import contextlib
+
+        from smoacs_flows.stores.locking import folder_lock
+
+        folder = self._montydb_folder()
+        return folder_lock(folder, shared=True) if folder else contextlib.nullcontext()
+
+    def writing(self) -> Any:
+        """Context: the one writer of the montydb collections (builders running at once take
+        turns). A no-op on MongoDB, where unique indexes keep upserts single."""
+        import contextlib
+
+        from smoacs_flows.stores.locking import folder_lock
+
+        folder = self._montydb_folder()
+        return folder_lock(folder, shared=False) if folder else contextlib.nullcontext()
 
     def close(self) -> None:
         """Close every connection."""
@@ -161,7 +226,8 @@ class ResultsStore(MSONable):
         q: dict[str, Any] = {"candidate_id": candidate_id}
         if version is not None:
             q["version"] = int(version)
-        doc = next(iter(self.candidates.query(q, sort={"version": -1}, limit=1)), None)
+        with self.reading():
+            doc = next(iter(self.candidates.query(q, sort={"version": -1}, limit=1)), None)
         if doc is None:
             raise QueryError(f"unknown candidate {candidate_id!r}")
         doc.pop("_id", None)
@@ -172,8 +238,9 @@ class ResultsStore(MSONable):
         if self.index is not None:
             return self.index.campaigns()
         out: dict[str, int] = {}
-        for d in self.candidates.query({}, properties=["campaign", "version"]):
-            out[d["campaign"]] = max(out.get(d["campaign"], 0), int(d["version"]))
+        with self.reading():
+            for d in self.candidates.query({}, properties=["campaign", "version"]):
+                out[d["campaign"]] = max(out.get(d["campaign"], 0), int(d["version"]))
         return out
 
     def versions(self, campaign: str | None, version: int | None) -> dict[str, int]:
@@ -219,17 +286,18 @@ class ResultsStore(MSONable):
         q = {"$and": [q, {"$or": scope}]} if q else {"$or": scope}
         # filter, sort and limit pushed down to the store, in the index's order: values
         # (ascending or descending), ties by candidate_id, then missing values by candidate_id
-        if sort is None:
-            docs = list(self.candidates.query(q, limit=limit or 0))
-        else:
-            path = FIELDS[sort][0]
-            order = {path: -1 if descending else 1, "candidate_id": 1}
-            have = {"$and": [q, {path: {"$ne": None}}]}
-            docs = list(self.candidates.query(have, sort=order, limit=limit or 0))
-            if not limit or len(docs) < limit:
-                rest = (limit - len(docs)) if limit else 0
-                none = {"$and": [q, {path: None}]}
-                docs += self.candidates.query(none, sort={"candidate_id": 1}, limit=rest)
+        with self.reading():
+            if sort is None:
+                docs = list(self.candidates.query(q, limit=limit or 0))
+            else:
+                path = FIELDS[sort][0]
+                order = {path: -1 if descending else 1, "candidate_id": 1}
+                have = {"$and": [q, {path: {"$ne": None}}]}
+                docs = list(self.candidates.query(have, sort=order, limit=limit or 0))
+                if not limit or len(docs) < limit:
+                    rest = (limit - len(docs)) if limit else 0
+                    none = {"$and": [q, {path: None}]}
+                    docs += self.candidates.query(none, sort={"candidate_id": 1}, limit=rest)
         out = []
         for d in docs:
             d.pop("_id", None)
