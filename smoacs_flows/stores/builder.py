@@ -305,6 +305,7 @@ class CandidatesBuilder(Builder):
             uuids = sorted({d["uuid"] for d in item["changed"]})
             outputs = load_outputs(self.job_store, uuids)
         per_job, ledger, sections = [], [], []
+        basis: dict[str, str] = {}  # the job outputs (and their times) these documents use
         for d in sorted(item["jobs"], key=lambda x: str(x.get("completed_at"))):
             k = _job_key(d)
             if k in changed:
@@ -327,6 +328,7 @@ class CandidatesBuilder(Builder):
                 self.stats["job_outputs_processed"] += 1
             else:
                 secs = json.loads((cached.get(k) or {}).get("sections") or "{}")
+            basis[k] = str(d.get("completed_at"))
             per_job.append(secs)
         docs = assemble(
             item["campaign"],
@@ -349,6 +351,7 @@ class CandidatesBuilder(Builder):
             "docs": docs,
             "ledger": ledger,
             "sections": sections,
+            "basis": basis,
         }
 
     def update_targets(self, items: list[dict[str, Any]]) -> None:
@@ -362,6 +365,9 @@ class CandidatesBuilder(Builder):
         """Write one item: candidates (when any changed), the query index, then the sections
         and the ledger (the ledger last: a builder killed before it redoes the item)."""
         camp, ver, docs = it["campaign"], it["version"], it["docs"]
+        if self._stale(it):
+            self.stats["stale_items_skipped"] += 1
+            return
         if self.results.index is not None:
             old = self.results.index.hashes(camp, ver)
         else:
@@ -385,6 +391,32 @@ class CandidatesBuilder(Builder):
             _bulk_replace_ledger(self.results.sections, it["sections"])
         _bulk_replace_ledger(self.results.sources, it["ledger"])
         self.stats["campaigns_built"] += 1
+
+    def _stale(self, it: dict[str, Any]) -> bool:
+        """Whether another builder already wrote this campaign from newer job outputs: the
+        ledger holds a job output this item did not use (one that completed, or finished
+        writing, after this builder read the JobStore) or a later completion of one it did.
+        Writing it would take the campaign back; what it has that the ledger lacks is not in
+        the ledger, so the next build reads it again."""
+        basis = it.get("basis")
+        if basis is None:  # an item from an older builder
+            return False
+        known = {
+            d["key"]: str(d.get("completed_at"))
+            for d in self.results.sources.query(
+                {"campaign": it["campaign"], "version": it["version"]},
+                properties=["key", "completed_at"],
+            )
+            if str(d.get("key", "")).startswith("job:")
+        }
+        newer = [k for k, t in known.items() if k in basis and t > basis[k]]
+        unseen = [k for k in known if k not in basis]
+        if unseen:  # only outputs still in the JobStore count (one deleted since does not)
+            uuids = sorted({k.split(":")[1] for k in unseen})
+            found = self.job_store.query({"uuid": {"$in": uuids}}, properties=["uuid", "index"])
+            now = {_job_key(d) for d in found}
+            unseen = [k for k in unseen if k in now]
+        return bool(newer or unseen)
 
 
 def _bulk_replace_ledger(store: Store, docs: list[dict[str, Any]]) -> None:

@@ -8,6 +8,7 @@ On MongoDB the same upserts stay single only under a unique index.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -156,3 +157,64 @@ def test_mongodb_store_with_duplicates_names_the_collection() -> None:
     with pytest.raises(SmoacsError, match="candidates holds duplicate candidate_id/version"):
         r.connect()
     assert cand._collection.count_documents({}) == 2
+
+
+def _item(stage: str, jobs: dict[str, str]) -> dict:
+    """A built item of campaign c v1: N candidates at ``stage``, from the job outputs ``jobs``
+    ({uuid: completed_at})."""
+    docs = [
+        {
+            "candidate_id": f"c-{i}",
+            "campaign": "c",
+            "version": 1,
+            "stage": stage,
+            "state": "pending",
+            "formula": "Fe",
+            "elements": ["Fe"],
+            "content_hash": f"{stage}-{i}",
+        }
+        for i in range(N)
+    ]
+    keys = {f"job:{u}:1": t for u, t in jobs.items()}
+    ledger = [{"key": k, "campaign": "c", "version": 1, "completed_at": t} for k, t in keys.items()]
+    return {"campaign": "c", "version": 1, "docs": docs, "ledger": ledger, "sections": []} | {
+        "basis": keys
+    }
+
+
+@pytest.mark.parametrize(
+    ("older", "in_job_store", "kept"),
+    [
+        ({"p": "t1"}, True, "relaxed"),  # read before the relaxation finished: skipped
+        ({"p": "t1", "r": "t0"}, True, "relaxed"),  # an earlier completion of it: skipped
+        ({"p": "t1"}, False, "proposed"),  # that output since deleted: this one is the truth
+    ],
+)
+def test_a_builder_that_read_older_outputs_never_takes_the_store_back(
+    tmp_path: Path, older: dict, in_job_store: bool, kept: str
+) -> None:
+    """Two builders: one read the JobStore before the relaxation output ``r`` completed, the
+    other after; the newer one writes first. The older one's write would take every candidate
+    back to "proposed" (and, as the ledger already lists ``r``, keep it there)."""
+    from maggma.stores import MemoryStore
+
+    from smoacs_flows.stores.results import embedded_results_store
+
+    jobs = MemoryStore("outputs", key="uuid")
+    jobs.connect()
+    jobs.update([{"uuid": "p", "index": 1}] + ([{"uuid": "r", "index": 1}] if in_job_store else []))
+    with embedded_results_store(tmp_path / "results") as results:
+        b = results.builder(jobs)
+        b.update_targets([_item("relaxed", {"p": "t1", "r": "t2"})])
+        b.update_targets([_item("proposed", older)])
+        stages = {d["stage"] for d in results.candidates.query({}, properties=["stage"])}
+        assert stages == {kept}
+        assert {
+            r["stage"]
+            for r in json.loads(
+                results.index.conn.execute(
+                    "SELECT json_group_array(json(row)) FROM candidates"
+                ).fetchone()[0]
+            )
+        } == {kept}
+        assert b.stats["stale_items_skipped"] == (kept == "relaxed")
