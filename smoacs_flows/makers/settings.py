@@ -31,7 +31,12 @@ from pydantic import (
 
 from smoacs_flows.campaign import Campaign
 from smoacs_flows.errors import SpecError
-from smoacs_flows.screening.methods import DEFAULT_METHOD, METHODS
+from smoacs_flows.screening.methods import (
+    DEFAULT_METHOD,
+    DEFAULT_OPTIMIZER,
+    METHODS,
+    OPTIMIZER_NAMES,
+)
 
 
 class _Strict(BaseModel):
@@ -62,7 +67,7 @@ class ScreeningSettings(_Strict):
     )
     fmax: float = Field(0.05, gt=0)
     steps: int = Field(300, ge=1)
-    optimizer: Literal["FIRE", "BFGS"] = "FIRE"
+    optimizer: Literal[OPTIMIZER_NAMES] = DEFAULT_OPTIMIZER  # type: ignore[valid-type]
     e_hull_max: float = 0.1
     references: str | None = Field(
         None,

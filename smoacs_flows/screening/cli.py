@@ -9,7 +9,12 @@ import warnings
 from pathlib import Path
 
 from smoacs_flows.errors import InputError
-from smoacs_flows.screening.methods import DEFAULT_METHOD, METHODS
+from smoacs_flows.screening.methods import (
+    DEFAULT_METHOD,
+    DEFAULT_OPTIMIZER,
+    METHODS,
+    OPTIMIZER_NAMES,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--fmax", type=float, default=0.01, help="eV/Å (default 0.01)")
     p.add_argument("--steps", type=int, default=500, help="optimiser step cap (default 500)")
-    p.add_argument("--optimizer", default="FIRE", choices=["FIRE", "BFGS"])
+    p.add_argument("--optimizer", default=DEFAULT_OPTIMIZER, choices=OPTIMIZER_NAMES)
     p.add_argument(
         "--gap-max",
         type=float,

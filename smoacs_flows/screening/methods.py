@@ -9,3 +9,9 @@ METHODS = ("torchsim", "batched", "atomate2")
 
 #: the default path: torch-sim, chosen by benchmarks/relax_batch.py (docs/architecture.md)
 DEFAULT_METHOD = "torchsim"
+
+#: relaxation optimisers (ASE's classes; torch-sim has FIRE only)
+OPTIMIZER_NAMES = ("FIRE", "BFGS")
+
+#: the default optimiser
+DEFAULT_OPTIMIZER = "FIRE"

@@ -22,7 +22,7 @@ from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEn
 from smoacs_flows.errors import InputError
 from smoacs_flows.io import atomic_output_dir, read_jsonl, warnings_only_on_success, write_jsonl
 from smoacs_flows.screening.matching import unique_and_novel
-from smoacs_flows.screening.methods import DEFAULT_METHOD
+from smoacs_flows.screening.methods import DEFAULT_METHOD, DEFAULT_OPTIMIZER
 from smoacs_flows.screening.prefilter import PrefilterConfig, prefilter_one
 from smoacs_flows.screening.references import entry_chemsys, subsystems
 from smoacs_flows.screening.stability import Hull, mlip_entry, mlip_reference_entries
@@ -39,7 +39,7 @@ class ScreenConfig:
     method: str = DEFAULT_METHOD  # one of methods.METHODS (screening.relax.relax)
     fmax: float = 0.01
     steps: int = 500
-    optimizer: str = "FIRE"
+    optimizer: str = DEFAULT_OPTIMIZER
     e_hull_max: float = 0.1
     n_jobs: int = 1
     relax_references: bool = True  # relax reference structures with the same MLIP

@@ -38,7 +38,12 @@ from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from smoacs_flows.errors import InputError
-from smoacs_flows.screening.methods import DEFAULT_METHOD, METHODS
+from smoacs_flows.screening.methods import (
+    DEFAULT_METHOD,
+    DEFAULT_OPTIMIZER,
+    METHODS,
+    OPTIMIZER_NAMES,
+)
 from smoacs_flows.screening.prefilter import structure_problem
 
 #: MLIPs by our name → atomate2's force-field name and the largest atomic number they cover
@@ -46,7 +51,7 @@ MLIPS: dict[str, dict[str, Any]] = {
     "chgnet": {"atomate2": "CHGNet", "max_z": 94},
     "mattersim": {"atomate2": "MatterSim", "max_z": 94},
 }
-OPTIMIZERS = {"FIRE": FIRE, "BFGS": BFGS}
+OPTIMIZERS = dict(zip(OPTIMIZER_NAMES, (FIRE, BFGS), strict=True))
 #: environment variable naming a local MatterSim checkpoint (no download offline)
 MATTERSIM_CHECKPOINT_ENV = "SMOACS_MATTERSIM_CHECKPOINT"
 
@@ -303,7 +308,7 @@ def relax_batched(
     mlip: str | BatchEvaluator = "chgnet",
     fmax: float = 0.01,
     steps: int = 500,
-    optimizer: str = "FIRE",
+    optimizer: str = DEFAULT_OPTIMIZER,
     max_atoms_per_batch: int = 1024,
     progress: Callable[[int], None] | None = None,
     device: str | None = "auto",
@@ -415,7 +420,7 @@ def relax_atomate2(
     mlip: str = "chgnet",
     fmax: float = 0.01,
     steps: int = 500,
-    optimizer: str = "FIRE",
+    optimizer: str = DEFAULT_OPTIMIZER,
     progress: Callable[[int], None] | None = None,
     device: str | None = "auto",
     model: str | None = None,
@@ -500,7 +505,7 @@ def relax(
     method: str = DEFAULT_METHOD,
     fmax: float = 0.01,
     steps: int = 500,
-    optimizer: str = "FIRE",
+    optimizer: str = DEFAULT_OPTIMIZER,
     progress: Callable[[int], None] | None = None,
     device: str | None = "auto",
     model: str | None = None,
