@@ -71,8 +71,11 @@ def check_structure(
         raise InputError(f"{name}: has no sites")
     if not structure.is_ordered:
         raise InputError(f"{name}: is disordered (partial occupancies); DFT needs an ordered cell")
-    if structure.volume <= 1e-6 or not np.isfinite(structure.lattice.matrix).all():
-        raise InputError(f"{name}: degenerate lattice (volume {structure.volume:.3g} Å^3)")
+    from smoacs_flows.screening.prefilter import structure_problem
+
+    why = structure_problem(structure)  # the check relax and the prefilter make
+    if why:
+        raise InputError(f"{name}: {why}")
     if len(structure) > 1 or min(structure.lattice.abc) < min_distance:
         dm = structure.distance_matrix.copy()
         np.fill_diagonal(dm, np.inf)

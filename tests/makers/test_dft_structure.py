@@ -37,3 +37,27 @@ def test_kept_as_relaxed_without_symprec():
     rec = {"structure": ideal.as_dict(), "screening": {"relaxed": distorted.as_dict()}}
     assert dft_structure(rec, symprec=None) == distorted
     assert dft_structure({"structure": ideal.as_dict()}) == ideal
+
+
+def test_dft_refuses_the_cells_relax_refuses() -> None:
+    """A cell flattened to 0.1 % of its edge product (volume 0.05 Å^3, far above the old
+    1e-6 Å^3 floor) and NaN coordinates: ``dft run`` refuses them for the reason relaxation
+    gives, naming the file."""
+    import pytest
+
+    from smoacs_flows.dft.structures import check_structure
+    from smoacs_flows.errors import InputError
+    from smoacs_flows.screening.relax import check_structure as relax_check
+
+    flat = Structure(
+        [[4, 0, 0], [0, 4, 0], [4, 4, 0.003]], ["Fe", "Al"], [[0, 0, 0], [0.5, 0.5, 0]]
+    )
+    assert abs(np.linalg.det(flat.lattice.matrix)) > 1e-6  # passed the old volume check
+    nan = Structure(np.eye(3) * 4, ["Fe", "Al"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    nan.replace(1, "Al", coords=[0.5, 0.5, float("nan")])
+    for s in (flat, nan):
+        why = relax_check(s)
+        assert why
+        with pytest.raises(InputError) as exc:
+            check_structure(s, name="cell.cif")
+        assert str(exc.value) == f"cell.cif: {why}"
