@@ -57,7 +57,7 @@ $(GPAW_STAMP): $(SYSDEPS_STAMP) $(VENV)/bin/python requirements/gpaw.txt
 # (embedded LaunchPad + local gpu/cpu workers, CHGNet, GPAW), then its HTML report.
 demo: setup
 	rm -rf demo-out
-	SMOACS_HOME=$(CURDIR)/demo-out/home $(VENV)/bin/smoacs-flows run campaigns/halfmetal_small.yaml
+	SMOACS_HOME=$(CURDIR)/demo-out/home $(VENV)/bin/smoacs-flows run campaigns/halfmetal_small.yaml --cpu-workers 2
 	SMOACS_HOME=$(CURDIR)/demo-out/home $(VENV)/bin/smoacs-flows report halfmetal-small --out demo-out/report.html
 
 lint: setup

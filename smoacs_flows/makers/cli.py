@@ -6,6 +6,11 @@ import argparse
 import json
 import sys
 
+from smoacs_flows.errors import InputError
+
+#: the most local workers per category ``run`` starts
+MAX_WORKERS = 64
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``submit`` and ``run`` commands."""
@@ -47,6 +52,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     r.add_argument("--timeout", type=float, default=None, help="seconds (default: none)")
     r.add_argument("--poll", type=float, default=2.0, help="progress interval, s")
+    r.add_argument(
+        "--cpu-workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes on the cpu category (and on the DFT one, if it has its own): "
+        "GPAW runs one thread per job, so N DFT jobs run side by side on N cores "
+        "(default 1, as FireWorks' rlaunch rapidfire)",
+    )
     r.set_defaults(func=_run)
 
 
@@ -94,6 +108,8 @@ def _run(args: argparse.Namespace) -> int:
     from smoacs_flows.makers.stages import format_summary
     from smoacs_flows.makers.submit import campaign_flow, firework_store
 
+    if not 1 <= args.cpu_workers <= MAX_WORKERS:
+        raise InputError(f"--cpu-workers: {args.cpu_workers} is not in 1..{MAX_WORKERS}")
     campaign = load_campaign(args.campaign)  # every check before the LaunchPad is opened
     flow = campaign_flow(campaign)
     lp = EmbeddedLaunchPad()
@@ -107,6 +123,7 @@ def _run(args: argparse.Namespace) -> int:
         poll=args.poll,
         timeout=args.timeout,
         echo=lambda s: print(s, flush=True),
+        cpu_workers=args.cpu_workers,
     )
     print(
         f"campaign {res.submission.campaign} v{res.submission.version}: {res.state} "

@@ -125,17 +125,24 @@ def run_workers(
     timeout: float | None = None,
     echo: Callable[[str], None] = print,
     t0: float | None = None,
+    workers: dict[str, int] | None = None,
 ) -> tuple[str, list[Path]]:
-    """One local worker process per category on the fireworks tagged ``tag``, with a
-    progress line per change, until done, stuck or ``timeout``; returns (state, logs)."""
+    """Local worker processes on the fireworks tagged ``tag`` (one per category, or
+    ``workers[category]`` of it, each with its own log and launch folder), with a progress line
+    per change, until done, stuck or ``timeout``; returns (state, logs)."""
     t0 = time.monotonic() if t0 is None else t0
     cats = list(dict.fromkeys(categories))
     run_dir.mkdir(parents=True, exist_ok=True)
     stop = run_dir / "STOP"
     stop.unlink(missing_ok=True)
     procs, logs = [], []
-    for cat in cats:
-        log = run_dir / f"worker-{cat}.log"
+    slots = [
+        (cat, cat if i == 1 else f"{cat}-{i}")
+        for cat in cats
+        for i in range(1, (workers or {}).get(cat, 1) + 1)
+    ]
+    for cat, label in slots:
+        log = run_dir / f"worker-{label}.log"
         logs.append(log)
         fh = open(log, "ab")  # noqa: SIM115 - closed after the process ends
         procs.append(
@@ -152,7 +159,7 @@ def run_workers(
                         "--tag",
                         tag,
                         "--launch-dir",
-                        str(run_dir / cat),
+                        str(run_dir / label),
                         "--stop-file",
                         str(stop),
                     ],
@@ -204,9 +211,12 @@ def run_campaign(
     timeout: float | None = None,
     echo: Callable[[str], None] = print,
     flow: Flow | None = None,
+    cpu_workers: int = 1,
 ) -> RunResult:
     """Submit to the embedded LaunchPad and run local workers until done or stuck
-    (``flow``: the campaign's Flow, if already built by ``submit.campaign_flow``)."""
+    (``flow``: the campaign's Flow, if already built by ``submit.campaign_flow``;
+    ``cpu_workers``: worker processes on the cpu category, and on the DFT one when it has its
+    own: single-threaded GPAW jobs then run side by side)."""
     t0 = time.monotonic()
     if not isinstance(campaign, Campaign):
         campaign = load_campaign(campaign)
@@ -224,7 +234,8 @@ def run_campaign(
     if st.dft.category:
         cats.append(st.dft.category)
     run_dir = home_path("runs", f"{campaign.name}-v{sub.version}")
-    state, logs = run_workers(lp, sub.tag, cats, run_dir, poll, timeout, echo, t0)
+    workers = {c: cpu_workers for c in cats[1:]}  # the cpu category (and the DFT one)
+    state, logs = run_workers(lp, sub.tag, cats, run_dir, poll, timeout, echo, t0, workers)
     counts = stage_counts(lp, sub.tag)
     res = RunResult(
         sub,

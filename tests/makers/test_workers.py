@@ -187,3 +187,35 @@ def test_fizzled_firework_makes_the_run_stuck_with_its_reason(tmp_path):
     assert len(reasons) == 1 and reasons[0].startswith("bad (fw ")
     assert "TypeError" in reasons[0]
     assert decide({"dft": {"FIZZLED": 1, "COMPLETED": 2}, "summary": {"COMPLETED": 1}}) == "done"
+
+
+def test_two_cpu_workers_run_fireworks_side_by_side(tmp_path):
+    """``run --cpu-workers 2``: two worker processes on the cpu category, each with its own
+    log and launch folder; two 4 s fireworks each run by one of them, at the same time."""
+    from smoacs_flows.makers.run import run_workers
+
+    lp = EmbeddedLaunchPad()
+    spec = {"_category": "cpu", "stage": "dft", "tags": ["smoacs:x:v1"]}
+    lp.add_wf(
+        Workflow(
+            [Firework([ScriptTask.from_str("sleep 4")], name=f"f{i}", spec=spec) for i in (1, 2)]
+        )
+    )
+    state, logs = run_workers(
+        lp,
+        "smoacs:x:v1",
+        ["gpu", "cpu"],
+        tmp_path / "run",
+        poll=0.5,
+        timeout=300,
+        echo=lambda s: None,
+        workers={"cpu": 2},
+    )
+    assert state == "done", [p.read_text()[-1000:] for p in logs]
+    assert sorted(p.name for p in logs) == ["worker-cpu-2.log", "worker-cpu.log", "worker-gpu.log"]
+    with lp.session(write=False):
+        ids = [x["launch_id"] for x in lp.launches.find({}, {"launch_id": 1})]
+        launches = [lp.get_launch_by_id(i) for i in ids]
+    assert len(launches) == 2 and {x.state for x in launches} == {"COMPLETED"}
+    assert {Path(x.launch_dir).parent.name for x in launches} == {"cpu", "cpu-2"}
+    assert max(x.time_start for x in launches) < min(x.time_end for x in launches)
