@@ -13,10 +13,11 @@ energy) and the GPAW settings; they differ only in how the proposals are made:
 
 The top K of each arm's S.U.N. survivors go to GPAW. Everything is cached per arm under
 ``--work`` (proposals, relaxation, ranking, one file per DFT run), so a stopped run resumes
-where it was; the JSON (``--out``) is rebuilt from the caches and rewritten atomically after
-every DFT run and every arm. A second process per arm with ``--reverse`` works through the
-DFT list from its end (a ``.running`` marker per candidate keeps two processes apart). Usage
-(one thread per process; arms may run side by side):
+where it was, and a larger ``--k`` later extends the ranked list (the earlier list must be
+its head) and runs only the new DFT; the JSON (``--out``) is rebuilt from the caches and
+rewritten atomically after every DFT run and every arm. A second process per arm with
+``--reverse`` works through the DFT list from its end (a ``.running`` marker per candidate
+keeps two processes apart). Usage (one thread per process; arms may run side by side):
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/halfmetal_hits.py --arms smoacs,random \
         [--n 60] [--k 12] [--campaign campaigns/halfmetal_small.yaml] [--out FILE] [--work DIR]
@@ -249,6 +250,30 @@ def arm_summary(arm: str, work: Path, k: int) -> dict[str, Any] | None:
     return out
 
 
+def fisher_vs_random(arms: dict[str, Any]) -> dict[str, Any]:
+    """Half-metals / DFT runs of each SMOACS arm against random, at the top 12 of the ranking
+    (the first run's K) and over every DFT'd candidate, with scipy's two-sided Fisher exact
+    test (the ratio of two rates near zero means little on its own)."""
+    from scipy.stats import fisher_exact
+
+    def counts(v: dict[str, Any], top: int | None) -> tuple[int, int]:
+        rows = (v.get("dft") or [])[:top]  # rows follow the ranking
+        return sum(r["verdict"] == "half_metal" for r in rows), len(rows)
+
+    out: dict[str, Any] = {}
+    if "random" not in arms:
+        return out
+    for a in ("smoacs", "smoacs_sp"):
+        if a not in arms:
+            continue
+        for label, top in (("top12", 12), ("all", None)):
+            (h1, n1), (h0, n0) = counts(arms[a], top), counts(arms["random"], top)
+            if n1 and n0:
+                p = fisher_exact([[h1, n1 - h1], [h0, n0 - h0]])[1]
+                out[f"{a}_{label}"] = {"arm": [h1, n1], "random": [h0, n0], "p": float(p)}
+    return out
+
+
 def write_report(args: argparse.Namespace, camp_path: Path) -> dict[str, Any]:
     """Rebuild the results JSON from every arm's caches (atomic rewrite)."""
     arms = {a: arm_summary(a, args.work, args.k) for a in ARMS}
@@ -258,6 +283,7 @@ def write_report(args: argparse.Namespace, camp_path: Path) -> dict[str, Any]:
     for a in ("smoacs", "smoacs_sp"):
         if rates.get(a) is not None and rates.get("random") is not None:
             ratio[a] = None if rates["random"] == 0 else rates[a] / rates["random"]
+    fisher = fisher_vs_random(arms)
     camp = load_campaign(camp_path)
     from smoacs_flows.makers.settings import stage_settings
 
@@ -274,9 +300,10 @@ def write_report(args: argparse.Namespace, camp_path: Path) -> dict[str, Any]:
         "screening": st.screening.model_dump(),
         "gpaw": st.dft.gpaw,
         "threads": "one per process (OMP/OPENBLAS/MKL_NUM_THREADS=1, torch 1 thread)",
-        "machine": f"{platform.node()} {os.cpu_count()} cores, shared with other jobs",
+        "machine": f"{platform.node()} {os.cpu_count()} cores",
         "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "hit_rate_ratio_vs_random": ratio,
+        "fisher_vs_random": fisher,
         "arms": arms,
     }
     _dump(args.out, report)
@@ -360,12 +387,17 @@ def run_arm(arm: str, args: argparse.Namespace, camp_path: Path) -> None:
     if not (d / "screen.json").exists():
         print(f"[{arm}] prefilter + relax + S.U.N.", flush=True)
         _dump(d / "screen.json", screen(camp, _load(d / "proposals.json"), args.work))
-    if not (d / "ranked.json").exists():
-        survivors = _load(d / "screen.json")["sun"]["records"]
+    survivors = _load(d / "screen.json")["sun"]["records"]
+    old = _load(d / "ranked.json")
+    if old is None or len(old["records"]) < min(args.k, len(survivors)):
+        # ranked anew for a larger --k: the earlier list must be its head (DFT cached per id)
         top = rank_halfmetal(survivors, args.k)
         for r in top:
             r["rank_score"] = halfmetal_score(r)
             r["chgnet_abs_moment_per_fu"] = moment_per_fu(r)
+        head = [r["id"] for r in (old or {"records": []})["records"]]
+        if [r["id"] for r in top[: len(head)]] != head:
+            raise SystemExit(f"[{arm}] the ranking changed since {d / 'ranked.json'} was made")
         _dump(d / "ranked.json", {"records": top})
     write_report(args, camp_path)
     todo = list(enumerate(_load(d / "ranked.json")["records"]))
