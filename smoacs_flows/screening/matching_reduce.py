@@ -13,6 +13,7 @@ import contextlib
 import functools
 import hashlib
 import math
+import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -360,19 +361,33 @@ def _primitive_structure(
     return _PYMATGEN_PRIMITIVE(self, tolerance, use_site_props, constrain_latt, reduce)
 
 
+#: threads inside :func:`_compiled_niggli_in_pymatgen` (the swap is process-wide)
+_SWAP_LOCK = threading.Lock()
+_swap_holders = 0
+
+
 @contextlib.contextmanager
 def _compiled_niggli_in_pymatgen():
     """pymatgen's own code (here its primitive-cell search, which Niggli-reduces each cell it
     builds and calls itself on the smaller cell) with ``Lattice.get_niggli_reduced_lattice``
     computed by the compiled replay (the same matrix bit for bit, or pymatgen's own) and the
-    gcd-1 case of ``get_primitive_structure`` answered directly; restored on exit."""
-    Lattice.get_niggli_reduced_lattice = _compiled_niggli
-    IStructure.get_primitive_structure = _primitive_structure
+    gcd-1 case of ``get_primitive_structure`` answered directly; pymatgen's methods are back
+    when the last thread inside leaves (another thread calling them meanwhile gets the same
+    results, computed the faster way)."""
+    global _swap_holders
+    with _SWAP_LOCK:
+        if _swap_holders == 0:
+            Lattice.get_niggli_reduced_lattice = _compiled_niggli
+            IStructure.get_primitive_structure = _primitive_structure
+        _swap_holders += 1
     try:
         yield
     finally:
-        Lattice.get_niggli_reduced_lattice = _PYMATGEN_NIGGLI
-        IStructure.get_primitive_structure = _PYMATGEN_PRIMITIVE
+        with _SWAP_LOCK:
+            _swap_holders -= 1
+            if _swap_holders == 0:
+                Lattice.get_niggli_reduced_lattice = _PYMATGEN_NIGGLI
+                IStructure.get_primitive_structure = _PYMATGEN_PRIMITIVE
 
 
 def _layout(m: np.ndarray) -> str | None:

@@ -127,6 +127,32 @@ def test_pymatgen_methods_restored_after_supercell_reduction(shared_data):
         raise RuntimeError
     assert Lattice.get_niggli_reduced_lattice is mr._PYMATGEN_NIGGLI
     assert IStructure.get_primitive_structure is mr._PYMATGEN_PRIMITIVE
+    # two threads, overlapping: the swap stays until the last one leaves
+    import threading
+
+    a_in, a_out, b_out = threading.Event(), threading.Event(), threading.Event()
+    seen: list[bool] = []
+
+    def a() -> None:
+        with mr._compiled_niggli_in_pymatgen():
+            a_in.set()
+            a_out.wait(10)
+
+    def b() -> None:
+        a_in.wait(10)
+        with mr._compiled_niggli_in_pymatgen():
+            a_out.set()
+            ta.join(10)  # A has left; B is still inside
+            seen.append(Lattice.get_niggli_reduced_lattice is mr._compiled_niggli)
+        b_out.set()
+
+    ta, tb = threading.Thread(target=a), threading.Thread(target=b)
+    ta.start()
+    tb.start()
+    tb.join(20)
+    assert b_out.is_set() and seen == [True]
+    assert Lattice.get_niggli_reduced_lattice is mr._PYMATGEN_NIGGLI
+    assert IStructure.get_primitive_structure is mr._PYMATGEN_PRIMITIVE
     want = s.get_primitive_structure()
     got = mr._primitive_structure(s)
     assert np.array_equal(got.lattice.matrix, want.lattice.matrix)
