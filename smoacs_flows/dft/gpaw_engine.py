@@ -113,6 +113,20 @@ def run_gpaw(
         return _run_chain(structure, settings, analysis_settings, work_dir)
 
 
+#: GPAW warns "Results may be wrong!" for cell angles outside this range (gpaw.new.builder)
+GPAW_ANGLES = (40.0, 140.0)
+
+
+def gpaw_cell(structure: Structure) -> Structure:
+    """The cell GPAW computes: ``structure`` itself, or its Niggli-reduced cell (the same
+    crystal; angles within 60-120 degrees) when an angle is outside GPAW's trusted
+    40-140 degrees, e.g. the primitive standard cell of a rhombohedral lattice."""
+    lo, hi = GPAW_ANGLES
+    if all(lo < a < hi for a in structure.lattice.angles):
+        return structure
+    return structure.get_reduced_structure("niggli")
+
+
 def _run_chain(
     structure: Structure,
     settings: GPAWSettings,
@@ -133,6 +147,7 @@ def _run_chain(
         return str(Path(work_dir) / name)
 
     timings: dict[str, float] = {}
+    structure = gpaw_cell(structure)
     bare = Structure(structure.lattice, structure.species, structure.frac_coords)
     atoms = AseAtomsAdaptor.get_atoms(bare)
     atoms.set_initial_magnetic_moments(initial_moments(structure, settings.magmom_overrides))
