@@ -251,26 +251,34 @@ def arm_summary(arm: str, work: Path, k: int) -> dict[str, Any] | None:
 
 
 def fisher_vs_random(arms: dict[str, Any]) -> dict[str, Any]:
-    """Half-metals / DFT runs of each SMOACS arm against random, at the top 12 of the ranking
-    (the first run's K) and over every DFT'd candidate, with scipy's two-sided Fisher exact
-    test (the ratio of two rates near zero means little on its own)."""
+    """Half-metals / DFT runs of each SMOACS arm against random (and, ``_magnetic``, DFT
+    verdicts with a spin-split Fermi level: half-metal, near-half-metal or magnetic metal), at
+    the top 12 of the ranking (the first run's K) and over every DFT'd candidate, with scipy's
+    two-sided Fisher exact test (the ratio of two rates near zero means little on its own)."""
     from scipy.stats import fisher_exact
 
-    def counts(v: dict[str, Any], top: int | None) -> tuple[int, int]:
+    def counts(v: dict[str, Any], top: int | None, kinds: set[str]) -> tuple[int, int]:
         rows = (v.get("dft") or [])[:top]  # rows follow the ranking
-        return sum(r["verdict"] == "half_metal" for r in rows), len(rows)
+        return sum(r["verdict"] in kinds for r in rows), len(rows)
 
     out: dict[str, Any] = {}
     if "random" not in arms:
         return out
+    what = {"": {"half_metal"}, "_magnetic": {"half_metal", "near_half_metal", "magnetic_metal"}}
     for a in ("smoacs", "smoacs_sp"):
         if a not in arms:
             continue
         for label, top in (("top12", 12), ("all", None)):
-            (h1, n1), (h0, n0) = counts(arms[a], top), counts(arms["random"], top)
-            if n1 and n0:
-                p = fisher_exact([[h1, n1 - h1], [h0, n0 - h0]])[1]
-                out[f"{a}_{label}"] = {"arm": [h1, n1], "random": [h0, n0], "p": float(p)}
+            for suffix, kinds in what.items():
+                (h1, n1) = counts(arms[a], top, kinds)
+                (h0, n0) = counts(arms["random"], top, kinds)
+                if n1 and n0:
+                    p = fisher_exact([[h1, n1 - h1], [h0, n0 - h0]])[1]
+                    out[f"{a}_{label}{suffix}"] = {
+                        "arm": [h1, n1],
+                        "random": [h0, n0],
+                        "p": float(p),
+                    }
     return out
 
 
