@@ -33,17 +33,7 @@ from sun_scale import generate, load_perov
 
 from smoacs_flows.screening.matching_niggli import LLL_AMBIGUOUS, OK, scale_of
 from smoacs_flows.screening.matching_reduce import make_matcher, niggli_reduced_lattice, prepare
-
-
-def _unimodular(rng: np.random.Generator) -> np.ndarray:
-    """A random integer matrix of determinant ±1."""
-    u = np.diag(rng.choice([-1, 1], size=3))
-    for _ in range(int(rng.integers(1, 5))):
-        e = np.eye(3, dtype=int)
-        i, j = rng.choice(3, size=2, replace=False)
-        e[i, j] = rng.choice([-2, -1, 1, 2])
-        u = e @ u
-    return u
+from tests.screening._data import unimodular  # the test suite's skewed bases
 
 
 def check_lattices(lattices: list[Lattice]) -> dict:
@@ -127,13 +117,13 @@ def main() -> None:
         known = generate(perov[:64], 2000, seed=1)
         rng = np.random.default_rng(2)
         lattices = [s.lattice for s in perov + cands + known]
-        lattices += [Lattice(_unimodular(rng) @ s.lattice.matrix) for s in cands + known]
+        lattices += [Lattice(unimodular(rng) @ s.lattice.matrix) for s in cands + known]
         lattices += [Lattice(np.asfortranarray(s.lattice.matrix)) for s in cands + known]
         result["lattices"] = check_lattices(lattices)
         print(f"lattices: {result['lattices']}", flush=True)
         skewed = []  # the same crystals in skewed bases
         for s in cands[:3000]:
-            u = _unimodular(rng)
+            u = unimodular(rng)
             frac = s.frac_coords @ np.linalg.inv(u)
             skewed.append(Structure(Lattice(u @ s.lattice.matrix), s.species, frac))
         result["structures"] = check_structures(perov + cands + known + skewed)

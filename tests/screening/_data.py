@@ -65,3 +65,14 @@ def reduce_like_pymatgen(matcher, s: Structure):
     assert np.array_equal(got.frac_coords, want.frac_coords)
     assert [x.species for x in got] == [x.species for x in want]
     return p, shortcut
+
+
+def unimodular(rng: np.random.Generator) -> np.ndarray:
+    """A random integer matrix of determinant ±1 (product of elementary shears, a sign)."""
+    u = np.diag(rng.choice([-1, 1], size=3))
+    for _ in range(int(rng.integers(1, 5))):
+        e = np.eye(3, dtype=int)
+        i, j = rng.choice(3, size=2, replace=False)
+        e[i, j] = rng.choice([-2, -1, 1, 2])
+        u = e @ u
+    return u

@@ -21,7 +21,7 @@ from smoacs_flows.screening.matching_niggli import (
 )
 from smoacs_flows.screening.matching_reduce import lattice_parameters, niggli_reduced_lattice
 
-from ._data import reduce_like_pymatgen
+from ._data import reduce_like_pymatgen, unimodular
 
 
 def _perov_structures(shared_data: Path, n: int) -> list[Structure]:
@@ -37,17 +37,6 @@ def _perov_lattices(shared_data: Path, n: int) -> list[Lattice]:
     return [s.lattice for s in _perov_structures(shared_data, n)]
 
 
-def _unimodular(rng: np.random.Generator) -> np.ndarray:
-    """A random integer matrix of determinant ±1 (product of elementary shears, a sign)."""
-    u = np.diag(rng.choice([-1, 1], size=3))
-    for _ in range(int(rng.integers(1, 5))):
-        e = np.eye(3, dtype=int)
-        i, j = rng.choice(3, size=2, replace=False)
-        e[i, j] = rng.choice([-2, -1, 1, 2])
-        u = e @ u
-    return u
-
-
 def _lattice_zoo(shared_data: Path, n_perov: int, seed: int) -> list[Lattice]:
     """Real cells and variants that exercise every branch of the reduction."""
     rng = np.random.default_rng(seed)
@@ -60,9 +49,9 @@ def _lattice_zoo(shared_data: Path, n_perov: int, seed: int) -> list[Lattice]:
         sh = m.copy()
         sh[1] += rng.uniform(-0.5, 0.5) * m[0]  # shear (a genuinely different lattice)
         out.append(Lattice(sh))
-        out.append(Lattice(_unimodular(rng) @ m))  # the same lattice in a skewed basis
+        out.append(Lattice(unimodular(rng) @ m))  # the same lattice in a skewed basis
         out.append(Lattice(np.diag([2, 1, 1]) @ m))  # supercells
-        out.append(Lattice(np.diag([1, 2, 2]) @ _unimodular(rng) @ m))
+        out.append(Lattice(np.diag([1, 2, 2]) @ unimodular(rng) @ m))
         out.append(Lattice(np.asfortranarray(m)))  # strained cells come F-ordered
     for _ in range(n_perov):
         out.append(Lattice(rng.normal(size=(3, 3)) * 3 + np.eye(3) * 2))
