@@ -199,6 +199,18 @@ def test_invalid_campaign_adds_nothing(tmp_path, capsys, mutate, message):
             assert _listing(home) == []
 
 
+@pytest.mark.parametrize("n", ["0", "-1", "65"])
+def test_run_with_a_bad_worker_count_writes_nothing(tmp_path, capsys, n):
+    """``run --cpu-workers`` outside 1..64: one line naming the option, nothing written."""
+    path = write_campaign(tmp_path / "c.yaml", tiny_campaign())
+    with with_smoacs_home(tmp_path / "home") as home:
+        home.mkdir()
+        assert main(["run", str(path), "--cpu-workers", n]) == 2
+        err = capsys.readouterr().err
+        assert err.strip() == f"error: --cpu-workers: {n} is not in 1..64", err
+        assert _listing(home) == []
+
+
 def _listing(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
