@@ -83,6 +83,13 @@ class ScreeningSettings(_Strict):
     relax_references: bool = Field(
         True, description="MLIP-relax the reference phases (its own gpu job before S.U.N.)"
     )
+    prototype_phases: bool | None = Field(
+        None,
+        description="add MLIP-relaxed prototype phases (elemental, binary, ternary structure "
+        "types decorated with each candidate system's elements) to the hull; null: on when "
+        "the reference set is the elements only (the offline default), off otherwise; needs "
+        "relax_references",
+    )
     n_jobs: int = Field(1, ge=1, description="processes for structure matching")
     device: str | None = Field(
         None, description="torch device of the MLIP relaxations (null: the campaign's device)"

@@ -92,7 +92,8 @@ def summarise(
         ("proposed", c.get("proposed", 0)),
         ("prefiltered", c.get("prefiltered", 0)),
         ("relaxed", c.get("relaxed", 0)),
-        ("S.U.N.", c.get("sun", 0)),
+        *([("stable", c.get("stable", 0))] if sun.get("hull") else []),
+        (sun.get("sun_label") or "S.U.N.", c.get("sun", 0)),
         ("DFT", len(by_id)),
         ("half-metal", n_hm),
     ]

@@ -130,24 +130,152 @@ def _needed_references(st: ScreeningSettings, base_dir: Path, chemsys: set[str])
     return [e for e in refs if entry_chemsys(e) in needed]
 
 
+def _candidate_entries(relaxed_outputs: list[dict[str, Any]], mlip: str) -> list:
+    """Every relaxed candidate as an MP2020-processed MLIP entry (unprocessable ones left out:
+    the S.U.N. job reports them)."""
+    from smoacs_flows.screening.stability import mlip_entry
+
+    out = []
+    for o in relaxed_outputs:
+        for r in o["records"]:
+            scr = r["screening"]
+            try:
+                s = as_structure(scr["relaxed"])
+                out.append(mlip_entry(s, scr["mlip_energy_per_atom"], mlip, entry_id=r["id"]))
+            except Exception:  # noqa: BLE001 - judged (and named) in the S.U.N. job
+                continue
+    return out
+
+
+def use_prototypes(st: ScreeningSettings) -> bool:
+    """Whether prototype phases join the hull: as configured, else when the reference set is
+    the elements only (the offline default); never without MLIP-relaxed references."""
+    if st.references is None or not st.relax_references:
+        return False
+    if st.prototype_phases is not None:
+        return st.prototype_phases
+    from smoacs_flows.screening.builtin_refs import LABEL_ELEMENTS
+
+    return reference_label(st.references) == LABEL_ELEMENTS
+
+
+def _with_prototypes(
+    st: ScreeningSettings, entries: list, relaxed_outputs: list[dict[str, Any]]
+) -> tuple[list, dict[str, Any] | None]:
+    """The hull's entries on one MLIP energy scale: ``entries`` that carry an MLIP-relaxed
+    structure (energies without a structure, e.g. the shipped DFT elemental references, are
+    left out), the elemental phases of every candidate element, and the binary and ternary
+    prototype phases of the systems whose candidates pass the cut against the elements
+    (cached per MLIP, system and prototype); and what was added."""
+    if not use_prototypes(st):
+        return entries, None
+    from pymatgen.entries.computed_entries import ComputedStructureEntry
+
+    from smoacs_flows.screening.prototype_hull import (
+        LIBRARY_VERSION,
+        prototype_phases,
+        systems_needing_prototypes,
+    )
+    from smoacs_flows.screening.references import ReferenceStore
+    from smoacs_flows.screening.stability import Hull
+
+    kept = [e for e in entries if isinstance(e, ComputedStructureEntry)]
+    cands = _candidate_entries(relaxed_outputs, st.mlip)
+    elements = {el.symbol for e in cands for el in e.composition.elements}
+    relax = lambda structs: mlip_relax(st, structs)  # noqa: E731
+    with ReferenceStore() as store:
+        el_phases = prototype_phases(elements, st.mlip, relax, store)
+        base = kept + el_phases.entries
+        systems = systems_needing_prototypes(cands, Hull(base), st.e_hull_max) - elements
+        compounds = prototype_phases(systems, st.mlip, relax, store)
+    counts = {k: el_phases.counts[k] + compounds.counts[k] for k in el_phases.counts}
+    info = {
+        "systems": sorted(elements | set(compounds.systems)),
+        "compound_systems": compounds.systems,
+        "n_phases": el_phases.n_phases + compounds.n_phases,
+        "n_elemental": el_phases.n_phases,
+        "counts": {**counts, "dft_without_structure_left_out": len(entries) - len(kept)},
+        "library_version": LIBRARY_VERSION,
+    }
+    return base + compounds.entries, info
+
+
 def reference_energies(
     relaxed_outputs: list[dict[str, Any]], settings: dict[str, Any], base_dir: str
 ) -> dict[str, Any]:
     """The reference phases of every relaxed candidate's chemical system, MLIP-relaxed with the
-    campaign's MLIP on its device (cached per MLIP and system in the reference store): the
-    ``reference relax`` job (gpu) before S.U.N."""
+    campaign's MLIP on its device (cached per MLIP and system in the reference store), plus the
+    prototype phases of the systems that need them (:mod:`~smoacs_flows.screening.
+    prototype_hull`): the ``reference relax`` job (gpu) before S.U.N."""
     st = ScreeningSettings.model_validate(settings)
     chemsys = _candidate_chemsys(relaxed_outputs)
     refs = _needed_references(st, Path(base_dir), chemsys) or []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         entries, counts = _mlip_references(st, refs)
+        entries, protos = _with_prototypes(st, entries, relaxed_outputs)
     return {
         "entries": [e.as_dict() for e in entries],
         "counts": counts,
         "chemsys": sorted(chemsys),
         "mlip": st.mlip,
+        "prototypes": protos,
     }
+
+
+def _stability(
+    st: ScreeningSettings,
+    records: list[dict[str, Any]],
+    final: dict[str, Any],
+    refs: list,
+    protos: dict[str, Any] | None,
+    rejected: dict[str, list[str]],
+) -> list[dict[str, Any]]:
+    """Stability of every record on the hull of ``refs``; returns the stable ones and writes
+    the per-candidate fields (``e_above_hull`` ≥ 0, the signed ``hull_distance``, whether it
+    is a lower bound, the hull's name)."""
+    from smoacs_flows.screening.prototype_hull import judge
+    from smoacs_flows.screening.stability import Hull, mlip_entry
+
+    hull = Hull(refs)
+    covered = set(protos["systems"]) if protos else None
+    label = hull_name(st, protos)
+    kept = []
+    for rec in records:
+        scr = rec["screening"]
+        try:
+            entry = mlip_entry(
+                final[rec["id"]], scr["mlip_energy_per_atom"], st.mlip, entry_id=rec["id"]
+            )
+            v = judge(entry, hull, st.e_hull_max, covered)
+        except Exception as exc:  # noqa: BLE001 - per candidate, reported
+            rejected[rec["id"]] = [f"stability failed: {exc}"[:300]]
+            continue
+        scr.update(
+            e_above_hull=v.e_above_hull,
+            hull_distance=v.hull_distance,
+            e_above_hull_lower_bound=v.lower_bound,
+            stability_reference=label,
+            stable=v.stable,
+        )
+        if v.stable:
+            kept.append(rec)
+        else:
+            rejected[rec["id"]] = [v.reason(st.e_hull_max) or ""]
+    return kept
+
+
+def hull_name(st: ScreeningSettings, protos: dict[str, Any] | None) -> str:
+    """The hull's name for records, status, query and the report."""
+    from smoacs_flows.screening.builtin_refs import LABEL_ELEMENTS
+    from smoacs_flows.screening.prototype_hull import hull_label
+
+    base = reference_label(st.references) or "no reference phases"
+    if not protos:
+        return base
+    # the shipped elemental references are DFT energies without structures: left out then
+    extra = None if base == LABEL_ELEMENTS else base
+    return hull_label(extra, protos["n_phases"], len(protos["systems"]), st.mlip)
 
 
 def sun_filter(
@@ -160,14 +288,17 @@ def sun_filter(
 
     ``references``: the output of :func:`reference_energies` (the MLIP-relaxed reference
     phases, from their own job); without it the configured references are used as they are,
-    or relaxed here when ``relax_references`` is set.
+    or relaxed here when ``relax_references`` is set. A candidate that survives every filter
+    applied is passed on (to DFT); it is ``sun`` only when stability was against a compound
+    hull and novelty was checked, and the funnel names the step by what was applied.
     """
     from monty.json import MontyDecoder
     from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
 
+    from smoacs_flows.screening.builtin_refs import LABEL_ELEMENTS
     from smoacs_flows.screening.matching import unique_and_novel
+    from smoacs_flows.screening.prototype_hull import sun_label
     from smoacs_flows.screening.references import entry_chemsys
-    from smoacs_flows.screening.stability import Hull, mlip_entry
 
     st = ScreeningSettings.model_validate(settings)
     records = [r for out in relaxed_outputs for r in out["records"]]
@@ -179,12 +310,11 @@ def sun_filter(
     final = {r["id"]: as_structure(r["screening"]["relaxed"]) for r in records}
     chemsys = {entry_chemsys(ComputedEntry(s.composition, 0.0)) for s in final.values()}
     notes: list[str] = []
-    ref_label = reference_label(st.references)
-    if ref_label is not None:
-        notes.append(f"stability against: {ref_label}")
+    protos = None
     if references is not None:
         dec = MontyDecoder()
         refs = [dec.process_decoded(d) for d in references["entries"]]
+        protos = references.get("prototypes")
         notes.append(f"reference energies ({references['mlip']} job): {references['counts']}")
     else:
         refs = _needed_references(st, Path(base_dir), chemsys)
@@ -195,26 +325,12 @@ def sun_filter(
             if st.relax_references and references is None:
                 refs, c = _mlip_references(st, refs)
                 notes.append(f"reference energies: {c}")
-            hull = Hull(refs)
-            kept = []
-            for rec in alive:
-                scr = rec["screening"]
-                try:
-                    entry = mlip_entry(
-                        final[rec["id"]], scr["mlip_energy_per_atom"], st.mlip, entry_id=rec["id"]
-                    )
-                    eh = hull.e_above_hull(entry)
-                except Exception as exc:  # noqa: BLE001 - per candidate, reported
-                    rejected[rec["id"]] = [f"stability failed: {exc}"[:300]]
-                    continue
-                scr["e_above_hull"] = eh
-                scr["stability_reference"] = ref_label
-                scr["stable"] = eh <= st.e_hull_max
-                if scr["stable"]:
-                    kept.append(rec)
-                else:
-                    rejected[rec["id"]] = [f"e_above_hull {eh:.3f} eV/atom > {st.e_hull_max}"]
-            alive = kept
+                refs, protos = _with_prototypes(st, refs, relaxed_outputs)
+            label = hull_name(st, protos)
+            notes.insert(0, f"stability against: {label}")
+            if protos:
+                notes.append(f"prototype phases: {protos['counts']}")
+            alive = _stability(st, records, final, refs, protos, rejected)
         else:
             notes.append("stability and novelty not evaluated: no reference phases configured")
         counts["stable"] = len(alive)
@@ -232,18 +348,41 @@ def sun_filter(
             if not scr["unique"]:
                 rejected[rec["id"]] = [f"duplicate of {alive[m.representative[i]]['id']}"]
                 continue
+            if len(final[rec["id"]].composition.elements) == 1:
+                scr["novel"] = False
+                rejected[rec["id"]] = ["a pure element: not a novel compound"]
+                continue
             if m.reference_match is not None:
                 hit = m.reference_match[i]
                 scr["novel"] = hit is None
                 if hit is not None:
                     rejected[rec["id"]] = [f"matches reference {ref_ids[hit]}"]
                     continue
+            else:
+                scr["novel"] = None
             survivors.append(rec)
+    elements_only = (
+        refs is not None and not protos and reference_label(st.references) == (LABEL_ELEMENTS)
+    )
+    novelty_checked = refs is not None and m.reference_match is not None
+    step = sun_label(elements_only or refs is None, novelty_checked)
+    if refs is None:
+        step = "passed (no stability or novelty filter)"
+    for rec in survivors:
+        rec["screening"]["sun"] = step == "S.U.N."
+    if not novelty_checked and refs is not None:
+        notes.append("novelty not checked: the reference set has no structures")
     counts["unique"] = sum(1 for r in alive if r["screening"]["unique"])
     counts["sun"] = len(survivors)
     # per evaluated candidate: hull distance and S.U.N. flags (the results store reads them)
+    passed = {r["id"] for r in survivors}
+    keys = ("e_above_hull", "hull_distance", "e_above_hull_lower_bound", "stable", "unique")
     scores = {
-        r["id"]: {k: r["screening"].get(k) for k in ("e_above_hull", "stable", "unique", "novel")}
+        r["id"]: {
+            **{k: r["screening"].get(k) for k in (*keys, "novel", "stability_reference")},
+            "passed": r["id"] in passed,
+            "sun": bool(r["screening"].get("sun")),
+        }
         for r in records
         if r["id"] not in earlier
     }
@@ -255,6 +394,8 @@ def sun_filter(
         "scores": scores,
         "counts": dict(counts),
         "notes": notes,
+        "sun_label": step,
+        "hull": hull_name(st, protos) if refs is not None else None,
     }
 
 

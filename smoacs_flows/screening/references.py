@@ -219,6 +219,16 @@ class ReferenceStore:
             [{"key": f"{mlip}:{cs}", "mlip": mlip, "chemsys": cs, "results": results}], key="key"
         )
 
+    def get_raw(self, key: str) -> dict[str, dict] | None:
+        """The cached results under an explicit key (prototype phases), or None."""
+        doc = self.mlip.query_one({"key": key})
+        return None if doc is None else doc["results"]
+
+    def put_raw(self, key: str, mlip: str, chemsys: str, results: dict[str, dict]) -> None:
+        """Cache results under an explicit key (one document)."""
+        doc = {"key": key, "mlip": mlip, "chemsys": chemsys, "results": results}
+        self.mlip.update([doc], key="key")
+
 
 # ----------------------------------------------------------------------------- sources
 

@@ -113,12 +113,16 @@ def extract_sections(stage: str, output: Any, job_uuid: str) -> dict[str, dict[s
         for cid, sc in (output.get("scores") or {}).items():
             out[cid]["sun"] = {
                 **sc,
-                "sun": cid in survivors,
+                # passed: survived every filter applied; sun: and those were the full S.U.N.
+                "passed": sc.get("passed", cid in survivors),
+                "sun": sc.get("sun", cid in survivors),
                 "reasons": list(own.get(cid, [])),
                 "job_uuid": job_uuid,
             }
         out["_campaign"]["sun_done"] = {
             "notes": list(output.get("notes", [])),
+            "sun_label": output.get("sun_label"),
+            "hull": output.get("hull"),
             "job_uuid": job_uuid,
         }
     elif stage == "dft" and "candidate_id" in output and "engine" in output:
@@ -145,7 +149,7 @@ def _furthest(sec: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
             return stage, {"stage": "stability", "reasons": sun.get("reasons", [])}
         if sun.get("e_above_hull") is not None:
             stage = "stable"
-        if not sun.get("sun"):
+        if not sun.get("passed", sun.get("sun")):
             return stage, {"stage": "uniqueness/novelty", "reasons": sun.get("reasons", [])}
         stage = "sun"
     if sec.get("dft") is not None:
@@ -242,7 +246,23 @@ def assemble(
                 else None
             ),
             "e_above_hull": sun.get("e_above_hull"),
-            "sun": ({k: sun.get(k) for k in ("stable", "unique", "novel", "sun")} if sun else None),
+            "hull": sun.get("stability_reference"),
+            "sun": (
+                {
+                    k: sun.get(k)
+                    for k in (
+                        "stable",
+                        "unique",
+                        "novel",
+                        "sun",
+                        "passed",
+                        "hull_distance",
+                        "e_above_hull_lower_bound",
+                    )
+                }
+                if sun
+                else None
+            ),
             "dft": {k: v for k, v in dft.items() if k != "job_uuid"} if dft else None,
             "provenance": {
                 "job_uuids": {

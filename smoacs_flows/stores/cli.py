@@ -336,14 +336,17 @@ def campaign_status(
         docs = list(
             results.candidates.query(
                 {"campaign": campaign, "version": version},
-                properties=["stage", "dft.verdict", "e_above_hull"],
+                properties=["stage", "dft.verdict", "e_above_hull", "hull", "sun"],
             )
         )
+    hulls: set[str] = set()
     for d in docs:
         for s in FUNNEL[: FUNNEL.index(d["stage"]) + 1]:
             funnel[s] += 1
         n_hm += (d.get("dft") or {}).get("verdict") == "half_metal"
         hull = hull or d.get("e_above_hull") is not None
+        if d.get("hull"):
+            hulls.add(d["hull"])
     if not hull:
         funnel["stable"] = None  # no reference phases: stability not evaluated
     funnel["half_metal"] = n_hm
@@ -352,8 +355,24 @@ def campaign_status(
         "version": version,
         "fireworks": counts,
         "funnel": funnel,
+        "sun_label": sun_step_label(docs),
+        "hull": sorted(hulls),
         "lost": [f.__dict__ for f in lost],
     }
+
+
+def sun_step_label(docs: list[dict[str, Any]]) -> str:
+    """The funnel's S.U.N. step named by what was applied to the candidates that passed it:
+    "S.U.N." only when every one was judged on a compound hull and checked for novelty."""
+    from smoacs_flows.screening.prototype_hull import sun_label
+
+    passed = [d for d in docs if d.get("stage") in ("sun", "dft")]
+    hulls = {d["hull"] for d in docs if d.get("hull")}
+    if not hulls:
+        return "S.U.N. (not evaluated)" if docs else "S.U.N."
+    elements_only = any("elements only" in h and "prototype" not in h for h in hulls)
+    novel_checked = all((d.get("sun") or {}).get("novel") is not None for d in passed)
+    return sun_label(elements_only, novel_checked)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -373,9 +392,15 @@ def _status(args: argparse.Namespace) -> int:
         c = st["fireworks"].get(stage)
         if c:
             print(f"{stage:<10}" + "".join(f"{c.get(s, 0):>10}" for s in states))
+    names = {"sun": st["sun_label"], "half_metal": "half-metal"}
     print(
-        "funnel: " + " → ".join(f"{k} {'n/a' if v is None else v}" for k, v in st["funnel"].items())
+        "funnel: "
+        + " → ".join(
+            f"{names.get(k, k)} {'n/a' if v is None else v}" for k, v in st["funnel"].items()
+        )
     )
+    for h in st["hull"]:
+        print(f"hull: {h}")
     for f in st["lost"]:
         print(f"lost: {f['name']} (fw {f['fw_id']}): {f['reason']}")
     return 0
