@@ -169,35 +169,14 @@ def _with_prototypes(
     (cached per MLIP, system and prototype); and what was added."""
     if not use_prototypes(st):
         return entries, None
-    from pymatgen.entries.computed_entries import ComputedStructureEntry
-
-    from smoacs_flows.screening.prototype_hull import (
-        LIBRARY_VERSION,
-        prototype_phases,
-        systems_needing_prototypes,
-    )
+    from smoacs_flows.screening.prototype_hull import hull_entries
     from smoacs_flows.screening.references import ReferenceStore
-    from smoacs_flows.screening.stability import Hull
 
-    kept = [e for e in entries if isinstance(e, ComputedStructureEntry)]
     cands = _candidate_entries(relaxed_outputs, st.mlip)
-    elements = {el.symbol for e in cands for el in e.composition.elements}
-    relax = lambda structs: mlip_relax(st, structs)  # noqa: E731
     with ReferenceStore() as store:
-        el_phases = prototype_phases(elements, st.mlip, relax, store)
-        base = kept + el_phases.entries
-        systems = systems_needing_prototypes(cands, Hull(base), st.e_hull_max) - elements
-        compounds = prototype_phases(systems, st.mlip, relax, store)
-    counts = {k: el_phases.counts[k] + compounds.counts[k] for k in el_phases.counts}
-    info = {
-        "systems": sorted(elements | set(compounds.systems)),
-        "compound_systems": compounds.systems,
-        "n_phases": el_phases.n_phases + compounds.n_phases,
-        "n_elemental": el_phases.n_phases,
-        "counts": {**counts, "dft_without_structure_left_out": len(entries) - len(kept)},
-        "library_version": LIBRARY_VERSION,
-    }
-    return base + compounds.entries, info
+        return hull_entries(
+            entries, cands, st.mlip, st.e_hull_max, lambda s: mlip_relax(st, s), store
+        )
 
 
 def reference_energies(

@@ -30,10 +30,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument(
         "--refs",
-        default=None,
-        help="reference entries: a JSON(.gz) file of ComputedEntries, or 'store' for "
-        "the entries cached by `refs fetch/load`; without it stability and novelty "
-        "are not evaluated",
+        default="mp-or-elements",
+        help="reference entries: 'mp-or-elements' (the default, as in campaigns: Materials "
+        "Project phases with MP_API_KEY, else the shipped MP elemental references, joined "
+        "offline by MLIP-relaxed prototype phases), 'mp-elements', 'store' (the entries "
+        "cached by `refs fetch/load`), a JSON(.gz) file of ComputedEntries, or 'none' "
+        "(stability and novelty not evaluated)",
+    )
+    p.add_argument(
+        "--prototype-phases",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="add MLIP-relaxed prototype phases (26 structure types + elemental structures, "
+        "decorated per chemical system, cached in the reference store) to the hull; auto: "
+        "on when the references are the elements only",
     )
     p.add_argument(
         "--mlip",
@@ -140,11 +150,27 @@ def _screen(args: argparse.Namespace) -> int:
     records = load_candidates(args.input)
     store = None
     refs = None
-    if args.refs is not None:
+    if args.refs != "none":
+        from smoacs_flows.makers.stages_sun import reference_label
+        from smoacs_flows.screening.builtin_refs import KEYWORDS, LABEL_ELEMENTS
         from smoacs_flows.screening.references import ReferenceStore, entry_chemsys
 
+        cfg.reference_label = reference_label(args.refs)
+        cfg.prototype_phases = args.prototype_phases == "on" or (
+            args.prototype_phases == "auto" and cfg.reference_label == LABEL_ELEMENTS
+        )
         store = ReferenceStore()
-        if args.refs == "store":
+        if args.refs in KEYWORDS:
+            from smoacs_flows.screening.builtin_refs import keyword_references
+
+            systems = {
+                "-".join(sorted(el.symbol for el in r["_structure"].composition)) for r in records
+            }
+            refs, cfg.reference_label = keyword_references(args.refs, systems)
+            cfg.prototype_phases = args.prototype_phases == "on" or (
+                args.prototype_phases == "auto" and cfg.reference_label == LABEL_ELEMENTS
+            )
+        elif args.refs == "store":
             systems = sorted(
                 {"-".join(sorted(el.symbol for el in r["_structure"].composition)) for r in records}
             )
@@ -175,7 +201,10 @@ def _screen(args: argparse.Namespace) -> int:
     print(funnel.table())
     for n in funnel.notes:
         print(f"note: {n}")
-    print(f"{len(survivors)} of {len(records)} candidates survive → {out}/survivors.jsonl")
+    print(
+        f"{funnel.sun_label}: {len(survivors)} of {len(records)} candidates → "
+        f"{out}/survivors.jsonl (every candidate's record: {out}/screened.jsonl)"
+    )
     return 0
 
 

@@ -8,6 +8,7 @@ and ``funnel.json`` into a directory atomically.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections import Counter
@@ -24,6 +25,7 @@ from smoacs_flows.io import atomic_output_dir, read_jsonl, warnings_only_on_succ
 from smoacs_flows.screening.matching import unique_and_novel
 from smoacs_flows.screening.methods import DEFAULT_METHOD, DEFAULT_OPTIMIZER
 from smoacs_flows.screening.prefilter import PrefilterConfig, prefilter_one
+from smoacs_flows.screening.prototype_hull import hull_entries, hull_label, judge, sun_label
 from smoacs_flows.screening.references import entry_chemsys, subsystems
 from smoacs_flows.screening.stability import Hull, mlip_entry, mlip_reference_entries
 
@@ -43,6 +45,8 @@ class ScreenConfig:
     e_hull_max: float = 0.1
     n_jobs: int = 1
     relax_references: bool = True  # relax reference structures with the same MLIP
+    prototype_phases: bool = False  # add MLIP-relaxed prototype phases (prototype_hull)
+    reference_label: str | None = None  # what the reference set is, in words
 
 
 @dataclass
@@ -54,6 +58,8 @@ class Funnel:
     rejected: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    sun_label: str = "S.U.N."  # the last step, named by what was applied
+    screened: list[dict[str, Any]] = field(default_factory=list)  # every record's screening
 
     def add(
         self,
@@ -84,6 +90,7 @@ class Funnel:
             "stages": self.stages,
             "notes": self.notes,
             "settings": self.settings,
+            "sun_label": self.sun_label,
             "rejected": self.rejected,
         }
 
@@ -103,9 +110,13 @@ class Funnel:
 
 
 def _reason_class(reason: str) -> str:
-    """Group similar reasons for counting (numbers stripped)."""
+    """Group similar reasons for counting: numbers stripped, except a threshold after ``>``
+    (``e_above_hull > 0.1 eV/atom``)."""
     import re
 
+    m = re.match(r"e_above_hull (≥ )?[-+\d.e]+ eV/atom > ([-+\d.e]+)(.*)", reason)
+    if m:
+        return f"e_above_hull > {m.group(2)} eV/atom{m.group(3)}"
     return re.sub(r"[-+]?\d+(\.\d+)?(e[-+]?\d+)?", "#", reason)
 
 
@@ -310,19 +321,41 @@ def screen(
             for cs in subsystems(entry_chemsys(ComputedEntry(final[rec["id"]].composition, 0.0)))
         }
         refs = [e for e in references if entry_chemsys(e) in needed]
+        from smoacs_flows.screening.relax import relax as _relax
+
+        def relax_fn(structs: list[Structure]) -> list[Any]:
+            return _relax(structs, cfg.mlip, cfg.method, cfg.fmax, cfg.steps, cfg.optimizer)
+
         if cfg.mlip != "none" and cfg.relax_references:
-            from smoacs_flows.screening.relax import relax as _relax
-
-            def relax_fn(structs: list[Structure]) -> list[Any]:
-                return _relax(structs, cfg.mlip, cfg.method, cfg.fmax, cfg.steps, cfg.optimizer)
-
             refs, counts = mlip_reference_entries(refs, cfg.mlip, relax_fn, store)
             funnel.notes.append(
                 f"reference energies: {counts['mlip']} relaxed with {cfg.mlip}, "
                 f"{counts['cached']} from the (mlip, chemsys) cache, {counts['dft_kept']} "
                 f"without structure kept at DFT energy, {counts['failed']} failed relaxation"
             )
+        protos = None
+        if cfg.prototype_phases and cfg.mlip != "none" and cfg.relax_references:
+            cands = []
+            for rec in alive:
+                e = energy.get(rec["id"])
+                if e is not None and math.isfinite(e):
+                    with contextlib.suppress(Exception):  # judged (and named) below
+                        cands.append(mlip_entry(final[rec["id"]], e, cfg.mlip, str(rec["id"])))
+            refs, protos = hull_entries(refs, cands, cfg.mlip, cfg.e_hull_max, relax_fn, store)
+            funnel.notes.append(f"prototype phases: {protos['counts']}")
+        base = cfg.reference_label or "the given reference entries"
+        if protos:
+            from smoacs_flows.screening.builtin_refs import LABEL_ELEMENTS
+
+            extra = None if base == LABEL_ELEMENTS else base
+            label = hull_label(extra, protos["n_phases"], len(protos["systems"]), cfg.mlip)
+        else:
+            label = base
+        funnel.notes.insert(0, f"stability against: {label}")
+        funnel.settings["hull"] = label
+        references = refs  # novelty: every structure on the hull
         hull = Hull(refs)
+        covered = set(protos["systems"]) if protos else None
         kept, c = [], Counter()
         n_in = len(alive)
         for rec in alive:
@@ -340,18 +373,21 @@ def screen(
                 continue
             try:
                 entry = mlip_entry(final[rec["id"]], e, cfg.mlip, entry_id=str(rec["id"]))
-                eh = hull.e_above_hull(entry)
+                v = judge(entry, hull, cfg.e_hull_max, covered)
             except InputError as exc:
                 reject(rec, [str(exc)], c)
                 continue
             except Exception as exc:  # noqa: BLE001 - compatibility errors, per structure
                 reject(rec, [f"stability failed: {type(exc).__name__}: {exc}"[:300]], c)
                 continue
-            s["e_above_hull"] = eh
+            s["e_above_hull"] = v.e_above_hull
+            s["hull_distance"] = v.hull_distance
+            s["e_above_hull_lower_bound"] = v.lower_bound
+            s["stability_reference"] = label
             s["corrected_energy_per_atom"] = entry.energy_per_atom
-            s["stable"] = eh <= cfg.e_hull_max
+            s["stable"] = v.stable
             if not s["stable"]:
-                reject(rec, [f"e_above_hull {eh:.3f} eV/atom > {cfg.e_hull_max}"], c)
+                reject(rec, [v.reason(cfg.e_hull_max) or ""], c)
             else:
                 kept.append(rec)
         funnel.add("stability", n_in, len(kept), c, True)
@@ -389,13 +425,29 @@ def screen(
             hit = m.reference_match[idx[rec["id"]]]
             s = scr[rec["id"]]
             s["novel"] = hit is None
-            if hit is not None:
+            if len(final[rec["id"]].composition.elements) == 1:
+                s["novel"] = False
+                reject(rec, ["a pure element: not a novel compound"], c)
+            elif hit is not None:
                 s["matches_reference"] = ref_ids[hit]
                 reject(rec, [f"matches reference {ref_ids[hit]}"], c)
             else:
                 survivors.append(rec)
         funnel.add("novelty", n_in, len(survivors), c, True)
 
+    elements_only = bool(
+        references is not None and funnel.settings.get("hull", "").startswith("elements only")
+    )
+    funnel.sun_label = (
+        sun_label(elements_only, m.reference_match is not None)
+        if references is not None
+        else "passed (no stability or novelty filter)"
+    )
+    alive_ids = {rec["id"] for rec in survivors}
+    for rid, s in scr.items():
+        s["passed"] = rid in alive_ids
+        s["sun"] = s["passed"] and funnel.sun_label == "S.U.N."
+    funnel.screened = [{"id": r["id"], "screening": scr[r["id"]]} for r in records]
     out = []
     for rec in survivors:
         r = {k: v for k, v in rec.items() if k != "_structure"}
@@ -411,6 +463,7 @@ def write_outputs(
     out_dir = Path(out_dir)
     with atomic_output_dir(out_dir, force=force) as tmp:
         write_jsonl(tmp / "survivors.jsonl", survivors)
+        write_jsonl(tmp / "screened.jsonl", funnel.screened)  # survivors and rejects
         (tmp / "cif").mkdir()
         for r in survivors:
             d = r["screening"].get("relaxed") or r["structure"]

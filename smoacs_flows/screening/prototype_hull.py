@@ -214,6 +214,44 @@ def systems_needing_prototypes(
     return covered_systems(keep)
 
 
+def hull_entries(
+    entries: Sequence[ComputedEntry],
+    candidates: Sequence[ComputedEntry],
+    mlip: str,
+    e_hull_max: float,
+    relax_fn: Callable[[list[Structure]], list[Any]],
+    store: Any = None,
+) -> tuple[list[ComputedEntry], dict[str, Any]]:
+    """The hull's entries on one MLIP energy scale, and what was added.
+
+    ``entries``: the MLIP-relaxed reference phases; those without a structure (energies kept
+    from DFT, such as the shipped elemental references) are left out. Added: the elemental
+    phases of every element of the ``candidates`` (MP2020-processed MLIP entries), then the
+    binary and ternary prototype phases of the systems whose candidates are within
+    ``e_hull_max`` of that first hull (cached per MLIP, system and prototype in ``store``).
+    """
+    from pymatgen.entries.computed_entries import ComputedStructureEntry
+
+    from smoacs_flows.screening.stability import Hull
+
+    kept = [e for e in entries if isinstance(e, ComputedStructureEntry)]
+    elements = {el.symbol for e in candidates for el in e.composition.elements}
+    el_phases = prototype_phases(elements, mlip, relax_fn, store)
+    base = kept + el_phases.entries
+    systems = systems_needing_prototypes(candidates, Hull(base), e_hull_max) - elements
+    compounds = prototype_phases(systems, mlip, relax_fn, store)
+    counts = {k: el_phases.counts[k] + compounds.counts[k] for k in el_phases.counts}
+    info = {
+        "systems": sorted(elements | set(compounds.systems)),
+        "compound_systems": compounds.systems,
+        "n_phases": el_phases.n_phases + compounds.n_phases,
+        "n_elemental": el_phases.n_phases,
+        "counts": {**counts, "dft_without_structure_left_out": len(entries) - len(kept)},
+        "library_version": LIBRARY_VERSION,
+    }
+    return base + compounds.entries, info
+
+
 def hull_label(base_label: str | None, n_phases: int | None, n_systems: int, mlip: str) -> str:
     """How records and reports name the hull: the prototype phases (``n_phases`` None: none
     joined it) and the other reference set on the same hull, if any."""

@@ -265,7 +265,10 @@ def _query(args: argparse.Namespace) -> int:
         limit=args.limit or None,
         results=results,
     )
-    rows = [c.summary for c in found]
+    hulls = _hulls(results, found)
+    rows = [
+        {**c.summary, "hull": hulls.get((c.candidate_id, c.summary.get("version")))} for c in found
+    ]
     if args.format == "cif":
         if not args.out:
             raise SmoacsError("--format cif needs --out FOLDER")
@@ -299,6 +302,8 @@ def _query(args: argparse.Namespace) -> int:
         for r in rows:
             t.add_row(*[_fmt(r.get(k)) for k, _ in TABLE_COLUMNS])
         Console(width=160).print(t)
+        for h in sorted({h for h in hulls.values() if h}):
+            print(f"E_hull against: {h}")
         return 0
     if args.out:
         from smoacs_flows.io import atomic_write_bytes
@@ -308,6 +313,19 @@ def _query(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
+
+
+def _hulls(results: Any, found: list[Any]) -> dict[tuple[str, Any], str | None]:
+    """``{(candidate_id, version): the hull its E_hull is against}`` for the found candidates
+    (one read of the candidates store)."""
+    camps = sorted({c.summary.get("campaign") for c in found if c.summary.get("campaign")})
+    if not camps:
+        return {}
+    with results.reading():
+        docs = results.candidates.query(
+            {"campaign": {"$in": camps}}, properties=["candidate_id", "version", "hull"]
+        )
+        return {(d["candidate_id"], d.get("version")): d.get("hull") for d in docs}
 
 
 # ----------------------------------------------------------------------------- status
@@ -368,8 +386,9 @@ def sun_step_label(docs: list[dict[str, Any]]) -> str:
 
     passed = [d for d in docs if d.get("stage") in ("sun", "dft")]
     hulls = {d["hull"] for d in docs if d.get("hull")}
-    if not hulls:
-        return "S.U.N. (not evaluated)" if docs else "S.U.N."
+    if not hulls:  # no reference phases configured: nothing but uniqueness was applied
+        screened = any(d.get("sun") for d in docs)
+        return "passed (no stability or novelty filter)" if screened else "S.U.N."
     elements_only = any("elements only" in h and "prototype" not in h for h in hulls)
     novel_checked = all((d.get("sun") or {}).get("novel") is not None for d in passed)
     return sun_label(elements_only, novel_checked)

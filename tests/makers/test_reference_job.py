@@ -134,7 +134,9 @@ def test_store_references_missing_are_fetched_from_a_configured_file(tmp_path, m
     # candidate at -6 eV/atom lies 1 eV/atom below their hull
     expected = _pymatgen_e_hull([e.as_dict() for e in _phases()])
     assert expected == pytest.approx(-1.0)
-    assert sun["scores"]["t-b000-c0000"]["e_above_hull"] == pytest.approx(expected, abs=1e-6)
+    score = sun["scores"]["t-b000-c0000"]
+    assert score["hull_distance"] == pytest.approx(expected, abs=1e-6)
+    assert score["e_above_hull"] == 0.0  # on (below) the hull: E_hull is 0 by definition
     with ReferenceStore() as store:
         assert {"Al", "Fe", "Al-Fe"} <= set(store.chemsys_list())
     assert ROOT.is_dir()

@@ -59,9 +59,15 @@ def test_sun_against_elements_is_a_formation_energy(smoacs_home, monkeypatch) ->
     scr = out["records"][0]["screening"]
     corrected = mlip_entry(s, e_pa, "chgnet").energy_per_atom  # no MP2020 correction for Ni-Sn
     mu = {el: shared[el]["energy"] / sum(shared[el]["composition"].values()) for el in ("Ni", "Sn")}
-    assert scr["e_above_hull"] == pytest.approx(corrected - 0.5 * (mu["Ni"] + mu["Sn"]), abs=1e-9)
+    e_form = corrected - 0.5 * (mu["Ni"] + mu["Sn"])
+    assert e_form < 0  # below the elements: E_hull is 0 by definition, the distance signed
+    assert scr["hull_distance"] == pytest.approx(e_form, abs=1e-9)
+    assert scr["e_above_hull"] == 0.0
     assert scr["stability_reference"] == builtin_refs.LABEL_ELEMENTS
     assert any("elements only" in n for n in out["notes"])
+    # an elements-only hull is never called S.U.N.
+    assert "S.U.N." not in out["sun_label"] and "elements" in out["sun_label"]
+    assert out["records"][0]["screening"]["sun"] is False
 
 
 def _rec(cid: str, moments: list[float], e_hull: float, n_el: int) -> dict:

@@ -106,12 +106,13 @@ def judged(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.delenv("MP_API_KEY", raising=False)
     mp.setattr(prototype_hull, "shipped_cache", lambda mlip: {})
-    with with_smoacs_home(tmp_path_factory.mktemp("home")):
+    home = tmp_path_factory.mktemp("home")
+    with with_smoacs_home(home):
         refs = reference_energies(outs, st, ".")
         out = sun_filter(outs, st, ".", refs)
         again = reference_energies(outs, st, ".")
     mp.undo()
-    return refs, out, again
+    return refs, out, again, home
 
 
 def test_offline_hull_verdicts(judged):
@@ -120,7 +121,7 @@ def test_offline_hull_verdicts(judged):
     from monty.json import MontyDecoder
     from pymatgen.analysis.phase_diagram import PhaseDiagram
 
-    refs, out, _ = judged
+    refs, out, _, _ = judged
     sc = out["scores"]
     for cid in ("bcc-Fe", "zb-AlAs", "rs-MgO"):
         assert sc[cid]["e_above_hull"] < 0.01, (cid, sc[cid])
@@ -139,7 +140,7 @@ def test_offline_hull_verdicts(judged):
 def test_offline_novelty_and_funnel_name(judged):
     """MgO and AlAs match their own prototype phases (not novel), bcc Fe is a pure element:
     none survives; the hull is named, and its DFT elemental energies were left out."""
-    refs, out, _ = judged
+    refs, out, _, _ = judged
     assert out["counts"]["sun"] == 0
     assert "matches reference proto:rocksalt_B1" in out["rejected"]["rs-MgO"][0]
     assert "matches reference proto:zincblende_B3" in out["rejected"]["zb-AlAs"][0]
@@ -152,8 +153,41 @@ def test_offline_novelty_and_funnel_name(judged):
 
 def test_prototype_energies_are_cached(judged):
     """The second reference job on the same store relaxes nothing."""
-    refs, _, again = judged
+    refs, _, again, _ = judged
     assert refs["prototypes"]["counts"]["relaxed"] > 100
     assert again["prototypes"]["counts"]["relaxed"] == 0
     assert again["prototypes"]["counts"]["cached"] == refs["prototypes"]["counts"]["relaxed"]
     assert again["entries"] == refs["entries"]
+
+
+def test_screen_uses_the_offline_hull_and_writes_every_record(judged, tmp_path, capsys):
+    """``screen`` with no ``--refs`` takes the campaigns' offline default, names the hull,
+    writes every candidate's record (rejects too) and prints the stability numbers; on the
+    store the fixture filled it relaxes no prototype phase again."""
+    import json
+
+    from smoacs_flows.cli import main
+    from smoacs_flows.io import read_jsonl
+
+    *_, home = judged
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for name, s in _four().items():
+        s.to(filename=str(inp / f"{name}.cif"))
+    out = tmp_path / "out"
+    argv = ["screen", str(inp), "--out", str(out), "--policy", "off", "--fmax", "0.05"]
+    with with_smoacs_home(home), pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MP_API_KEY", raising=False)
+        assert main([*argv, "--steps", "300"]) == 0
+    text = capsys.readouterr().out
+    assert "stability against: MLIP prototype hull (chgnet:" in text
+    assert "S.U.N.: 0 of 4" in text and "e_above_hull > 0.1 eV/atom" in text
+    funnel = json.loads((out / "funnel.json").read_text())
+    assert "'relaxed': 0" in next(n for n in funnel["notes"] if n.startswith("prototype"))
+    rows = {r["id"]: r["screening"] for r in read_jsonl(out / "screened.jsonl")}
+    assert set(rows) == set(_four())
+    wz = rows["wz-AlCrAs2"]
+    assert wz["e_above_hull"] >= 0.1 and wz["stable"] is False and not wz["passed"]
+    assert "0.1" in funnel["rejected"]["wz-AlCrAs2"][0]
+    assert f"{wz['e_above_hull']:.3f}" in funnel["rejected"]["wz-AlCrAs2"][0]
+    assert rows["bcc-Fe"]["e_above_hull"] < 0.01 and rows["bcc-Fe"]["novel"] is False

@@ -186,6 +186,8 @@ def test_screen_cif_folder_with_chgnet(tmp_path, smoacs_home):
                 "0.05",
                 "--steps",
                 "100",
+                "--refs",
+                "none",
             ]
         )
         == 0
