@@ -40,6 +40,8 @@ LIBRARY_VERSION = "1"
 SHIPPED_CACHE = "chgnet-prototypes.json.gz"
 #: the largest subsystem given prototype phases (the library has up to ternary types)
 MAX_PROTOTYPE_ELEMENTS = 3
+#: prototype phases relaxed per MLIP call (bounds the memory of one batch)
+CHUNK = 96
 
 
 def chemsys_of(structure: Structure) -> str:
@@ -131,14 +133,21 @@ def prototype_phases(
         log.info(
             "relaxing %d prototype phases of %d systems with %s", len(todo), len(results), mlip
         )
-        for (cs, key, _), r in zip(todo, relax_fn([s for _, _, s in todo])):
-            results[cs][key] = {
-                "ok": bool(r.ok),
-                "energy_per_atom": r.energy_per_atom,
-                "structure": r.structure.as_dict() if r.structure is not None else None,
-                "error": r.error,
-            }
-            out.counts["relaxed"] += 1
+        for i in range(0, len(todo), CHUNK):
+            chunk = todo[i : i + CHUNK]
+            try:
+                res = relax_fn([s for _, _, s in chunk])
+            except MemoryError as exc:  # one runaway cell must not take the hull with it
+                res = [None] * len(chunk)
+                log.warning("prototype relaxation chunk failed: %s", exc)
+            for (cs, key, _), r in zip(chunk, res):
+                results[cs][key] = {
+                    "ok": bool(r is not None and r.ok),
+                    "energy_per_atom": None if r is None else r.energy_per_atom,
+                    "structure": r.structure.as_dict() if r and r.structure else None,
+                    "error": "out of memory in its relaxation chunk" if r is None else r.error,
+                }
+                out.counts["relaxed"] += 1
         if store is not None:
             for cs in sorted({cs for cs, _, _ in todo}):
                 store.put_raw(_store_key(mlip, cs), mlip, cs, results[cs])

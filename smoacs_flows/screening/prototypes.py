@@ -457,10 +457,22 @@ def dimer(symbol: str, box: float = 8.0) -> Structure:
     )
 
 
+def is_nonmetal(symbol: str) -> bool:
+    """Neither a metal nor a metalloid (pymatgen's classification): H, C, N, O, P, S, Se,
+    the halogens and the noble gases."""
+    el = Element(symbol)
+    return not (el.is_metal or el.is_metalloid)
+
+
 def elemental_phases(symbol: str) -> list[Phase]:
-    """The elemental phases of one element: the simple metallic and covalent types, the
-    element's own structures from the AFLOW library, and the molecule for diatomic gases."""
-    out = [ph for proto in ELEMENTAL for ph in decorate(proto, [symbol])]
+    """The elemental phases of one element: the close-packed, bcc and diamond types for
+    metals and metalloids (diamond for carbon too), the element's own structures from
+    the AFLOW library, and the molecule for diatomic gases. (A nonmetal packed like a metal
+    is no competing phase, and CHGNet collapses such cells.)"""
+    metallic = not is_nonmetal(symbol)
+    group14 = Element(symbol).group == 14
+    types = [p for p in ELEMENTAL if metallic or (p.name == "diamond_A4" and group14)]
+    out = [ph for proto in types for ph in decorate(proto, [symbol])]
     for name, s in _aflow_elemental(symbol):
         out.append(Phase(name, symbol, (("A", symbol),), s))
     if symbol in DIMERS:
@@ -474,5 +486,9 @@ def phases_for(chemsys: str) -> list[Phase]:
     els = chemsys.split("-")
     if len(els) == 1:
         return elemental_phases(els[0])
+    if sum(is_nonmetal(e) for e in els) > 1:
+        # molecular and covalent nonmetal compounds (N-O, C-S, ...) are no intermetallic or
+        # ionic structure type; the library has none for them
+        return []
     lib = {2: BINARY, 3: TERNARY}.get(len(els), ())
     return [ph for proto in lib for ph in decorate(proto, els)]
