@@ -136,6 +136,8 @@ def prefilter(
 
 def relax(prefiltered: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
     """MLIP-relax one chunk of prefiltered records (screening.relax)."""
+    from smoacs_flows.screening.symmetry import relaxation_change
+
     st = ScreeningSettings.model_validate(settings)
     records = prefiltered["records"]
     structs = [as_structure(r["structure"]) for r in records]
@@ -162,6 +164,7 @@ def relax(prefiltered: dict[str, Any], settings: dict[str, Any]) -> dict[str, An
             "relax_steps": r.steps,
             "relax_wall_time": r.wall_time,
         }
+        rec["screening"].update(relaxation_change(structs[i], r.structure))
         if i in moments:
             rec["screening"]["mlip_site_magmoms"] = moments[i]
         kept.append(rec)

@@ -28,6 +28,7 @@ from smoacs_flows.screening.prefilter import PrefilterConfig, prefilter_one
 from smoacs_flows.screening.prototype_hull import hull_entries, hull_label, judge, sun_label
 from smoacs_flows.screening.references import entry_chemsys, subsystems
 from smoacs_flows.screening.stability import Hull, mlip_entry, mlip_reference_entries
+from smoacs_flows.screening.symmetry import relaxation_change
 
 STAGES = ["prefilter", "relaxation", "stability", "uniqueness", "novelty"]
 
@@ -295,6 +296,7 @@ def screen(
                 continue
             final[rec["id"]] = r.structure
             energy[rec["id"]] = r.energy_per_atom
+            s.update(relaxation_change(rec["_structure"], r.structure))
             s["relaxed"] = r.structure.as_dict()
             s["mlip_energy_per_atom"] = r.energy_per_atom
             kept.append(rec)

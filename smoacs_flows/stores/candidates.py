@@ -102,6 +102,9 @@ def extract_sections(stage: str, output: Any, job_uuid: str) -> dict[str, dict[s
                 "converged": scr.get("relax_converged"),
                 "steps": scr.get("relax_steps"),
                 "wall_time": scr.get("relax_wall_time"),
+                "spacegroup_initial": scr.get("spacegroup_initial"),
+                "spacegroup_relaxed": scr.get("spacegroup_relaxed"),
+                "prototype_kept": scr.get("prototype_kept"),
                 "job_uuid": job_uuid,
                 "versions": output.get("versions") or {},
             }

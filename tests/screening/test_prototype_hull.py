@@ -191,3 +191,9 @@ def test_screen_uses_the_offline_hull_and_writes_every_record(judged, tmp_path, 
     assert "0.1" in funnel["rejected"]["wz-AlCrAs2"][0]
     assert f"{wz['e_above_hull']:.3f}" in funnel["rejected"]["wz-AlCrAs2"][0]
     assert rows["bcc-Fe"]["e_above_hull"] < 0.01 and rows["bcc-Fe"]["novel"] is False
+    # space groups before and after relaxation: the textbook ones, and the prototypes kept
+    for cid, number in (("bcc-Fe", 229), ("zb-AlAs", 216), ("rs-MgO", 225)):
+        assert rows[cid]["spacegroup_initial"]["number"] == number
+        assert rows[cid]["spacegroup_relaxed"]["number"] == number
+        assert rows[cid]["prototype_kept"] is True
+    assert wz["spacegroup_initial"]["number"] == 156  # wurtzite with Al/Cr ordered: P3m1
