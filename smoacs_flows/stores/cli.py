@@ -338,6 +338,7 @@ def campaign_status(
     from smoacs_flows.makers.launchpad import lp_session
     from smoacs_flows.makers.recovery import LOST_AFTER, find_failed
     from smoacs_flows.makers.run import stage_counts
+    from smoacs_flows.stores import report_docs
     from smoacs_flows.stores.candidates import FUNNEL
 
     counts = stage_counts(lp, tag)
@@ -373,25 +374,10 @@ def campaign_status(
         "version": version,
         "fireworks": counts,
         "funnel": funnel,
-        "sun_label": sun_step_label(docs),
+        "sun_label": report_docs.sun_step_label(docs),
         "hull": sorted(hulls),
         "lost": [f.__dict__ for f in lost],
     }
-
-
-def sun_step_label(docs: list[dict[str, Any]]) -> str:
-    """The funnel's S.U.N. step named by what was applied to the candidates that passed it:
-    "S.U.N." only when every one was judged on a compound hull and checked for novelty."""
-    from smoacs_flows.screening.prototype_hull import sun_label
-
-    passed = [d for d in docs if d.get("stage") in ("sun", "dft")]
-    hulls = {d["hull"] for d in docs if d.get("hull")}
-    if not hulls:  # no reference phases configured: nothing but uniqueness was applied
-        screened = any(d.get("sun") for d in docs)
-        return "passed (no stability or novelty filter)" if screened else "S.U.N."
-    elements_only = any("elements only" in h and "prototype" not in h for h in hulls)
-    novel_checked = all((d.get("sun") or {}).get("novel") is not None for d in passed)
-    return sun_label(elements_only, novel_checked)
 
 
 def _status(args: argparse.Namespace) -> int:

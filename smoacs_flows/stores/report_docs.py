@@ -18,6 +18,7 @@ FUNNEL_STEPS: list[tuple[str, str | None]] = [
     ("proposed", "proposed"),
     ("prefiltered", "prefiltered"),
     ("relaxed", "relaxed"),
+    ("stable", "stable"),
     ("S.U.N.", "sun"),
     ("DFT", "dft"),
     ("half-metal", None),
@@ -59,17 +60,34 @@ def funnel_counts(docs: Iterable[dict[str, Any]]) -> list[tuple[str, int]]:
     unknown or missing counts as ``proposed``); half-metals are those with
     ``dft.verdict == "half_metal"``.
     """
+    docs = [d for d in docs if isinstance(d, dict)]
     counts = dict.fromkeys((label for label, _ in FUNNEL_STEPS), 0)
     for doc in docs:
-        if not isinstance(doc, dict):
-            continue
         rank = _stage_rank(doc)
         for label, stage in FUNNEL_STEPS:
             if stage is None:
                 counts[label] += is_half_metal(doc)
             elif rank >= _RANK[stage]:
                 counts[label] += 1
-    return list(counts.items())
+    if not any(d.get("hull") for d in docs):
+        counts.pop("stable")  # no hull: stability was not evaluated
+    name = sun_step_label(docs)
+    return [(name if label == "S.U.N." else label, n) for label, n in counts.items()]
+
+
+def sun_step_label(docs: list[dict[str, Any]]) -> str:
+    """The funnel's S.U.N. step named by what was applied to the candidates that passed it:
+    "S.U.N." only when they were judged on a compound hull and checked for novelty."""
+    from smoacs_flows.screening.prototype_hull import sun_label
+
+    passed = [d for d in docs if d.get("stage") in ("sun", "dft")]
+    hulls = {d["hull"] for d in docs if isinstance(d.get("hull"), str)}
+    if not hulls:  # no reference phases configured: nothing but uniqueness was applied
+        screened = any(d.get("sun") for d in docs)
+        return "passed (no stability or novelty filter)" if screened else "S.U.N."
+    elements_only = any("elements only" in h and "prototype" not in h for h in hulls)
+    novel_checked = all(as_dict(d.get("sun")).get("novel") is not None for d in passed)
+    return sun_label(elements_only, novel_checked)
 
 
 def _elements(doc: dict[str, Any]) -> set[str]:
