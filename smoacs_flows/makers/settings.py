@@ -90,6 +90,11 @@ class ScreeningSettings(_Strict):
         "the reference set is the elements only (the offline default), off otherwise; needs "
         "relax_references",
     )
+    novelty_references: str | None = Field(
+        None,
+        description="your own known structures for the novelty check, beside the hull's: a "
+        "folder of CIFs or a proposals-style JSONL file (relative to the campaign)",
+    )
     n_jobs: int = Field(1, ge=1, description="processes for structure matching")
     device: str | None = Field(
         None, description="torch device of the MLIP relaxations (null: the campaign's device)"

@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from smoacs_flows.errors import SpecError
+from smoacs_flows.errors import SmoacsError, SpecError
 from smoacs_flows.makers.settings import ScreeningSettings
 from smoacs_flows.makers.stages_common import as_structure, merge_counts, mlip_relax
 
@@ -319,6 +319,11 @@ def sun_filter(
             with_s = [e for e in refs if isinstance(e, ComputedStructureEntry)]
             ref_structs = [e.structure for e in with_s] or None
             ref_ids = [str(e.entry_id) for e in with_s]
+        if refs is not None and st.novelty_references:
+            own = user_novelty_references(st.novelty_references, Path(base_dir))
+            ref_structs = (ref_structs or []) + [s for _, s in own]
+            ref_ids += [i for i, _ in own]
+            notes.append(f"novelty also against {len(own)} structures of {st.novelty_references}")
         m = unique_and_novel([final[r["id"]] for r in alive], ref_structs, n_jobs=st.n_jobs)
         survivors = []
         for i, rec in enumerate(alive):
@@ -378,6 +383,20 @@ def sun_filter(
     }
 
 
+def user_novelty_references(path: str, base_dir: Path) -> list[tuple[str, Any]]:
+    """``[(id, Structure)]`` of a user's known structures (a CIF folder or a JSONL file),
+    ids prefixed ``user:``."""
+    from smoacs_flows.screening.pipeline import load_candidates
+
+    p = Path(path).expanduser()
+    p = p if p.is_absolute() else base_dir / p
+    try:
+        recs = load_candidates(p)
+    except SmoacsError as exc:
+        raise SpecError(f"stages.screening.novelty_references: {exc}") from None
+    return [(f"user:{r['id']}", r["_structure"]) for r in recs]
+
+
 def reference_label(references: str | None) -> str | None:
     """What the screening's reference set is, in words (None: no references)."""
     if references is None:
@@ -399,3 +418,5 @@ def check_references(settings: dict[str, Any], base_dir: Path) -> None:
         path = _reference_file(st.references, base_dir)
         if not path.is_file():
             raise SpecError(f"stages.screening.references: {path}: no such file")
+    if st.novelty_references:
+        user_novelty_references(st.novelty_references, base_dir)  # readable, at submit time

@@ -46,6 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "on when the references are the elements only",
     )
     p.add_argument(
+        "--novelty-refs",
+        default=None,
+        help="your own known structures (a folder of CIFs or a proposals-style JSONL): a "
+        "candidate matching one is not novel",
+    )
+    p.add_argument(
         "--mlip",
         default="chgnet",
         choices=["chgnet", "mattersim", "none"],
@@ -146,6 +152,7 @@ def _screen(args: argparse.Namespace) -> int:
         e_hull_max=args.e_hull_max,
         n_jobs=max(1, args.jobs),
         relax_references=not args.no_relax_refs,
+        novelty_references=args.novelty_refs,
     )
     records = load_candidates(args.input)
     store = None

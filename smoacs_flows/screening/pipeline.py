@@ -48,6 +48,7 @@ class ScreenConfig:
     relax_references: bool = True  # relax reference structures with the same MLIP
     prototype_phases: bool = False  # add MLIP-relaxed prototype phases (prototype_hull)
     reference_label: str | None = None  # what the reference set is, in words
+    novelty_references: str | None = None  # the user's own known structures (CIFs / JSONL)
 
 
 @dataclass
@@ -397,8 +398,18 @@ def screen(
 
     # 4-5. uniqueness and novelty ------------------------------------------------------
     ref_structs = None
+    ref_ids: list[str] = []
     if references is not None:
-        ref_structs = [e.structure for e in references if isinstance(e, ComputedStructureEntry)]
+        with_s = [e for e in references if isinstance(e, ComputedStructureEntry)]
+        ref_structs = [e.structure for e in with_s]
+        ref_ids = [str(e.entry_id) for e in with_s]
+        if cfg.novelty_references is not None:
+            own = load_candidates(cfg.novelty_references)
+            ref_structs += [r["_structure"] for r in own]
+            ref_ids += [f"user:{r['id']}" for r in own]
+            funnel.notes.append(
+                f"novelty also against {len(own)} structures of {cfg.novelty_references}"
+            )
         ref_structs = ref_structs or None  # no structures: novelty cannot be evaluated
     structs = [final[r["id"]] for r in alive]
     m = unique_and_novel(
@@ -421,7 +432,6 @@ def screen(
         survivors = kept
     else:
         survivors, c = [], Counter()
-        ref_ids = [e.entry_id for e in references if isinstance(e, ComputedStructureEntry)]
         idx = {rec["id"]: i for i, rec in enumerate(alive)}
         for rec in kept:
             hit = m.reference_match[idx[rec["id"]]]
