@@ -52,6 +52,7 @@ from smoacs_flows.stores.report_docs import (
     nelements,
     num,
     predicted_gap,
+    sun_step_label,
 )
 
 __all__ = [
@@ -159,12 +160,22 @@ def _final_key(d: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
+def _hull_note(docs: list[dict]) -> list[str]:
+    """The hull (reference set) behind every E_hull and S.U.N. figure, named."""
+    hulls = sorted({d["hull"] for d in docs if isinstance(d.get("hull"), str)})
+    if not hulls:
+        return [
+            '<p class="note">Stability and novelty were not evaluated (no reference phases).</p>'
+        ]
+    return [f'<p class="note">E<sub>hull</sub> against: {_esc(h)}</p>' for h in hulls]
+
+
 def _stats_block(docs: list[dict], final: list[dict], halfm: list[dict]) -> str:
     """The row of headline counts: candidates, finals, half-metals, then per state."""
     states = Counter(str(d.get("state")) for d in docs if d.get("state"))
     stats = [
         ("candidates", len(docs)),
-        ("final (S.U.N./DFT)", len(final)),
+        (f"final ({sun_step_label(docs)}/DFT)", len(final)),
         ("half-metals", len(halfm)),
     ] + [(k, v) for k, v in sorted(states.items())]
     return (
@@ -285,7 +296,7 @@ def _final_section(final: list[dict]) -> list[str]:
         )
         parts.append(_table(final))
     else:
-        parts.append('<p class="note">No candidate has passed S.U.N. screening yet.</p>')
+        parts.append('<p class="note">No candidate has passed screening yet.</p>')
     return parts
 
 
@@ -355,6 +366,7 @@ def write_report(
         _stats_block(docs, final, halfm),
         "<h2>Screening funnel</h2>",  # Figure 6
         funnel_chart(ch, funnel),
+        *_hull_note(docs),
         *_element_section(ch, docs, title, excl, compare_docs, compare_label),
         *_distribution_section(ch, docs),
         *_final_section(final),
