@@ -197,7 +197,9 @@ def judge(entry: ComputedEntry, hull: Any, e_hull_max: float, covered: set[str] 
     (:class:`~smoacs_flows.screening.stability.Hull`). ``covered``: the systems that have
     prototype phases on the hull (None: the hull is the reference set as given)."""
     d = float(hull.phase_diagram(entry_chemsys(entry)).get_e_above_hull(entry, allow_negative=True))
-    lower = covered is not None and entry_chemsys(entry) not in covered
+    # a lower bound when some subsystem (≤ 3 elements) of its system got no prototype phases
+    needed = covered_systems([entry_chemsys(entry)])
+    lower = covered is not None and not needed <= covered
     lower = lower and len(entry.composition.elements) > 1
     eh = max(d, 0.0)
     return Verdict(eh, d, eh <= e_hull_max, lower, float(entry.energy_per_atom))

@@ -42,7 +42,7 @@ def test_hull_agrees_with_pymatgen_phase_diagram():
     references alone, and a candidate outside every prototype system is a lower bound."""
     from pymatgen.analysis.phase_diagram import PhaseDiagram
 
-    from smoacs_flows.screening.prototype_hull import judge
+    from smoacs_flows.screening.prototype_hull import covered_systems, judge
     from smoacs_flows.screening.stability import Hull
 
     refs = [
@@ -62,6 +62,12 @@ def test_hull_agrees_with_pymatgen_phase_diagram():
         assert v.e_above_hull >= 0 and not v.lower_bound
     far = judge(ComputedEntry("FeO2", -10.0), hull, 0.1, covered={"Fe", "O"})
     assert far.lower_bound and not far.stable and "≥" in (far.reason(0.1) or "")
+    # a quaternary whose ternary and binary subsystems all have phases is no lower bound
+    quat = Hull([*refs, *(ComputedEntry(x, -8.0) for x in ("Mn", "Sb"))])
+    covered = covered_systems(["Fe-Mn-O-Sb"])
+    assert len(covered) == 14 and "Fe-Mn-O-Sb" not in covered
+    q = judge(ComputedEntry("FeMnSbO", -30.0), quat, 0.1, covered=covered)
+    assert not q.lower_bound
 
 
 # ------------------------------------------------------------------ the issue's four structures
