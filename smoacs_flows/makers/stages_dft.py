@@ -20,7 +20,8 @@ def rank_key(rec: dict[str, Any], rank_by: str) -> float:
         return halfmetal_score(rec)
     scr = rec.get("screening") or {}
     v = {
-        "e_above_hull": scr.get("e_above_hull"),
+        # the signed distance orders candidates on the hull too (E_hull is 0 for all of them)
+        "e_above_hull": scr.get("hull_distance", scr.get("e_above_hull")),
         "mlip_energy_per_atom": scr.get("mlip_energy_per_atom"),
         "loss": (rec.get("losses") or {}).get("total"),
     }[rank_by]

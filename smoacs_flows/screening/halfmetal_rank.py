@@ -7,9 +7,10 @@ The score (lower is better) combines, on the MLIP-relaxed structure:
   moment);
 * near-integer moment: ``INTEGER_WEIGHT · |M − round(M)|``;
 * few elements: ``ELEMENT_WEIGHT · n_elements``;
-* low energy / stability: ``ENERGY_WEIGHT · clip(E_hull, ENERGY_FLOOR, ∞)`` in eV/atom against
-  whatever references the screening had (the shipped MP elemental references offline, i.e. a
-  formation energy; MP phases with a key), the MLIP energy per atom when there were none.
+* low energy / stability: ``ENERGY_WEIGHT · clip(d, ENERGY_FLOOR, ∞)``, d the signed distance
+  (eV/atom) to the screening's hull (``hull_distance``: negative below it; offline the MLIP
+  prototype hull, MP phases with a key), else ``e_above_hull``, else the MLIP energy per atom
+  when there was no hull.
 
 Energies are clipped from below so that a strongly bound non-magnetic compound (an oxide,
 a nitride) cannot outrank a magnetic one on its formation energy alone.
@@ -60,7 +61,7 @@ def score_parts(rec: dict[str, Any], magmom_min: float = MAGMOM_MIN) -> dict[str
     if m is None:  # no relaxed moment: fall back on the proposal's prediction
         pred = (rec.get("predicted") or {}).get("chgnet.magmom_abs_total")
         m = None if pred is None else float(pred) / float(rec.get("formula_units") or 1)
-    e = scr.get("e_above_hull")
+    e = scr.get("hull_distance", scr.get("e_above_hull"))
     if e is None:
         e = scr.get("mlip_energy_per_atom")
     n_el = rec.get("n_elements") or len(rec.get("elements") or [])
