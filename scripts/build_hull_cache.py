@@ -62,6 +62,7 @@ def export(out: Path, mlip: str = "chgnet") -> int:
     }
     data = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     atomic_write_bytes(out, gzip.compress(data, mtime=0))
+    out.chmod(0o644)  # package data
     return len(systems)
 
 
