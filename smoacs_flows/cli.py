@@ -73,8 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = int(args.func(args) or 0)
     except SmoacsError as exc:
+        from smoacs_flows.io import clip_message
+
         flush_announcements(discard=True)  # bad input: exactly one line
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {clip_message(str(exc))}", file=sys.stderr)  # bounded, even if echoed
         return 2
     except OSError as exc:  # a full disk, a read-only home: say which file and what to do
         from smoacs_flows.faults import os_error_message

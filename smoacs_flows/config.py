@@ -6,12 +6,17 @@ import os
 from pathlib import Path
 
 
+def smoacs_home_path() -> Path:
+    """Where :func:`smoacs_home` is (``$SMOACS_HOME`` or ``~/.smoacs``), without creating it."""
+    return Path(os.environ.get("SMOACS_HOME") or Path.home() / ".smoacs").expanduser()
+
+
 def smoacs_home() -> Path:
     """The directory for embedded stores and caches: ``$SMOACS_HOME`` or ``~/.smoacs``.
 
     Created on demand.
     """
-    home = Path(os.environ.get("SMOACS_HOME") or Path.home() / ".smoacs").expanduser()
+    home = smoacs_home_path()
     home.mkdir(parents=True, exist_ok=True)
     return home
 

@@ -93,10 +93,9 @@ def check_structure(
 
 def read_structure(path: str | Path) -> Structure:
     """Read a CIF/POSCAR/JSON structure; errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    from smoacs_flows.io import warnings_only_on_success
+    from smoacs_flows.io import check_input_file, warnings_only_on_success
+
+    path = check_input_file(path, "structure file")
 
     try:
         with warnings_only_on_success():

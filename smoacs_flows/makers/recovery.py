@@ -257,6 +257,45 @@ def find_failed(
     return out
 
 
+def check_gpaw_overrides(gpaw: dict[str, Any]) -> None:
+    """Refuse ``--gpaw`` names that are no GPAW setting and values the setting rejects
+    (``maxiter=abc``), whether or not any firework needs a rerun."""
+    from pydantic import ValidationError
+
+    from smoacs_flows.dft.gpaw_engine import GPAWSettings
+
+    bad = sorted(set(gpaw) - set(GPAWSettings.model_fields))
+    if bad:
+        raise OverrideError(
+            f"--gpaw {bad[0]}: not a GPAW setting ({', '.join(GPAWSettings.model_fields)})"
+        )
+    try:
+        GPAWSettings.model_validate(gpaw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = ".".join(str(x) for x in err["loc"])
+        raise OverrideError(f"--gpaw {name}={gpaw.get(err['loc'][0])!r}: {err['msg']}") from None
+
+
+def check_request(lp: LaunchPad, tag: str, ov: Overrides, stages: list[str] | None = None) -> None:
+    """Check ``--gpaw`` overrides and ``--stage`` names before anything is written (also when
+    nothing needs rerunning): a bad one is an :class:`OverrideError`."""
+    from smoacs_flows.makers.core import STAGES
+
+    if ov.gpaw:
+        check_gpaw_overrides(ov.gpaw)
+    if stages:
+        with lp_session(lp, write=False):
+            known = set(STAGES) | {
+                s for s in lp.fireworks.distinct("spec.stage", {"spec.tags": tag}) if s
+            }
+        unknown = sorted(set(stages) - known)
+        if unknown:
+            raise OverrideError(
+                f"--stage {unknown[0]}: not a stage of {tag} (stages: {', '.join(sorted(known))})"
+            )
+
+
 def resume(
     lp: LaunchPad,
     tag: str,
@@ -269,6 +308,7 @@ def resume(
     """Rerun the failed fireworks of a campaign version (with ``overrides`` applied to them
     only). Every override is checked against every firework before anything is written."""
     ov = overrides or Overrides()
+    check_request(lp, tag, ov, stages)  # refused before anything is read for a rerun or written
     with lp_session(lp, write=not dry_run):
         failed = find_failed(lp, tag, lost_after, stages)
         if fw_ids:

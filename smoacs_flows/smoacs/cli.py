@@ -108,6 +108,11 @@ def run_propose(args: argparse.Namespace) -> int:
             raise SpecError(f"{opt}: must be between 1 and {hi}")
     if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
         raise SpecError(f"--seed: must be between 0 and {MAX_SEED}")
+    from smoacs_flows.io import check_output_dir
+
+    # refused before any work: an --out that is a file, or a --force that would delete the
+    # SMOACS home or the campaign file
+    check_output_dir(args.out, force=args.force, protect=[args.campaign])
     console = Console()
     campaign = load_campaign(args.campaign)
     run = ProposalRun(campaign, n_candidates=args.n, steps=args.steps, seed=args.seed)
@@ -145,7 +150,7 @@ def run_propose(args: argparse.Namespace) -> int:
         # remote template sources: database version, material ids, query, cache file
         "template_provenance": run.template_provenance,
     }
-    with atomic_output_dir(args.out, force=args.force) as tmp:
+    with atomic_output_dir(args.out, force=args.force, protect=[args.campaign]) as tmp:
         write_outputs(tmp, result, summary)
     print_summary(console, summary)
     console.print(f"wrote {args.out}/proposals.jsonl and {len(result.records)} CIFs")

@@ -69,9 +69,16 @@ def load_policy(policy: str | Path | OxidationTable) -> OxidationTable:
         raise SpecError(
             f"policy: {policy!r} is neither one of {list(BUILTIN_POLICIES)} nor a readable file"
         )
+    from smoacs_flows.io import check_input_file, safe_yaml_load
+
+    check_input_file(path, "policy file", error=SpecError)
     try:
         text = path.read_text()
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = (
+            json.loads(text)
+            if path.suffix == ".json"
+            else safe_yaml_load(text, str(path), SpecError)
+        )
     except (OSError, ValueError, yaml.YAMLError) as exc:
         raise SpecError(f"policy file {path}: cannot be parsed ({exc})") from None
     if not isinstance(data, Mapping):

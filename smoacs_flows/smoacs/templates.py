@@ -54,8 +54,9 @@ def synthetic_perovskite(
 
 def read_structure(path: Path) -> Structure:
     """Read one structure file (CIF, pymatgen JSON, POSCAR); errors name the file."""
-    from smoacs_flows.io import warnings_only_on_success
+    from smoacs_flows.io import check_input_file, warnings_only_on_success
 
+    check_input_file(path, "template file")  # no /dev/zero behind a symlink, no huge file
     try:
         with warnings_only_on_success():
             if path.suffix.lower() == ".json":

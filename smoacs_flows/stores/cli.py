@@ -239,8 +239,15 @@ def _fmt(v: Any) -> str:
 
 
 def _query(args: argparse.Namespace) -> int:
+    from smoacs_flows.io import check_output_dir, check_output_file
     from smoacs_flows.stores.results import query
 
+    if args.out:  # refused before anything is opened or built
+        if args.format == "cif":
+            stores = [args.launchpad, args.store, args.results]
+            check_output_dir(args.out, force=args.force, protect=[x for x in stores if x])
+        else:
+            check_output_file(args.out)
     lp, job_store, results = _open(args)
     _update(args, lp, job_store, results)
     found = query(
@@ -508,8 +515,10 @@ def _categories(lp: Any, tag: str) -> set[str]:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from smoacs_flows.io import check_output_file
     from smoacs_flows.stores.report_data import report_for_campaign
 
+    check_output_file(args.out)  # refused before anything is opened or built
     lp, job_store, results = _open(args)
     version, _ = _tag(lp, args.campaign, args.version)
     _update(args, lp, job_store, results)

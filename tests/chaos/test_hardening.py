@@ -1,0 +1,186 @@
+"""Issue 22, part 1: data loss and destruction, blow-ups, unsafe reads (each fails on the code
+before the fix). In-process CLI calls through :func:`tests.chaos._cli.call`, plus real
+processes where the outcome is a process's own (its stderr, what is left on disk)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.chaos._cli import call
+from tests.chaos._procs import cli_argv, env_for
+from tests.chaos.test_fuzz import PEROV, campaign_home, in_campaign_home  # noqa: F401
+
+pytestmark = pytest.mark.chaos
+
+#: a 1 KB "billion laughs": nine levels of nine aliases, 9**9 (387 million) leaves expanded
+LAUGHS = "lol0: &a0 [lol]\n" + "".join(
+    f"lol{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 10)
+)
+
+
+def _campaign(d: Path, extra: str = "") -> Path:
+    path = d / "c.yaml"
+    path.write_text(yaml.safe_dump(PEROV) + extra)
+    return path
+
+
+# ----------------------------------------------------------------------------- blow-ups
+
+
+def test_billion_laughs_is_one_short_error(tmp_path, monkeypatch) -> None:
+    """Aliases expanding to billions of values are refused at load, with a short line (the
+    unbounded loader expands them under validation: a 351 MB error line, or GBs of memory)."""
+    monkeypatch.setenv("SMOACS_HOME", str(tmp_path / "home"))
+    path = _campaign(tmp_path, LAUGHS.replace("lol", "z") + "losses2: *a9\n")
+    o = call(["propose", str(path), "--out", str(tmp_path / "out")], limit=30)
+    assert o.code == 2, o.err
+    assert len(o.error_lines()) == 1 and len(o.err) < 3000, o.err[:300]
+    assert "aliases" in o.err and str(path) in o.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_recursive_alias_is_refused(tmp_path) -> None:
+    """``&a [*a]`` is a list that holds itself: PyYAML builds it; walking it never ends."""
+    path = _campaign(tmp_path, "loop: &l [*l]\n")
+    o = call(["propose", str(path), "--out", str(tmp_path / "out")], limit=30)
+    assert o.code == 2 and "recursive alias" in o.err, o.err
+
+
+def test_echoed_error_line_is_bounded(tmp_path) -> None:
+    """A huge value echoed in an error message is cut: the line stays short."""
+    path = _campaign(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["name"] = ["x" * 200] * 2000  # 400 KB of a wrong-typed value
+    path.write_text(yaml.safe_dump(data))
+    o = call(["propose", str(path), "--out", str(tmp_path / "out")], limit=30)
+    assert o.code == 2, o.err[:300]
+    assert len(o.err) < 3000
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_template_symlink_to_dev_zero(tmp_path, monkeypatch) -> None:
+    """``z.cif -> /dev/zero`` in a template folder is refused by name instead of read until
+    memory runs out; so is the same link given to ``dft run``."""
+    monkeypatch.setenv("SMOACS_HOME", str(tmp_path / "home"))
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    (folder / "z.cif").symlink_to("/dev/zero")
+    data = {**PEROV, "templates": [{"source": str(folder), "patterns": [[2, 4, -2]]}]}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    o = call(["propose", str(path), "--out", str(tmp_path / "out")], limit=30)
+    assert o.code == 2, o.err[:300]
+    assert "z.cif" in o.err and "not a regular file" in o.err, o.err
+    o = call(["dft", "run", str(folder / "z.cif"), "--out", str(tmp_path / "d")], limit=30)
+    assert o.code == 2 and "not a regular file" in o.err, o.err
+
+
+# ----------------------------------------------------------------------------- --out targets
+
+
+def test_force_never_deletes_the_home_or_the_campaign(tmp_path, monkeypatch) -> None:
+    """``propose --out $SMOACS_HOME --force`` used to delete the LaunchPad, job store and
+    results; ``--out <folder holding the campaign> --force`` the campaign file."""
+    home = tmp_path / "home"
+    (home / "launchpad").mkdir(parents=True)
+    keep = home / "launchpad" / "fireworks.json"
+    keep.write_text("{}")
+    monkeypatch.setenv("SMOACS_HOME", str(home))
+    camp_dir = tmp_path / "camp"
+    camp_dir.mkdir()
+    path = _campaign(camp_dir)
+    for out, needle in ((home, "SMOACS home"), (tmp_path, "SMOACS home"), (camp_dir, "input")):
+        o = call(["propose", str(path), "--out", str(out), "--force"], limit=60)
+        assert o.code == 2 and needle in o.err, (out, o.err)
+        assert keep.read_text() == "{}" and path.is_file()
+
+
+def test_out_that_is_a_fifo_is_not_replaced(tmp_path, monkeypatch) -> None:
+    """A non-regular ``--out`` (a FIFO here; a character device as root) is refused, not
+    replaced by a regular file (``builder`` writes through the same atomic writer as
+    ``query``/``report``)."""
+    monkeypatch.setenv("SMOACS_HOME", str(tmp_path / "home"))
+    fifo = tmp_path / "x"
+    os.mkfifo(fifo)
+    o = call(["builder", str(fifo)], limit=60)
+    assert o.code == 2 and "not a regular file" in o.err, o.err
+    assert fifo.is_fifo()
+    o = call(["query", "--campaign", "nope", "--format", "json", "--out", str(fifo)], limit=60)
+    assert o.code == 2 and "not a regular file" in o.err and fifo.is_fifo(), o.err
+    o = call(["report", "nope", "--out", str(fifo)], limit=60)
+    assert o.code == 2 and "not a regular file" in o.err and fifo.is_fifo(), o.err
+
+
+def test_propose_out_that_is_a_file(tmp_path, monkeypatch) -> None:
+    """``propose --out FILE --force`` refuses instead of deleting the file."""
+    monkeypatch.setenv("SMOACS_HOME", str(tmp_path / "home"))
+    path = _campaign(tmp_path)
+    victim = tmp_path / "notes.txt"
+    victim.write_text("mine")
+    o = call(["propose", str(path), "--out", str(victim), "--force"], limit=60)
+    assert o.code == 2 and "not a folder" in o.err, o.err
+    assert victim.read_text() == "mine"
+
+
+def test_query_out_fifo_on_a_campaign(in_campaign_home, tmp_path) -> None:  # noqa: F811
+    """``query CAMPAIGN --out FIFO`` on a real campaign (where the old code wrote its table
+    over the FIFO) is refused; the FIFO is still one."""
+    fifo = tmp_path / "q"
+    os.mkfifo(fifo)
+    for fmt in ("json", "csv"):
+        o = call(["query", "--campaign", "fuzzflow", "--format", fmt, "--out", str(fifo)], limit=60)
+        assert o.code == 2 and "not a regular file" in o.err, o.err
+        assert fifo.is_fifo()
+
+
+# ----------------------------------------------------------------------------- resume checks
+
+
+def _lp_bytes(home: Path) -> dict[str, bytes]:
+    """Every file under the embedded LaunchPad folder, by relative path."""
+    root = home / "launchpad"
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--gpaw", "maxiter=abc"], "--gpaw maxiter"),
+        (["--gpaw", "ecut=-5"], "--gpaw ecut"),
+        (["--stage", "dtf"], "--stage dtf"),
+        (["--stage", "dft", "--stage", "nope", "--run"], "--stage nope"),
+    ],
+)
+def test_resume_refuses_bad_overrides_when_nothing_failed(argv, needle, in_campaign_home) -> None:  # noqa: F811
+    """Nothing has failed in the submitted campaign: bad overrides and stage names are still
+    refused (exit 2, one line), and the LaunchPad is left as it was."""
+    home, _ = in_campaign_home
+    before = _lp_bytes(home)
+    o = call(["resume", "fuzzflow", *argv], limit=60)
+    assert o.code == 2 and needle in o.err, o.err
+    assert len(o.error_lines()) == 1
+    assert _lp_bytes(home) == before
+
+
+# ----------------------------------------------------------------------------- real process
+
+
+def test_billion_laughs_real_process(tmp_path) -> None:
+    """The same bomb through ``submit`` in a real process: exit 2 within seconds, one short
+    stderr line, nothing added to the LaunchPad."""
+    home = tmp_path / "home"
+    path = _campaign(tmp_path, LAUGHS.replace("lol", "q") + "predictors2: *a9\n")
+    p = subprocess.run(
+        cli_argv("submit", str(path)),
+        env=env_for(home),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 2, p.stderr[-500:]
+    assert len(p.stderr) < 3000 and p.stderr.count("error:") == 1, p.stderr[:500]
