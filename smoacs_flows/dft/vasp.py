@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib
 import inspect
 import os
 import shutil
@@ -74,17 +73,15 @@ class MakerSpec(BaseModel):
 
     def build(self, where: str) -> Maker:
         """Import and instantiate the Maker; errors name ``where`` (the campaign field)."""
-        from monty.json import MontyDecoder
+        from smoacs_flows.safe_import import check_mson, import_attr, safe_decode
 
-        module, _, name = self.class_path.replace(":", ".").rpartition(".")
-        try:
-            cls = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError, ValueError) as exc:
-            raise SpecError(f"{where}.class: cannot import {self.class_path!r} ({exc})") from None
+        # allow-listed modules only, checked before any import (the class and any @module)
+        check_mson(self.kwargs, f"{where}.kwargs")
+        cls = import_attr(self.class_path, f"{where}.class")
         if not (isinstance(cls, type) and issubclass(cls, Maker)):
             raise SpecError(f"{where}.class: {self.class_path} is not a jobflow Maker")
         try:
-            return cls(**MontyDecoder().process_decoded(self.kwargs))
+            return cls(**safe_decode(self.kwargs, f"{where}.kwargs"))
         except Exception as exc:  # noqa: BLE001 - any constructor error is a spec error
             raise SpecError(
                 f"{where}.kwargs: {self.class_path} rejects them ({type(exc).__name__}: {exc})"

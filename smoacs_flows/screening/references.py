@@ -103,9 +103,12 @@ def _decode_entries(obj: Any, where: str) -> list[ComputedEntry]:
         obj = [obj]
     if not isinstance(obj, list):
         raise InputError(f"{where}: expected a JSON list of entries, got {type(obj).__name__}")
+    from smoacs_flows.safe_import import check_mson
+
     decoder = MontyDecoder()
     out: list[ComputedEntry] = []
     for i, d in enumerate(obj):
+        check_mson(d, f"{where}[{i}]", InputError)  # allow-listed @module, before any import
         try:
             e = decoder.process_decoded(d)
         except Exception as exc:  # noqa: BLE001 - reported with its position

@@ -4,8 +4,10 @@ processes where the outcome is a process's own (its stderr, what is left on disk
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -184,3 +186,57 @@ def test_billion_laughs_real_process(tmp_path) -> None:
     )
     assert p.returncode == 2, p.stderr[-500:]
     assert len(p.stderr) < 3000 and p.stderr.count("error:") == 1, p.stderr[:500]
+
+
+# ----------------------------------------------------------------------------- unsafe import
+
+
+def _forget(module: str) -> None:
+    sys.modules.pop(module, None)
+
+
+def test_maker_class_outside_the_allow_list_is_not_imported(capsys) -> None:
+    """``class: this.Nope`` used to import ``this`` (printing the Zen of Python) before the type
+    check; an ``@module`` in the kwargs likewise. Now refused by name, nothing imported."""
+    from smoacs_flows.dft.vasp import MakerSpec
+    from smoacs_flows.errors import SpecError
+
+    for spec in (
+        {"class": "this.Nope"},
+        {"class": "atomate2.vasp.jobs.core.NonSCFMaker", "kwargs": {"x": {"@module": "this"}}},
+    ):
+        _forget("this")
+        with pytest.raises(SpecError, match="module 'this' is not allowed"):
+            MakerSpec.model_validate(spec).build("stages.dft.vasp.dos_maker")
+        assert "this" not in sys.modules
+    assert "Beautiful is better" not in capsys.readouterr().out
+
+
+def test_reference_json_module_outside_the_allow_list(tmp_path) -> None:
+    """An ``@module`` key in a reference-entries JSON is checked before monty imports it."""
+    from smoacs_flows.errors import InputError
+    from smoacs_flows.screening.references import _decode_entries
+
+    _forget("this")
+    with pytest.raises(InputError, match=r"refs.json\[0\].@module: module 'this'"):
+        _decode_entries([{"@module": "this", "@class": "X"}], "refs.json")
+    assert "this" not in sys.modules
+
+
+def test_submit_with_unsafe_maker_class_real_process(tmp_path) -> None:
+    """``submit`` of a VASP campaign naming ``this.Nope``: exit 2, one line, no Zen."""
+    from tests.chaos.test_fuzz import FLOW
+
+    data = json.loads(json.dumps(FLOW))
+    data["stages"]["dft"] = {"engine": "vasp", "vasp": {"dos_maker": {"class": "this.Nope"}}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    p = subprocess.run(
+        cli_argv("submit", str(path)),
+        env=env_for(tmp_path / "home"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == 2, p.stderr[-500:]
+    assert "not allowed" in p.stderr and "Beautiful is better" not in p.stdout + p.stderr
