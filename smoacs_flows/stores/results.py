@@ -136,9 +136,34 @@ class ResultsStore(MSONable):
         if self.index_path is None:
             self._unique_indexes()
         else:
-            self.index = QueryIndex(self.index_path)
+            self.index = self._open_index()
         self._connected = True
         return self
+
+    def _open_index(self) -> QueryIndex:
+        """The SQLite query index, rebuilt from the candidates collection when it is empty
+        while the collection is not (a 0-byte or deleted index file) or unreadable (moved
+        aside): the index is a cache of the store and must never hide candidates."""
+        import sqlite3
+
+        assert self.index_path is not None
+        try:
+            index = QueryIndex(self.index_path)
+            empty = index.conn.execute("SELECT 1 FROM candidates LIMIT 1").fetchone() is None
+        except sqlite3.DatabaseError:
+            aside = self.index_path.with_name(self.index_path.name + ".corrupt")
+            self.index_path.replace(aside)
+            index, empty = QueryIndex(self.index_path), True
+        if empty and self.candidates.query_one({}) is not None:
+            with self.writing():
+                pairs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+                for d in self.candidates.query({}):
+                    d.pop("_id", None)
+                    if "campaign" in d and "version" in d and "content_hash" in d:
+                        pairs.setdefault((d["campaign"], int(d["version"])), []).append(d)
+                for (camp, ver), docs in sorted(pairs.items()):
+                    index.replace(camp, ver, docs)
+        return index
 
     def _unique_indexes(self) -> None:
         """One document per (candidate_id, version) and per ledger key, enforced by the

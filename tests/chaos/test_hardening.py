@@ -240,3 +240,46 @@ def test_submit_with_unsafe_maker_class_real_process(tmp_path) -> None:
     )
     assert p.returncode == 2, p.stderr[-500:]
     assert "not allowed" in p.stderr and "Beautiful is better" not in p.stdout + p.stderr
+
+
+# ----------------------------------------------------------------------------- results index
+
+
+@pytest.mark.parametrize("damage", [b"", b"not a database at all" * 100])
+def test_results_index_rebuilds_itself_from_the_store(tmp_path, damage) -> None:
+    """A 0-byte (or garbage) ``candidates_index.sqlite`` used to make ``query`` answer
+    "unknown campaign ... (known: none)" for ever while the store held the candidates (the
+    builder's ledger says nothing changed, so it never rewrote the index). The next connect
+    rebuilds it from the candidates collection."""
+    from maggma.stores import MemoryStore
+
+    from smoacs_flows.stores.results import embedded_results_store
+
+    path = tmp_path / "results"
+    r = embedded_results_store(path).connect()
+    docs = [
+        {
+            "candidate_id": f"c-{i}",
+            "campaign": "c",
+            "version": 1,
+            "stage": "relaxed",
+            "state": "pending",
+            "formula": "Fe",
+            "elements": ["Fe"],
+            "content_hash": f"h{i}",
+        }
+        for i in range(3)
+    ]
+    led = [{"key": "campaign:c:1", "campaign": "c", "version": 1, "signature": "s"}]
+    r.builder(MemoryStore()).update_targets(
+        [{"campaign": "c", "version": 1, "docs": docs, "ledger": led, "sections": []}]
+    )
+    assert r.campaigns() == {"c": 1}
+    r.close()
+    (path / "candidates_index.sqlite").write_bytes(damage)
+    r = embedded_results_store(path).connect()
+    try:
+        assert r.campaigns() == {"c": 1}  # what the candidates collection holds
+        assert sorted(r.index.hashes("c", 1)) == ["c-0", "c-1", "c-2"]
+    finally:
+        r.close()
