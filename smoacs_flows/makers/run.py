@@ -8,6 +8,9 @@ COMPLETED (done) or nothing can run any more (stuck: fizzled fireworks block the
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -141,6 +144,7 @@ def run_workers(
         for cat in cats
         for i in range(1, (workers or {}).get(cat, 1) + 1)
     ]
+    group: int | None = None  # the workers' process group: the first worker's pid
     for cat, label in slots:
         log = run_dir / f"worker-{label}.log"
         logs.append(log)
@@ -162,14 +166,22 @@ def run_workers(
                         str(run_dir / label),
                         "--stop-file",
                         str(stop),
+                        "--parent-pid",
+                        str(os.getpid()),
                     ],
                     stdout=fh,
                     stderr=subprocess.STDOUT,
+                    # one process group, ended as a whole; a worker also ends when this
+                    # process dies, even by SIGKILL (worker.watch_parent)
+                    process_group=0 if group is None else group,
                 ),
                 fh,
             )
         )
+        group = procs[0][0].pid if group is None else group
     state, last = "timeout", ""
+    ok = False
+    old_term = _raise_on_sigterm()
     try:
         while True:
             counts = stage_counts(lp, tag)
@@ -192,16 +204,56 @@ def run_workers(
             if timeout is not None and time.monotonic() - t0 > timeout:
                 break
             time.sleep(poll)
+        ok = True
     finally:
         stop.touch()
-        for p, fh in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.terminate()
-                p.wait(timeout=10)
-            fh.close()
+        # a normal end lets each worker finish its rocket; an error, Ctrl-C or SIGTERM ends
+        # them at once; either way none is left running
+        _end_workers(procs, group, grace=30.0 if ok else 0.0)
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
     return state, logs
+
+
+def _raise_on_sigterm() -> Any:
+    """Make SIGTERM raise SystemExit(143) in this (main) thread, so ``finally`` blocks end the
+    workers; returns the previous handler (None off the main thread: nothing changed)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _end_workers(
+    procs: list[tuple[subprocess.Popen, Any]], group: int | None, grace: float
+) -> None:
+    """Wait up to ``grace`` s for the workers, then SIGTERM their process group, then SIGKILL."""
+    deadline = time.monotonic() + grace
+    for p, _ in procs:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            break
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+        if all(p.poll() is not None for p, _ in procs):
+            break
+        if group is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, sig)
+        for p, _ in procs:
+            if p.poll() is None:
+                p.send_signal(sig)
+        end = time.monotonic() + wait
+        for p, _ in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=max(0.1, end - time.monotonic()))
+    for _, fh in procs:
+        fh.close()
 
 
 def run_campaign(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -63,6 +64,29 @@ def work(
     return n
 
 
+def watch_parent(parent: int, poll: float = 1.0) -> None:
+    """End this worker when ``parent`` (the ``run`` that started it) dies, even by SIGKILL:
+    Linux's PR_SET_PDEATHSIG sends SIGTERM at once; a daemon thread polling the parent pid
+    covers other systems and a parent that died before the signal was set."""
+    import ctypes
+    import threading
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+    def check() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        os._exit(143)
+
+    threading.Thread(target=check, name="watch-parent", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry of a worker process."""
     p = argparse.ArgumentParser(prog="python -m smoacs_flows.makers.worker")
@@ -74,7 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stop-file", default=None)
     p.add_argument("--until-idle", action="store_true")
     p.add_argument("--timeout", type=float, default=None)
+    p.add_argument("--parent-pid", type=int, default=None, help="end when this process ends")
     args = p.parse_args(argv)
+    if args.parent_pid is not None:
+        watch_parent(args.parent_pid)
     lp = EmbeddedLaunchPad(args.embedded) if args.embedded else open_launchpad(args.launchpad)
     n = work(
         lp,
