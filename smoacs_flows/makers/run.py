@@ -136,6 +136,7 @@ def run_workers(
     t0 = time.monotonic() if t0 is None else t0
     cats = list(dict.fromkeys(categories))
     run_dir.mkdir(parents=True, exist_ok=True)
+    alive = _hold_alive_lock(run_dir)  # while held, run_alive(run_dir) is True
     stop = run_dir / "STOP"
     stop.unlink(missing_ok=True)
     procs, logs = [], []
@@ -212,7 +213,39 @@ def run_workers(
         _end_workers(procs, group, grace=30.0 if ok else 0.0)
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
+        alive.close()
     return state, logs
+
+
+ALIVE_LOCK = ".alive.lock"
+
+
+def _hold_alive_lock(run_dir: Path) -> Any:
+    """A shared lock on ``run_dir/.alive.lock``, held while this run's workers may run (the
+    kernel drops it when this process dies, however it dies); returns the open file."""
+    import fcntl
+
+    fh = open(run_dir / ALIVE_LOCK, "a")  # noqa: SIM115 - closed at the end of the run
+    fcntl.flock(fh, fcntl.LOCK_SH)
+    return fh
+
+
+def run_alive(run_dir: Path) -> bool:
+    """Whether a ``run``/``resume --run`` of this run folder is alive (holds its lock). When
+    none is, no worker of ours can be running a firework of the campaign: its RUNNING
+    fireworks were lost (their worker killed), whatever their heartbeat says."""
+    import fcntl
+
+    path = run_dir / ALIVE_LOCK
+    if not path.exists():
+        return False
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return False
 
 
 def _raise_on_sigterm() -> Any:

@@ -445,6 +445,14 @@ def _resume(args: argparse.Namespace) -> int:
     announce(line)
     version, tag = _tag(lp, args.campaign, args.version)
     after = LOST_AFTER if args.lost_after is None else args.lost_after
+    if args.run and args.lost_after is None and isinstance(lp, EmbeddedLaunchPad):
+        from smoacs_flows.config import smoacs_home_path
+        from smoacs_flows.makers.run import run_alive
+
+        # no run of ours alive: a RUNNING firework has no worker (it was killed), so it is
+        # lost now, not after the heartbeat timeout (it would wait for ever otherwise)
+        if not run_alive(smoacs_home_path() / "runs" / f"{args.campaign}-v{version}"):
+            after = 0
     failed = resume(lp, tag, ov, args.stage, after, args.dry_run, args.fw)
     if not failed and not (args.run and not args.dry_run and _unfinished(lp, tag)):
         print(

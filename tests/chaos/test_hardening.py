@@ -283,3 +283,48 @@ def test_results_index_rebuilds_itself_from_the_store(tmp_path, damage) -> None:
         assert sorted(r.index.hashes("c", 1)) == ["c-0", "c-1", "c-2"]
     finally:
         r.close()
+
+
+# ----------------------------------------------------------------------------- lost runs
+
+
+def test_resume_run_takes_a_killed_workers_firework_as_lost(tmp_path, monkeypatch) -> None:
+    """A worker checked out a firework and was killed (its heartbeat is fresh). With no
+    ``run`` of the campaign alive, ``resume C --run`` reruns it without ``--lost-after 0``;
+    it used to print "nothing failed; running what still waits" and make no progress."""
+    from smoacs_flows.makers.launchpad import EmbeddedLaunchPad
+    from smoacs_flows.makers.worker import make_fworker
+    from tests.chaos.test_fuzz import FLOW, _dump
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("SMOACS_HOME", str(home))
+    path = tmp_path / "c.yaml"
+    path.write_bytes(_dump(FLOW))
+    assert call(["submit", str(path)]).code == 0
+    lp = EmbeddedLaunchPad(home / "launchpad" / "fireworks.json")
+    with lp.session(write=True):
+        ready = lp.fireworks.find_one({"state": "READY"})
+        cat = ready["spec"]["_category"]
+        fworker = make_fworker(cat, ready["spec"]["tags"][0])
+        fw, _ = lp.checkout_fw(fworker, str(tmp_path / "launch"), fw_id=ready["fw_id"])
+    assert fw is not None  # RUNNING now, as a worker that was then SIGKILLed left it
+    o = call(["resume", "fuzzflow", "--run", "--dry-run"], limit=60)
+    assert o.code == 0, o.err
+    assert f"would rerun {ready['name']} (fw {ready['fw_id']}" in o.out and "LOST" in o.out, o.out
+    # with a run alive (its lock held), the same firework is not taken from it
+    from smoacs_flows.makers.run import _hold_alive_lock
+
+    run_dir = home / "runs" / "fuzzflow-v1"
+    run_dir.mkdir(parents=True)
+    held = _hold_alive_lock(run_dir)
+    try:
+        o = subprocess.run(
+            cli_argv("resume", "fuzzflow", "--run", "--dry-run"),
+            env=env_for(home),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert o.returncode == 0 and "would rerun" not in o.stdout, o.stdout + o.stderr
+    finally:
+        held.close()
