@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     from smoacs_flows.makers.discovery import flush_announcements
 
+    _sigterm_exits()
     try:
         rc = int(args.func(args) or 0)
     except SmoacsError as exc:
@@ -96,6 +97,22 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     flush_announcements()
     return rc
+
+
+def _sigterm_exits() -> None:
+    """SIGTERM raises SystemExit(143) in the main thread, so every ``finally`` and cleanup
+    runs (temporary ``.dft-*``/output folders removed, workers ended) instead of the process
+    vanishing mid-write."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 if __name__ == "__main__":

@@ -171,6 +171,10 @@ def _analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+#: most sites ``dft run`` gives the GPAW engine (a 1,008-atom cell ran for hours)
+MAX_GPAW_SITES = 200
+
+
 def _run(args: argparse.Namespace) -> int:
     from smoacs_flows.dft.plot import plot_spin_dos
     from smoacs_flows.dft.structures import read_structure
@@ -193,6 +197,11 @@ def _run(args: argparse.Namespace) -> int:
     else:
         from smoacs_flows.dft.gpaw_engine import GPAWSettings, run_gpaw
 
+        if len(structure) > MAX_GPAW_SITES:  # GPAW on one machine: would run for days
+            raise InputError(
+                f"{args.structure}: {len(structure)} sites; the GPAW engine takes at most "
+                f"{MAX_GPAW_SITES} (use the primitive cell, or --engine vasp on a cluster)"
+            )
         kw = {"relax": args.relax}
         for name in ("ecut", "kpoint_density", "dense_kpoint_density"):
             if getattr(args, name) is not None:

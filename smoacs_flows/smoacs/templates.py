@@ -67,7 +67,16 @@ def read_structure(path: Path) -> Structure:
         raise InputError(f"template file {path}: cannot be read as a structure ({exc})") from None
     if len(s) == 0:
         raise InputError(f"template file {path}: contains no sites")
+    if len(s) > MAX_TEMPLATE_SITES:  # 1,008 sites ended in a RecursionError
+        raise InputError(
+            f"template file {path}: {len(s)} sites, over the {MAX_TEMPLATE_SITES}-site limit of "
+            "a template (use its primitive cell; supercells come from the campaign's supercell)"
+        )
     return s
+
+
+#: most sites of a template file
+MAX_TEMPLATE_SITES = 256
 
 
 def load_templates(path: str | Path) -> list[Template]:

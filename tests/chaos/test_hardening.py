@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -328,3 +330,66 @@ def test_resume_run_takes_a_killed_workers_firework_as_lost(tmp_path, monkeypatc
         assert o.returncode == 0 and "would rerun" not in o.stdout, o.stdout + o.stderr
     finally:
         held.close()
+
+
+# ----------------------------------------------------------------------------- huge cells
+
+
+def _big_cell(path: Path) -> Path:
+    """A 1,008-site simple-cubic Fe cell (7 x 12 x 12 supercell, 2.5 Å spacing) as a CIF."""
+    from pymatgen.core import Lattice, Structure
+
+    s = Structure(Lattice.cubic(2.5), ["Fe"], [[0, 0, 0]])
+    s.make_supercell([7, 12, 12])
+    assert len(s) == 1008
+    s.to(filename=str(path))
+    return path
+
+
+def test_dft_run_refuses_a_1008_site_cell(tmp_path) -> None:
+    """``dft run`` on 1,008 sites used to run for hours (and leave ``.dft-*`` when killed)."""
+    cif = _big_cell(tmp_path / "big.cif")
+    o = call(["dft", "run", str(cif), "--out", str(tmp_path / "dft-big")], limit=60)
+    assert o.code == 2 and "1008 sites" in o.err and len(o.error_lines()) == 1, o.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.cif"]
+
+
+def test_propose_refuses_a_1008_site_template(tmp_path, monkeypatch) -> None:
+    """A 1,008-site template file used to end ``propose`` in a RecursionError."""
+    monkeypatch.setenv("SMOACS_HOME", str(tmp_path / "home"))
+    cif = _big_cell(tmp_path / "big.cif")
+    data = {**PEROV, "templates": [{"source": str(cif), "patterns": [[2, 4, -2]]}]}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    o = call(["propose", str(path), "--out", str(tmp_path / "out")], limit=60)
+    assert o.code == 2 and "1008 sites" in o.err, o.err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_during_dft_run_removes_its_temporary_folder(tmp_path) -> None:
+    """SIGTERM of ``dft run`` mid-calculation: the process ends and its ``.dft-al.*``
+    temporary folder is gone (the default SIGTERM ended Python without cleanup)."""
+    from pymatgen.core import Lattice, Structure
+
+    cif = tmp_path / "al.cif"
+    Structure(
+        Lattice.cubic(4.05), ["Al"] * 4, [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
+    ).to(filename=str(cif))
+    argv = cli_argv("dft", "run", str(cif), "--out", str(tmp_path / "dft-al"), "--ecut", "250")
+    p = subprocess.Popen(argv, env=env_for(tmp_path / "home"), stderr=subprocess.PIPE, text=True)
+    try:
+        end = time.monotonic() + 240
+        while not list(tmp_path.glob(".dft-al.*/gpaw")) and time.monotonic() < end:
+            assert p.poll() is None, p.stderr.read()
+            time.sleep(0.2)
+        assert list(tmp_path.glob(".dft-al.*")), "dft run never started its calculation"
+        time.sleep(1.0)
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode != 0
+    assert not list(tmp_path.glob(".dft-*")), list(tmp_path.iterdir())
+    assert not (tmp_path / "dft-al").exists()
