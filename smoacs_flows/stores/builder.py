@@ -81,25 +81,68 @@ def load_outputs(job_store: Any, uuids: list[str]) -> dict[str, Any]:
             ref = get(d, list(loc))
             if isinstance(ref, dict) and ref.get("store"):
                 wanted[ref["store"]].append((i, tuple(loc)))
+    bad: dict[int, str] = {}
     for store_name, locs in wanted.items():
-        store = job_store.additional_stores[store_name]
+        store = job_store.additional_stores.get(store_name)
+        if store is None:
+            for i, _ in locs:
+                bad[i] = f"its blob is in an unknown store {store_name!r}"
+            continue
         ids = {get(docs[i], list(loc))["blob_uuid"] for i, loc in locs}
-        data = {
-            o["blob_uuid"]: o["data"]
-            for o in store.query(
-                {"blob_uuid": {"$in": sorted(ids)}}, properties=["blob_uuid", "data"]
-            )
-        }
+        data, unreadable = _read_blobs(store, sorted(ids))
         for i, loc in locs:
             bid = get(docs[i], list(loc))["blob_uuid"]
-            if bid in data:
+            if bid in unreadable:
+                bad[i] = f"blob {bid} is unreadable ({unreadable[bid]})"
+            elif bid in data:
                 update_in_dictionary(docs[i], {loc: data[bid]})
             else:  # a worker killed between writing the output and its blob: not done yet
                 incomplete.add(i)
     return {
-        f"job:{d['uuid']}:{d.get('index', 1)}": INCOMPLETE if i in incomplete else d.get("output")
+        f"job:{d['uuid']}:{d.get('index', 1)}": (
+            BadOutput(bad[i]) if i in bad else INCOMPLETE if i in incomplete else d.get("output")
+        )
         for i, d in enumerate(docs)
     }
+
+
+class BadOutput:
+    """A job output that cannot be read (a truncated or undecodable blob): skipped, named."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _read_blobs(store: Any, ids: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """``({blob_uuid: data}, {blob_uuid: why unreadable})``: one query, or one per blob when
+    the one query fails (a truncated blob must not make every other one unreadable)."""
+    try:
+        found = store.query({"blob_uuid": {"$in": ids}}, properties=["blob_uuid", "data"])
+        return {o["blob_uuid"]: o["data"] for o in found}, {}
+    except Exception:  # noqa: BLE001 - find which blob it is
+        pass
+    data, unreadable = {}, {}
+    for bid in ids:
+        try:
+            o = store.query_one({"blob_uuid": bid}, properties=["blob_uuid", "data"])
+        except Exception as exc:  # noqa: BLE001 - named by the caller
+            unreadable[bid] = f"{type(exc).__name__}: {str(exc)[:120]}"
+            continue
+        if o is not None:
+            data[bid] = o["data"]
+    return data, unreadable
+
+
+def skip_bad_output(key: str, stage: str, exc: BaseException) -> None:
+    """Say on stderr that one job output is skipped, and why (the rest still answers)."""
+    import sys
+
+    _, uuid, index = key.split(":")
+    print(
+        f"warning: skipped the {stage} job output {uuid} (index {index}): "
+        f"{type(exc).__name__}: {str(exc)[:200]}; the other outputs are used",
+        file=sys.stderr,
+    )
 
 
 def _job_key(doc: dict[str, Any]) -> str:
@@ -313,7 +356,16 @@ class CandidatesBuilder(Builder):
                 if out is INCOMPLETE:  # not in the ledger: read again next time
                     per_job.append({})
                     continue
-                secs = extract_sections(d["metadata"]["stage"], out, d["uuid"])
+                try:
+                    if isinstance(out, BadOutput):
+                        raise ValueError(out.reason)
+                    secs = extract_sections(d["metadata"]["stage"], out, d["uuid"])
+                except Exception as exc:  # noqa: BLE001 - one bad record never hides the rest
+                    # skipped and named; not in the ledger, so read (and named) again next time
+                    skip_bad_output(k, d["metadata"]["stage"], exc)
+                    self.stats["bad_job_outputs_skipped"] += 1
+                    per_job.append({})
+                    continue
                 ledger.append(
                     {
                         "key": k,

@@ -393,3 +393,48 @@ def test_sigterm_during_dft_run_removes_its_temporary_folder(tmp_path) -> None:
     assert p.returncode != 0
     assert not list(tmp_path.glob(".dft-*")), list(tmp_path.iterdir())
     assert not (tmp_path / "dft-al").exists()
+
+
+# ----------------------------------------------------------------------------- bad job outputs
+
+
+def _job(uuid: str, output: object) -> dict:
+    return {
+        "uuid": uuid,
+        "index": 1,
+        "completed_at": "2026-01-01T00:00:00",
+        "metadata": {"stage": "propose", "campaign": "c", "tags": ["smoacs:c:v1"]},
+        "output": output,
+    }
+
+
+def test_one_bad_job_output_is_skipped_and_named(tmp_path, capsys) -> None:
+    """An output of the wrong shape and one whose blob is missing from its store used to be a
+    traceback for the whole store; now each is skipped with a warning naming its job, and the
+    good output still gives its candidate."""
+    from jobflow import JobStore
+    from maggma.stores import MemoryStore
+
+    from smoacs_flows.stores.results import embedded_results_store
+
+    js = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
+    js.connect()
+    good = {"records": [{"id": "c-good", "template": "t", "formula": "Fe"}], "versions": {}}
+    js.docs_store.update(
+        [
+            _job("u-good", good),
+            _job("u-shape", {"records": [5]}),  # a record that is no mapping
+            _job("u-blob", {"@class": "x", "blob_uuid": "b1", "store": "nowhere"}),
+        ],
+        key="uuid",
+    )
+    r = embedded_results_store(tmp_path / "results").connect()
+    b = r.builder(js)
+    b.connect()
+    items = [b.process_item(it) for it in b.get_items()]
+    b.update_targets(items)
+    err = capsys.readouterr().err
+    assert "u-shape" in err and "u-blob" in err and "u-good" not in err, err
+    ids = [d["candidate_id"] for d in r.candidates.query({}, properties=["candidate_id"])]
+    assert "c-good" in ids
+    r.close()
