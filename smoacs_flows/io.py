@@ -57,10 +57,20 @@ def _inside(path: Path, folder: Path) -> bool:
     return True
 
 
-def check_output_file(path: str | Path) -> None:
+def check_output_file(path: str | Path, user: bool = False) -> None:
     """Refuse an output file that exists and is not a regular file (a device, a folder, a
-    FIFO): replacing it would destroy it (``mknod x c 1 3`` as root) or fail half-way."""
+    FIFO): replacing it would destroy it (``mknod x c 1 3`` as root) or fail half-way. With
+    ``user`` (a command's ``--out``), also an existing file inside the SMOACS home (the
+    LaunchPad, job store or results files)."""
     path = Path(path)
+    if user and path.exists():
+        from smoacs_flows.config import smoacs_home_path
+
+        if _inside(path, smoacs_home_path()):
+            raise SmoacsError(
+                f"{path} is inside the SMOACS home {smoacs_home_path()} (LaunchPad, job store,"
+                " results): refusing to replace it; give another --out"
+            )
     try:
         st = os.stat(path)
     except FileNotFoundError:

@@ -247,7 +247,7 @@ def _query(args: argparse.Namespace) -> int:
             stores = [args.launchpad, args.store, args.results]
             check_output_dir(args.out, force=args.force, protect=[x for x in stores if x])
         else:
-            check_output_file(args.out)
+            check_output_file(args.out, user=True)
     lp, job_store, results = _open(args)
     _update(args, lp, job_store, results)
     found = query(
@@ -526,7 +526,7 @@ def _report(args: argparse.Namespace) -> int:
     from smoacs_flows.io import check_output_file
     from smoacs_flows.stores.report_data import report_for_campaign
 
-    check_output_file(args.out)  # refused before anything is opened or built
+    check_output_file(args.out, user=True)  # refused before anything is opened or built
     lp, job_store, results = _open(args)
     version, _ = _tag(lp, args.campaign, args.version)
     _update(args, lp, job_store, results)

@@ -438,3 +438,14 @@ def test_one_bad_job_output_is_skipped_and_named(tmp_path, capsys) -> None:
     ids = [d["candidate_id"] for d in r.candidates.query({}, properties=["candidate_id"])]
     assert "c-good" in ids
     r.close()
+
+
+def test_query_out_never_overwrites_the_launchpad(in_campaign_home) -> None:  # noqa: F811
+    """``query --out $SMOACS_HOME/launchpad/fireworks.json`` would have replaced the LaunchPad
+    with a table; refused, the LaunchPad unchanged."""
+    home, _ = in_campaign_home
+    lp_file = home / "launchpad" / "fireworks.json"
+    before = lp_file.read_bytes()
+    o = call(["query", "--campaign", "fuzzflow", "--format", "json", "--out", str(lp_file)])
+    assert o.code == 2 and "inside the SMOACS home" in o.err, o.err
+    assert lp_file.read_bytes() == before
