@@ -165,6 +165,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
+    check_input_file(path, "JSON-lines file")
     out = []
     with _open_text(path) as fh:
         for i, line in enumerate(fh, 1):

@@ -240,6 +240,9 @@ def read_structures(path: Path) -> tuple[list[str], list[Any], list[str]]:
             raise InputError(f"{path}: folder has no .cif files")
         for f in files:
             try:
+                from smoacs_flows.io import check_input_file
+
+                check_input_file(f, "structure file")  # no /dev/zero behind a link
                 structs.append(parse_structure(f.read_text()))
                 ids.append(f.stem)
             except Exception as exc:  # report and go on

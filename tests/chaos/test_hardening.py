@@ -449,3 +449,20 @@ def test_query_out_never_overwrites_the_launchpad(in_campaign_home) -> None:  # 
     o = call(["query", "--campaign", "fuzzflow", "--format", "json", "--out", str(lp_file)])
     assert o.code == 2 and "inside the SMOACS home" in o.err, o.err
     assert lp_file.read_bytes() == before
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_predict_folder_does_not_read_dev_zero(tmp_path) -> None:
+    """A ``z.cif -> /dev/zero`` link in a ``predict`` folder is a named problem (the other
+    files still read) instead of a read that fills memory."""
+    from pymatgen.core import Lattice, Structure
+
+    from smoacs_flows.predictors.cli import read_structures
+
+    Structure(Lattice.cubic(2.87), ["Fe", "Fe"], [[0, 0, 0], [0.5, 0.5, 0.5]]).to(
+        filename=str(tmp_path / "a.cif")
+    )
+    (tmp_path / "z.cif").symlink_to("/dev/zero")
+    ids, structs, problems = read_structures(tmp_path)
+    assert ids == ["a"] and len(structs[0]) == 2
+    assert len(problems) == 1 and "z.cif" in problems[0] and "not a regular file" in problems[0]
