@@ -150,7 +150,9 @@ def run_propose(args: argparse.Namespace) -> int:
         # remote template sources: database version, material ids, query, cache file
         "template_provenance": run.template_provenance,
     }
-    with atomic_output_dir(args.out, force=args.force, protect=[args.campaign]) as tmp:
+    # the campaign file and its template files/folders are inputs --force must not delete
+    inputs = [args.campaign, *(t.source for t in campaign.templates if Path(t.source).exists())]
+    with atomic_output_dir(args.out, force=args.force, protect=inputs) as tmp:
         write_outputs(tmp, result, summary)
     print_summary(console, summary)
     console.print(f"wrote {args.out}/proposals.jsonl and {len(result.records)} CIFs")

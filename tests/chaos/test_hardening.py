@@ -466,3 +466,28 @@ def test_predict_folder_does_not_read_dev_zero(tmp_path) -> None:
     ids, structs, problems = read_structures(tmp_path)
     assert ids == ["a"] and len(structs[0]) == 2
     assert len(problems) == 1 and "z.cif" in problems[0] and "not a regular file" in problems[0]
+
+
+def test_force_never_deletes_a_template_folder(tmp_path, monkeypatch) -> None:
+    """``propose --out <the template folder> --force`` used to replace the templates with the
+    proposals; refused, the template file kept."""
+    from pymatgen.core import Lattice, Structure
+
+    monkeypatch.setenv("SMOACS_HOME", str(tmp_path / "home"))
+    folder = tmp_path / "tpl"
+    folder.mkdir()
+    coords = [[0.5, 0.5, 0.5], [0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
+    Structure(Lattice.cubic(3.9), ["Sr", "Ti", "O", "O", "O"], coords).to(
+        filename=str(folder / "sto.cif")
+    )
+    data = {
+        **PEROV,
+        "templates": [{"source": str(folder), "patterns": [[2, 4, -2, -2, -2]]}],
+        "losses": [{"term": "element_reduction"}],
+        "success": {},
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    o = call(["propose", str(path), "--out", str(folder), "--force"], limit=120)
+    assert o.code == 2 and "holds the input" in o.err, o.err
+    assert (folder / "sto.cif").is_file()
