@@ -353,7 +353,17 @@ def sun_filter(
     if refs is None:
         step = "passed (no stability or novelty filter)"
     for rec in survivors:
-        rec["screening"]["sun"] = step == "S.U.N."
+        # a stability that is only a lower bound (no compound phases for part of its system)
+        # is not shown: passed on, but not called S.U.N.
+        rec["screening"]["sun"] = step == "S.U.N." and not rec["screening"].get(
+            "e_above_hull_lower_bound"
+        )
+    bounds = [r["id"] for r in survivors if r["screening"].get("e_above_hull_lower_bound")]
+    if bounds:
+        notes.append(
+            f"{len(bounds)} survivor(s) with E_hull only a lower bound (two nonmetals: no "
+            f"compound phases for that pair), passed on but not S.U.N.: {', '.join(bounds[:10])}"
+        )
     if not novelty_checked and refs is not None:
         notes.append("novelty not checked: the reference set has no structures")
     counts["unique"] = sum(1 for r in alive if r["screening"]["unique"])

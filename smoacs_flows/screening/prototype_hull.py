@@ -30,7 +30,7 @@ from typing import Any
 from pymatgen.core import Structure
 from pymatgen.entries.computed_entries import ComputedEntry
 
-from smoacs_flows.screening.prototypes import LIBRARY, phases_for
+from smoacs_flows.screening.prototypes import LIBRARY, is_nonmetal, phases_for
 from smoacs_flows.screening.references import entry_chemsys, subsystems
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,9 @@ def prototype_phases(
 class Verdict:
     """One candidate's stability: ``e_above_hull`` ≥ 0 by definition; ``hull_distance`` is the
     signed distance to the reference hull (negative: below it, a new hull phase);
-    ``lower_bound``: only the elements were on its hull (it was above the cut already)."""
+    ``lower_bound``: part of its system had no compound phases on the hull (it was above the
+    cut against the elements already, or two of its elements are nonmetals), so the true
+    distance may be larger."""
 
     e_above_hull: float
     hull_distance: float
@@ -197,10 +199,12 @@ def judge(entry: ComputedEntry, hull: Any, e_hull_max: float, covered: set[str] 
     (:class:`~smoacs_flows.screening.stability.Hull`). ``covered``: the systems that have
     prototype phases on the hull (None: the hull is the reference set as given)."""
     d = float(hull.phase_diagram(entry_chemsys(entry)).get_e_above_hull(entry, allow_negative=True))
-    # a lower bound when some subsystem (≤ 3 elements) of its system got no prototype phases
+    # a lower bound when some subsystem (≤ 3 elements) of its system got no prototype phases,
+    # or when it holds two nonmetals (their compounds are not in the library)
     needed = covered_systems([entry_chemsys(entry)])
-    lower = covered is not None and not needed <= covered
-    lower = lower and len(entry.composition.elements) > 1
+    els = [el.symbol for el in entry.composition.elements]
+    lower = covered is not None and (not needed <= covered or sum(is_nonmetal(e) for e in els) > 1)
+    lower = lower and len(els) > 1
     eh = max(d, 0.0)
     return Verdict(eh, d, eh <= e_hull_max, lower, float(entry.energy_per_atom))
 

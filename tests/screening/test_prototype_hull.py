@@ -68,6 +68,10 @@ def test_hull_agrees_with_pymatgen_phase_diagram():
     assert len(covered) == 14 and "Fe-Mn-O-Sb" not in covered
     q = judge(ComputedEntry("FeMnSbO", -30.0), quat, 0.1, covered=covered)
     assert not q.lower_bound
+    # two nonmetals: their compounds are not in the library, so only a lower bound
+    hf = Hull([ComputedEntry("H2", -7.0), ComputedEntry("F2", -4.0)])
+    v = judge(ComputedEntry("HF", -8.0), hf, 0.1, covered={"H", "F", "F-H"})
+    assert v.stable and v.lower_bound
 
 
 # ------------------------------------------------------------------ the issue's four structures
