@@ -458,7 +458,9 @@ def screen(
     alive_ids = {rec["id"] for rec in survivors}
     for rid, s in scr.items():
         s["passed"] = rid in alive_ids
-        s["sun"] = s["passed"] and funnel.sun_label == "S.U.N."
+        s["sun"] = bool(
+            s["passed"] and funnel.sun_label == "S.U.N." and not s.get("e_above_hull_lower_bound")
+        )
     funnel.screened = [{"id": r["id"], "screening": scr[r["id"]]} for r in records]
     out = []
     for rec in survivors:
