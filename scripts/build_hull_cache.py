@@ -5,8 +5,10 @@ need (``smoacs_flows.screening.prototype_hull``) and caches them in the referenc
 that the embedded demo does not spend its first minutes on them, the package ships the CHGNet
 energies and structures of the systems the given campaigns reach, built here by running each
 campaign's proposal, prefilter and relaxation stages as the flow does (same seeds, CPU) and
-then its reference job, then exporting every prototype document of the store. Reproducible:
-the same commit gives the same file (CPU, deterministic relaxations). Usage:
+then its reference job, then exporting the prototype documents of the systems they used (with
+``--export-only``: every one in the store). A store that already holds a system's phases is
+reused (``--home``); from an empty one the same commit gives the same energies up to float
+round-off (CPU relaxations, batched in chunks). Usage:
 
     .venv/bin/python scripts/build_hull_cache.py campaigns/halfmetal_small.yaml \
         [--home DIR] [--out FILE] [--export-only]
@@ -43,8 +45,9 @@ def run_campaign(path: Path) -> dict:
     return ref["prototypes"] or {}
 
 
-def export(out: Path, mlip: str = "chgnet") -> int:
-    """Write every prototype document of the store (this library version) to ``out``."""
+def export(out: Path, only: set[str] | None = None, mlip: str = "chgnet") -> int:
+    """Write the prototype documents of the store (this library version) to ``out``: those of
+    the systems in ``only`` (the campaigns' own), or every one."""
     from smoacs_flows.io import atomic_write_bytes
     from smoacs_flows.screening.prototype_hull import LIBRARY_VERSION
     from smoacs_flows.screening.references import ReferenceStore
@@ -53,7 +56,8 @@ def export(out: Path, mlip: str = "chgnet") -> int:
     systems: dict[str, dict] = {}
     with ReferenceStore() as store:
         for doc in store.mlip.query({"key": {"$regex": f"^{prefix}"}}):
-            systems[doc["chemsys"]] = doc["results"]
+            if only is None or doc["chemsys"] in only:
+                systems[doc["chemsys"]] = doc["results"]
     body = {
         "mlip": mlip,
         "library_version": LIBRARY_VERSION,
@@ -80,14 +84,16 @@ def main(argv: list[str] | None = None) -> int:
 
     prototype_hull.shipped_cache = lambda mlip: {}  # build from the store, not the old file
     t0 = time.process_time()
+    used: set[str] = set()
     for c in [] if args.export_only else args.campaigns:
         info = run_campaign(c)
+        used.update(info.get("systems", []))
         print(
             f"{c}: {info.get('n_phases')} phases in {len(info.get('systems', []))} systems "
             f"({info.get('counts')})",
             flush=True,
         )
-    n = export(args.out)
+    n = export(args.out, None if args.export_only else used)
     print(
         f"wrote {n} systems to {args.out} ({args.out.stat().st_size / 1e6:.2f} MB, "
         f"{time.process_time() - t0:.0f} CPU s)"
