@@ -39,9 +39,11 @@ class Template:
 def synthetic_perovskite(
     rng: np.random.Generator, length_range: tuple[float, float] = (2.0, 10.0), index: int = 0
 ) -> Template:
-    """Cubic ABX3: A at (½,½,½), B at the origin, X at the face centres; a = b = c random."""
+    """Cubic ABX3 as in the SMOACS paper: B at the origin with X at the edge centres
+    (½,0,0), (0,½,0), (0,0,½) (the BX6 octahedron, B–X = a/2), A at the body centre in the
+    12-fold cuboctahedral cage (A–X = a/√2); a = b = c random."""
     a = float(rng.uniform(*length_range))
-    coords = [[0.5, 0.5, 0.5], [0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
+    coords = [[0.5, 0.5, 0.5], [0, 0, 0], [0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5]]
     s = Structure(Lattice.cubic(a), ["Sr", "Ti", "O", "O", "O"], coords)
     return Template(
         id=f"perovskite-{index:04d}",
