@@ -24,6 +24,7 @@ TABLE_COLUMNS = [
     ("state", "state"),
     ("stage", "stage"),
     ("e_above_hull", "E_hull"),
+    ("spacegroup", "SG"),
     ("verdict", "verdict"),
     ("polarisation", "P(E_F)"),
     ("moment_per_fu", "μB/f.u."),
@@ -272,10 +273,7 @@ def _query(args: argparse.Namespace) -> int:
         limit=args.limit or None,
         results=results,
     )
-    hulls = _hulls(results, found)
-    rows = [
-        {**c.summary, "hull": hulls.get((c.candidate_id, c.summary.get("version")))} for c in found
-    ]
+    rows = [c.summary for c in found]
     if args.format == "cif":
         if not args.out:
             raise SmoacsError("--format cif needs --out FOLDER")
@@ -309,7 +307,7 @@ def _query(args: argparse.Namespace) -> int:
         for r in rows:
             t.add_row(*[_fmt(r.get(k)) for k, _ in TABLE_COLUMNS])
         Console(width=160).print(t)
-        for h in sorted({h for h in hulls.values() if h}):
+        for h in sorted({r["hull"] for r in rows if r.get("hull")}):
             print(f"E_hull against: {h}")
         return 0
     if args.out:
@@ -320,19 +318,6 @@ def _query(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
-
-
-def _hulls(results: Any, found: list[Any]) -> dict[tuple[str, Any], str | None]:
-    """``{(candidate_id, version): the hull its E_hull is against}`` for the found candidates
-    (one read of the candidates store)."""
-    camps = sorted({c.summary.get("campaign") for c in found if c.summary.get("campaign")})
-    if not camps:
-        return {}
-    with results.reading():
-        docs = results.candidates.query(
-            {"campaign": {"$in": camps}}, properties=["candidate_id", "version", "hull"]
-        )
-        return {(d["candidate_id"], d.get("version")): d.get("hull") for d in docs}
 
 
 # ----------------------------------------------------------------------------- status

@@ -42,6 +42,14 @@ class QueryIndex:
         found = self.conn.execute(
             "SELECT sql FROM sqlite_master WHERE type='table' AND name='candidates'"
         ).fetchone()
+        if found:
+            have = {r[1] for r in self.conn.execute("PRAGMA table_info(candidates)")}
+            if not set(self.COLUMNS) <= have and "candidate_id TEXT PRIMARY KEY" not in found[0]:
+                # a field was added since: the index is a cache of the candidates collection,
+                # dropped here and rebuilt from it (ResultsStore._open_index)
+                with self.conn:
+                    self.conn.execute("DROP TABLE candidates")
+                found = None
         if found and "candidate_id TEXT PRIMARY KEY" in found[0]:  # an index from before
             with self.conn:
                 self.conn.execute("ALTER TABLE candidates RENAME TO candidates_old")
