@@ -133,8 +133,15 @@ def _table(final: list[dict[str, Any]]) -> str:
             link = _esc(cid)
         verdict = dft.get("verdict")
         p = dft.get("polarisation")
+        rel = as_dict(d.get("relax"))
+        sg = " → ".join(
+            str(as_dict(rel.get(k)).get("symbol") or "?")
+            for k in ("spacegroup_initial", "spacegroup_relaxed")
+        )
+        kept = {True: "", False: " (changed)", None: ""}.get(rel.get("prototype_kept"), "")
         rows.append(
             f"<tr><td>{link}</td><td>{_esc(formula(d))}</td>"
+            f"<td>{_esc(sg if rel else '–')}{_esc(kept)}</td>"
             f'<td class="n">{_fmt(e_hull(d), ".3f")}</td>'
             f'<td class="{"hm" if verdict == "half_metal" else ""}">{_esc(verdict) or "–"}</td>'
             f'<td class="n">{_fmt(p, ".2f")}</td>'
@@ -142,7 +149,8 @@ def _table(final: list[dict[str, Any]]) -> str:
             f"<td>{_esc(d.get('state'))}</td></tr>"
         )
     head = (
-        "<tr><th>candidate (CIF)</th><th>formula</th><th>E<sub>hull</sub> (eV/atom)</th>"
+        "<tr><th>candidate (CIF)</th><th>formula</th><th>space group (proposed → relaxed)</th>"
+        "<th>E<sub>hull</sub> (eV/atom)</th>"
         "<th>DFT verdict</th><th>P at E<sub>F</sub></th><th>moment (μB/f.u.)</th>"
         "<th>state</th></tr>"
     )

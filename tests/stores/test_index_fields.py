@@ -39,3 +39,36 @@ def test_an_index_without_a_new_field_is_recreated(tmp_path) -> None:
     row = idx.conn.execute("SELECT spacegroup, prototype_kept, hull FROM candidates").fetchone()
     assert row == (216, 1, doc["hull"])
     idx.close()
+
+
+def test_report_names_the_hull_and_the_space_groups(tmp_path) -> None:
+    """The report's final table shows each candidate's space group before and after
+    relaxation (and whether the proposed crystal changed); the hull is named under the
+    funnel, and an elements-only hull is never called S.U.N."""
+    from smoacs_flows.stores.report import write_report
+
+    hull = "elements only (shipped MP elemental references, offline)"
+    docs = [
+        {
+            "candidate_id": f"c{i}",
+            "campaign": "c",
+            "version": 1,
+            "stage": "sun",
+            "state": "done",
+            "hull": hull,
+            "e_above_hull": 0.0,
+            "sun": {"stable": True, "unique": True, "novel": True, "sun": False, "passed": True},
+            "relax": {
+                "spacegroup_initial": {"number": 225, "symbol": "Fm-3m"},
+                "spacegroup_relaxed": {"number": 216 if i else 225, "symbol": sym},
+                "prototype_kept": not i,
+            },
+        }
+        for i, sym in enumerate(["Fm-3m", "F-43m"])
+    ]
+    out = write_report(docs, tmp_path / "r.html", title="t")
+    html = out.read_text()
+    assert "Fm-3m → F-43m (changed)" in html and "Fm-3m → Fm-3m<" in html
+    assert f"E<sub>hull</sub> against: {hull}" in html
+    assert "U.N., below the elements (no compound hull)" in html
+    assert ">S.U.N.<" not in html
