@@ -151,6 +151,8 @@ class ResultsStore(MSONable):
             index = QueryIndex(self.index_path)
             empty = index.conn.execute("SELECT 1 FROM candidates LIMIT 1").fetchone() is None
         except sqlite3.DatabaseError:
+            # a store corrupt as a whole raises here, reported with the index left as it is
+            self.candidates.query_one({})
             aside = self.index_path.with_name(self.index_path.name + ".corrupt")
             self.index_path.replace(aside)
             index, empty = QueryIndex(self.index_path), True
