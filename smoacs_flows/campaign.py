@@ -154,6 +154,11 @@ class MutationSpec(_Strict):
     top_fraction: float = Field(0.2, ge=0, le=1, description="group B: best fraction by loss")
     rate: float = Field(0.5, ge=0, le=1, description="probability a group-C member is replaced")
     noise: float = Field(0.02, ge=0, description="relative noise on copied lengths/coordinates")
+    donors: Literal["batch", "template"] = Field(
+        "batch",
+        description="donor pool: the whole batch (the seed; a copy adopts its donor's template, "
+        "same site count) or only candidates grown from the same template",
+    )
 
 
 class AnnealingSpec(_Strict):

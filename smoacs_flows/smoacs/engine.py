@@ -33,6 +33,9 @@ class EngineSettings:
     top_fraction: float = 0.2
     mutation_rate: float = 0.5
     mutation_noise: float = 0.02
+    #: donor pool: "batch" (the seed: any group-A/B member with the same site count, whose
+    #: template the copy adopts) or "template" (only members grown from the same template)
+    mutation_donors: str = "batch"
     sa_start_step: int | None = None
     sa_t0: float = 0.1
     sa_tmin: float = 0.001
@@ -253,11 +256,12 @@ class SmoacsOptimizer:
         """Refill group C from groups A (successful) and B (best ``top_fraction`` by loss).
 
         Each group-C member is replaced with probability ``mutation_rate`` by a noisy copy of a
-        random A/B member grown from the same template; its element distribution is
-        re-initialised uniformly and it inherits the donor's oxidation-pattern weights (the
-        seed: "their oxidation masks were inherited"; same template, so the same masks).
-        Returns the (B,) mask of
-        replaced candidates.
+        random A/B member of the whole batch (seed 000 B.3: "mutation operates within each
+        batch") with the same number of sites; the copy adopts its donor's template, so it
+        inherits the donor's oxidation patterns, masks and pattern weights ("the oxidation
+        mask from the replacement candidate is reused"), and its element distribution is
+        re-initialised uniformly. With ``mutation_donors="template"`` only members grown from
+        the same template are donors. Returns the (B,) mask of replaced candidates.
         """
         b = total.shape[0]
         st = self.state
@@ -271,15 +275,21 @@ class SmoacsOptimizer:
         group_b &= ~group_a
         donors = group_a | group_b
         replaced = torch.zeros(b, dtype=torch.bool)
-        assignment = torch.as_tensor(st.assignment)
+        key = (
+            torch.as_tensor(st.assignment)
+            if self.s.mutation_donors == "template"
+            else st.n_sites.cpu()
+        )
         coin = torch.rand(b, generator=self.gen)
         for c in torch.nonzero(~donors).flatten().tolist():
             if coin[c] >= self.s.mutation_rate:
                 continue
-            same = torch.nonzero(donors & (assignment == assignment[c])).flatten()
+            same = torch.nonzero(donors & (key == key[c])).flatten()
             if same.numel() == 0:
                 continue
             d = int(same[torch.randint(same.numel(), (1,), generator=self.gen)])
+            if st.assignment[d] != st.assignment[c]:
+                st.adopt_template(d, c)
             self._copy_geometry(d, c)
             replaced[c] = True
         replaced = replaced.to(total.device)

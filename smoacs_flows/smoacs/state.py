@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,7 +13,7 @@ from smoacs_flows.predictors.base import SoftCrystalBatch
 from smoacs_flows.smoacs.elements import N_ELEMENTS, ionic_radius, symbols
 from smoacs_flows.smoacs.lattice import angles_from_unit, lattice_from_parameters, unit_from_angles
 from smoacs_flows.smoacs.losses import ROLE_IDS
-from smoacs_flows.smoacs.oxidation import OxidationTable, enumerate_patterns
+from smoacs_flows.smoacs.oxidation import OxidationTable, sample_patterns
 from smoacs_flows.smoacs.templates import Template
 
 
@@ -33,10 +34,13 @@ def prepare_template(
     table: OxidationTable,
     allowed: np.ndarray,
     max_patterns: int,
+    seed: int = 0,
 ) -> PreparedTemplate:
     """Resolve a template's neutral oxidation patterns and masks; errors name template/site.
 
     ``allowed`` is the (98,) mask of elements left after exclusions and predictor support.
+    Enumerated patterns are a uniform sample (:func:`sample_patterns`) seeded by ``seed`` and
+    the template id, so they do not depend on the order templates are prepared in.
     """
     n = template.n_sites
     if template.patterns is not None:
@@ -60,7 +64,10 @@ def prepare_template(
                         f"{table.name!r} after exclusions"
                     )
     else:
-        patterns = enumerate_patterns([allowed] * n, table, max_patterns)
+        digest = hashlib.sha256(f"{seed}:{template.id}".encode()).digest()
+        patterns = sample_patterns(
+            [allowed] * n, table, max_patterns, int.from_bytes(digest[:8], "little")
+        )
         if not patterns:
             raise SpecError(
                 f"template {template.id}: no charge-neutral oxidation pattern for its {n} sites "
@@ -297,6 +304,36 @@ class CandidateState(torch.nn.Module):
         else:
             self.coord_u[sites] = 0.0
         self.reinit_elements(crystals)
+
+    #: per-crystal and per-site buffers that describe a candidate's template
+    _CRYSTAL_BUFFERS = (
+        "length_max", "length_lo", "length_hi", "template_angles", "pattern_valid", "patterns",
+        "formula_units",
+    )  # fmt: skip
+    _SITE_BUFFERS = ("template_frac", "masks", "radii", "roles")
+
+    @torch.no_grad()
+    def adopt_template(self, donor: int, target: int) -> None:
+        """Make ``target`` grow from ``donor``'s template (same site count; mutation).
+
+        Copies the template's lattice bounds, angles, canonical coordinates, oxidation patterns,
+        masks, radii and roles, so the copy keeps its donor's constraints (the seed: "the
+        oxidation mask from the replacement candidate is reused").
+        """
+        if int(self.n_sites[donor]) != int(self.n_sites[target]):
+            raise ValueError(
+                f"candidate {target} ({int(self.n_sites[target])} sites) cannot adopt the "
+                f"template of candidate {donor} ({int(self.n_sites[donor])} sites)"
+            )
+        for name in self._CRYSTAL_BUFFERS:
+            buf = getattr(self, name)
+            buf[target] = buf[donor]
+        src = torch.nonzero(self.crystal_index == donor).flatten()
+        dst = torch.nonzero(self.crystal_index == target).flatten()
+        for name in self._SITE_BUFFERS:
+            buf = getattr(self, name)
+            buf[dst] = buf[src]
+        self.assignment[target] = self.assignment[donor]
 
     def parameter_groups(self) -> dict[str, torch.nn.Parameter]:
         """The named parameter groups (for per-group learning rates)."""
