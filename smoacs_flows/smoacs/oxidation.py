@@ -172,3 +172,69 @@ def enumerate_patterns(
 
     dfs(0, 0)
     return out
+
+
+def _site_options(site_masks: Sequence[np.ndarray], table: OxidationTable) -> list[list[int]]:
+    """Per site, the oxidation numbers that leave at least one candidate element."""
+    return [[o for o in table.values() if (table.mask(o) & m).any()] for m in site_masks]
+
+
+def _completions(options: list[list[int]]) -> list[dict[int, int]]:
+    """``ways[i][t]``: how many assignments of sites i.. sum to ``t`` (exact integers)."""
+    ways: list[dict[int, int]] = [{} for _ in range(len(options) + 1)]
+    ways[-1] = {0: 1}
+    for i in range(len(options) - 1, -1, -1):
+        acc: dict[int, int] = {}
+        for t, w in ways[i + 1].items():
+            for o in options[i]:
+                acc[t + o] = acc.get(t + o, 0) + w
+        ways[i] = acc
+    return ways
+
+
+def count_patterns(site_masks: Sequence[np.ndarray], table: OxidationTable) -> int:
+    """The number of charge-neutral oxidation patterns of these sites (exact)."""
+    options = _site_options(site_masks, table)
+    if any(not o for o in options):
+        return 0
+    return _completions(options)[0].get(0, 0)
+
+
+def sample_patterns(
+    site_masks: Sequence[np.ndarray],
+    table: OxidationTable,
+    max_patterns: int = 100,
+    seed: int = 0,
+) -> list[tuple[int, ...]]:
+    """Up to ``max_patterns`` distinct charge-neutral patterns, uniform over all of them.
+
+    Seed 000 (SI B.4) enumerates the neutral combinations of allowed numbers and keeps up to
+    100; it states no order. The first 100 of a depth-first enumeration are far from uniform
+    (for 24 sites they keep 11 sites fixed), so when there are more than ``max_patterns`` this
+    draws a seeded sample, uniform over the neutral patterns (exact completion counts guide
+    each site's draw), without replacement. When there are at most ``max_patterns``, every one
+    is returned. Sorted, so the result depends on the seed only.
+    """
+    options = _site_options(site_masks, table)
+    if any(not o for o in options):
+        return []
+    ways = _completions(options)
+    total = ways[0].get(0, 0)
+    if total <= max_patterns:
+        return sorted(enumerate_patterns(site_masks, table, max(total, 1)) if total else [])
+    rng = np.random.default_rng(seed)
+    if total <= 20 * max_patterns:  # small: enumerate all, then choose without replacement
+        every = enumerate_patterns(site_masks, table, total)
+        pick = rng.choice(len(every), size=max_patterns, replace=False)
+        return sorted(every[int(i)] for i in pick)
+    chosen: set[tuple[int, ...]] = set()
+    while len(chosen) < max_patterns:
+        s, pat = 0, []
+        for i, opts in enumerate(options):
+            # ways to finish with sum 0 after choosing o here: ways[i + 1][-(s + o)]
+            w = np.array([float(ways[i + 1].get(-(s + o), 0)) for o in opts])
+            o = opts[int(rng.choice(len(opts), p=w / w.sum()))]
+            pat.append(o)
+            s += o
+        chosen.add(tuple(pat))
+    return sorted(chosen)

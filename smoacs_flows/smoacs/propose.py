@@ -20,7 +20,12 @@ from smoacs_flows.smoacs.elements import N_ELEMENTS
 from smoacs_flows.smoacs.engine import EngineSettings, Evaluator, SmoacsOptimizer
 from smoacs_flows.smoacs.exclusions import exclusion_mask
 from smoacs_flows.smoacs.losses import LossContext, LossTerm, build_term, tolerance_factor_of
-from smoacs_flows.smoacs.oxidation import OxidationTable, is_charge_neutral, load_policy
+from smoacs_flows.smoacs.oxidation import (
+    OxidationTable,
+    count_patterns,
+    is_charge_neutral,
+    load_policy,
+)
 from smoacs_flows.smoacs.state import CandidateState, PreparedTemplate, prepare_template
 from smoacs_flows.smoacs.templates import (
     Template,
@@ -246,9 +251,10 @@ class PreparedTemplates(Sequence[PreparedTemplate]):
         table: OxidationTable,
         allowed: np.ndarray,
         max_patterns: int,
+        seed: int = 0,
     ) -> None:
         self._templates = templates
-        self._args = (table, allowed, max_patterns)
+        self._args = (table, allowed, max_patterns, seed)
         self._done: dict[int, PreparedTemplate] = {}
 
     def __len__(self) -> int:
@@ -350,8 +356,9 @@ class ProposalRun:
         #: provenance of remote template sources (Materials Project), by ``templates[i]``
         self.template_provenance: dict[str, Any] = {}
         self.templates = build_templates(campaign, rng, remote_templates, self.template_provenance)
+        self.templates_left_out = self._drop_patternless_mp_templates()
         self.prepared = PreparedTemplates(
-            self.templates, self.table, self.allowed, campaign.max_patterns
+            self.templates, self.table, self.allowed, campaign.max_patterns, self.seed
         )
         if not lazy_templates:
             self.prepared.resolve_all()
@@ -364,6 +371,36 @@ class ProposalRun:
                 )
         self.criteria = Criteria.from_campaign(campaign, self.terms)
         self.settings = self._settings()
+
+    def _drop_patternless_mp_templates(self) -> list[str]:
+        """Leave out Materials Project templates with no charge-neutral pattern (logged).
+
+        A one-site cell can only hold an element (pattern (0,)), which the ``ionic`` policy has
+        no element for; a drawn template like that would fail its whole batch. A template the
+        user named in a file still fails with an error naming it.
+        """
+        left_out = [
+            t.id
+            for t in self.templates
+            if t.meta.get("kind") == "mp" and t.patterns is None
+            and count_patterns([self.allowed] * t.n_sites, self.table) == 0
+        ]  # fmt: skip
+        if left_out and len(left_out) == len(self.templates):
+            raise SpecError(
+                f"templates: none of the {len(left_out)} Materials Project templates has a "
+                f"charge-neutral oxidation pattern under policy {self.table.name!r}"
+            )
+        if left_out:
+            gone = set(left_out)
+            self.templates = [t for t in self.templates if t.id not in gone]
+            log.warning(
+                "left out %d Materials Project template(s) with no charge-neutral oxidation "
+                "pattern under policy %r (e.g. one-site cells): %s",
+                len(left_out),
+                self.table.name,
+                ", ".join(left_out[:10]) + (" …" if len(left_out) > 10 else ""),
+            )
+        return left_out
 
     def _settings(self) -> EngineSettings:
         sch = self.campaign.schedule
@@ -378,6 +415,7 @@ class ProposalRun:
             top_fraction=sch.mutation.top_fraction,
             mutation_rate=sch.mutation.rate,
             mutation_noise=sch.mutation.noise,
+            mutation_donors=sch.mutation.donors,
             sa_start_step=None if sa.start_step is None else int(round(sa.start_step * scale)),
             sa_t0=sa.t0,
             sa_tmin=sa.tmin,
