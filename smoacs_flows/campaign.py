@@ -193,6 +193,11 @@ class ScheduleSpec(_Strict):
     lr: LearningRates = LearningRates()
     temperature: TemperatureSpec = TemperatureSpec()
     logit_floor: float = Field(0.0, description="element logits are clipped below at this")
+    outer_softmax: bool = Field(
+        False,
+        description="seed 001 eq. 9: a second temperature softmax over the oxidation-pattern "
+        "mixture of each site's distribution (see docs/campaign.md)",
+    )
     mutation: MutationSpec = MutationSpec()
     annealing: AnnealingSpec = AnnealingSpec()
     graph_refresh: RefreshSpec = RefreshSpec()

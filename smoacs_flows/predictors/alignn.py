@@ -106,6 +106,9 @@ __all__ = [
     "shipped_models",
 ]
 
+#: extra property of a hurdle model: the classifier logit of "gapped"
+GAPPED_LOGIT = "gapped_logit"
+
 #: graph strategies of alignn's config that this module reproduces
 GRAPH_STRATEGIES = ("pure_torch", "k-nearest")
 
@@ -212,6 +215,10 @@ class AlignnPredictor(Predictor):
         self.card = dict(card or {})
         self.property_name = property_name
         self.properties = {property_name: units}
+        if model.head == "hurdle":
+            # the classifier's logit of "gapped" (P = sigmoid(l)): a gradient where the gate
+            # saturates (loss term ``gapped``: softplus(-l))
+            self.properties[GAPPED_LOGIT] = "logit"
         supported = set(model.featurised_z)
         train_z = self.card.get("elements_z")
         if training_elements_only and train_z:
@@ -233,7 +240,11 @@ class AlignnPredictor(Predictor):
         """``{property: (B,)}``; builds the graph on first use or when the batch shape changes."""
         if self._graph is None or self._graph_key != self._key(batch):
             self.refresh(batch)
-        return {self.property_name: self.model(batch, self._graph, gate=self.gate)}
+        if self.model.head != "hurdle":
+            return {self.property_name: self.model(batch, self._graph, gate=self.gate)}
+        raw = self.model.raw(batch, self._graph)
+        value = apply_head("hurdle", raw, *(self.gate or self.model.gate))
+        return {self.property_name: value, GAPPED_LOGIT: raw[:, 0]}
 
     def for_scoring(self) -> AlignnPredictor:
         """This predictor with the model's own gate (sharing the network) when ``gate``

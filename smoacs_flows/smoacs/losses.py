@@ -150,6 +150,25 @@ def band_gap_hinge(
     )
 
 
+@register_term("gapped")
+def gapped(predictor: str, property: str = "gapped_logit") -> LossTerm:
+    """−log P(gapped) = softplus(−l) from a hurdle gap model's classifier logit ``l``.
+
+    The hinge on the gated gap has no gradient where the sharp gate is shut (gate ≈ 0 gives a
+    predicted gap of 0 whatever the geometry); this classifier term keeps pushing toward
+    "gapped" there, and fades (→ 0) once the classifier is confident.
+    """
+    k = _key(predictor, property)
+    return LossTerm(
+        "gapped",
+        "gapped",
+        1.0,
+        lambda ctx: torch.nn.functional.softplus(-_crystal_values(ctx, k)),
+        [k],
+        {},
+    )
+
+
 @register_term("formation_energy")
 def formation_energy(
     predictor: str,

@@ -446,6 +446,7 @@ class ProposalRun:
             epsilon=geo.coords.epsilon,
             default_length_range=geo.length_range,
             logit_floor=self.campaign.schedule.logit_floor,
+            outer_softmax=self.campaign.schedule.outer_softmax,
             init_scale=self.campaign.schedule.temperature.start,
             generator=gen,
         ).to(self.device)

@@ -110,8 +110,11 @@ class CandidateState(torch.nn.Module):
         init_scale: float,
         generator: torch.Generator,
         dtype: torch.dtype = torch.float32,
+        outer_softmax: bool = False,
     ) -> None:
         super().__init__()
+        #: seed 001 eq. 9: a second σ_T over the pattern mixture (within the allowed elements)
+        self.outer_softmax = outer_softmax
         self.prepared = prepared
         self.assignment = list(assignment)
         self.angle_range = angle_range
@@ -251,10 +254,19 @@ class CandidateState(torch.nn.Module):
         p_dp = self.pattern_probs(temperature)
         w = self.pattern_weights(temperature)
         probs = (p_dp * w[self.crystal_index].unsqueeze(-1)).sum(1)
+        if self.outer_softmax:
+            probs = self.sharpen(probs, temperature)
         batch = SoftCrystalBatch(
             lattice, self.frac_coords(), probs, self.crystal_index, self.n_sites
         )
         return batch, {"pattern_probs": p_dp, "pattern_weights": w, "degenerate": degenerate}
+
+    def sharpen(self, probs: torch.Tensor, temperature: float) -> torch.Tensor:
+        """Seed 001 eq. 9's outer σ_T,atom over the mixture, restricted to the elements some
+        valid pattern allows at the site (so an element outside every mask stays at 0)."""
+        valid = self.pattern_valid[self.crystal_index].unsqueeze(-1)  # (N, P, 1)
+        union = (self.masks & valid).any(1)  # (N, 98)
+        return torch.softmax((probs / temperature).masked_fill(~union, float("-inf")), dim=-1)
 
     # ----------------------------------------------------------------- maintenance
     @torch.no_grad()
