@@ -46,7 +46,6 @@ import argparse
 import hashlib
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -55,31 +54,23 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_v, "1")
 
 import numpy as np  # noqa: E402
-import optuna  # noqa: E402
 import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from smoacs_flows.campaign import campaign_from_dict, load_campaign  # noqa: E402
-from smoacs_flows.errors import InputError  # noqa: E402
-from smoacs_flows.io import atomic_write_bytes  # noqa: E402
-from smoacs_flows.predictors.alignn import gate_override, predict_structures  # noqa: E402
-from smoacs_flows.predictors.alignn_checkpoint import resolve_model  # noqa: E402
-from smoacs_flows.smoacs.elements import ionic_radius  # noqa: E402
-from smoacs_flows.smoacs.engine import Evaluator  # noqa: E402
-from smoacs_flows.smoacs.losses import tolerance_factor_of  # noqa: E402
-from smoacs_flows.smoacs.oxidation import is_charge_neutral  # noqa: E402
-from smoacs_flows.smoacs.propose import (  # noqa: E402
-    ProposalRun,
-    min_interatomic_distance,
-    success_table,
+from _perovskite_methods import (  # noqa: E402
+    BUDGET,
+    CRITERIA,
+    LATTICE,
+    PREDICTED,
+    run_smoacs,
+    run_tpe,
 )
 
-CRITERIA = ("gap_window", "formation_energy", "tolerance", "neutral", "template_preserved")
+from smoacs_flows.campaign import load_campaign  # noqa: E402
+from smoacs_flows.errors import InputError  # noqa: E402
+from smoacs_flows.io import atomic_write_bytes  # noqa: E402
+from smoacs_flows.predictors.alignn import gate_override  # noqa: E402
+from smoacs_flows.predictors.alignn_checkpoint import resolve_model  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-#: per method, lattice_stats of its final candidates (written to the JSON as "<method>_lattice")
-LATTICE: dict[str, dict[str, float]] = {}
-#: per method, predicted_stats of its final candidates (JSON "<method>_predicted")
-PREDICTED: dict[str, dict[str, Any]] = {}
 
 #: today's defaults: one learning rate for every group, 8 refreshes, no mutation
 TODAY = {
@@ -128,9 +119,12 @@ def campaign(
     settings: str = "today",
     lattice_lr: float | None = None,
     gap_gate: list[float] | None = None,
+    gapped_weight: float = 0.0,
+    outer_softmax: bool = False,
 ) -> dict:
     """The benchmark campaign for the unit cell or the 3×3×3 supercell (``gap_gate`` = [k, b]:
-    the gap predictor's optimisation-only ``gate``)."""
+    the gap predictor's optimisation-only ``gate``; ``gapped_weight`` > 0 adds the classifier
+    term softplus(−l); ``outer_softmax``: seed 001 eq. 9)."""
     supercell = cell == "supercell"
     sched = schedule_settings(cell, settings, steps)
     if lattice_lr is not None:
@@ -159,7 +153,12 @@ def campaign(
             {"term": "band_gap_hinge", "predictor": "gap", "target": gap, "margin": margin},
             {"term": "formation_energy", "predictor": "eform", "threshold": fe_max},
             {"term": "tolerance_factor", "target": 0.9, "weight": tolerance_weight},
-        ],
+        ]
+        + (
+            [{"term": "gapped", "predictor": "gap", "weight": gapped_weight}]
+            if gapped_weight > 0
+            else []
+        ),
         "geometry": {
             "angles": {"fixed": True},
             "coords": {"mode": "bounded", "epsilon": 0.05 if supercell else 0.15},
@@ -168,176 +167,11 @@ def campaign(
             "steps": steps,
             "n_candidates": n,
             "batch_size": n,
+            "outer_softmax": outer_softmax,
             **sched,
         },
         "success": {"tolerance_window": [0.8, 1.0]},
     }
-
-
-def rates(records: list[dict[str, Any]]) -> dict[str, float]:
-    """Success rate per criterion and jointly (over the five paper criteria)."""
-    out = {}
-    for name, ok, n in success_table(records):
-        if name in CRITERIA:
-            out[name] = ok / n
-    joint = [all(r["success"].get(c) for c in CRITERIA) for r in records]
-    out["joint"] = float(np.mean(joint)) if joint else 0.0
-    return out
-
-
-def lattice_stats(structures: list) -> dict[str, float]:
-    """Final lattice lengths and shortest interatomic distances (Å): how physical the cells are
-    (the five criteria do not look at them; the length range is 2–10 Å)."""
-    a = np.array([s.lattice.a for s in structures])
-    d = np.array([min_interatomic_distance(s) for s in structures])
-    return {
-        "a_median": float(np.median(a)),
-        "a_min": float(a.min()),
-        "a_max": float(a.max()),
-        "frac_a_at_2A": float(np.mean(a < 2.05)),
-        "dmin_median": float(np.median(d)),
-        "frac_dmin_below_1.5A": float(np.mean(d < 1.5)),
-    }
-
-
-def predicted_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per scalar predicted property of the final candidates: min, median, max and every value
-    (sorted, 4 decimals), so the JSON shows what the models said, not only the pass rates."""
-    out: dict[str, Any] = {}
-    keys = {k for r in records for k, v in r["predicted"].items() if isinstance(v, float)}
-    for k in sorted(keys):
-        v = np.array([r["predicted"][k] for r in records if k in r["predicted"]])
-        out[k] = {
-            "min": float(v.min()),
-            "median": float(np.median(v)),
-            "max": float(v.max()),
-            "values": [round(float(x), 4) for x in np.sort(v)],
-        }
-    return out
-
-
-def run_smoacs(spec: dict) -> tuple[dict[str, float], float]:
-    """SMOACS rates and wall time."""
-    run = ProposalRun(campaign_from_dict(spec))
-    steps = spec["schedule"]["steps"] * len(run.batches)
-    t0 = time.perf_counter()
-    with tqdm(total=steps, desc=f"SMOACS {spec['name']}", unit="step") as bar:
-        result = run.run(progress=bar.update)
-    LATTICE["smoacs"] = lattice_stats(result.structures)
-    PREDICTED["smoacs"] = predicted_stats(result.records)
-    gap = run.predictors.get("gap")
-    if getattr(gap, "gate", None) is not None:  # what the optimisation gate says (not scored)
-        vals = predict_structures(gap, result.structures)
-        recs = [{"predicted": {"gap.band_gap": v}} for v in vals]
-        PREDICTED["smoacs"]["optimisation_gate"] = predicted_stats(recs)
-    return rates(result.records), time.perf_counter() - t0
-
-
-def open_elements(run: ProposalRun, state: Any, starts: list[int]) -> None:
-    """Let every site of ``state`` take any element Z 1–98 under every pattern (seed 000
-    §4.4's TPE search space): masks all open, Shannon radii (with their fallbacks) at the
-    pattern's oxidation number for every element, so t is defined for any choice."""
-    z_all = range(1, 99)
-    with torch.no_grad():
-        for i in range(state.n_crystals):
-            pt = run.prepared[state.assignment[i]]
-            for d, pattern in enumerate(pt.patterns):
-                for si, ox in enumerate(pattern):
-                    cn = "XII" if pt.template.roles and pt.template.roles[si] == "A" else "VI"
-                    radii = [ionic_radius(z, int(ox), cn) for z in z_all]
-                    state.masks[starts[i] + si, d, :] = True
-                    state.radii[starts[i] + si, d, :] = torch.tensor(radii)
-
-
-def run_tpe(
-    spec: dict, trials: int, seed: int, space: str = "masks"
-) -> tuple[dict[str, float], float]:
-    """TPE rates and wall time: one Optuna study per candidate, evaluated in batches.
-
-    ``space="masks"``: each site draws from its pattern's oxidation mask (neutral by
-    construction), objective = the SMOACS loss. ``space="all"``: each site draws from
-    Z 1–98; objective = gap and formation-energy terms + (0 if neutral else 1) + the distance
-    of t outside the success window (seed 000 §4.4 / B.1.1)."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    run = ProposalRun(campaign_from_dict(spec))
-    ev = Evaluator(run.predictors, run.terms, run.criteria.soft_success)
-    t0 = time.perf_counter()
-    gen = torch.Generator().manual_seed(seed)
-    state = run.make_state(run.batches[0], gen)
-    b = state.n_crystals
-    eps = state.epsilon
-    starts = (torch.cumsum(state.n_sites, 0) - state.n_sites).tolist()
-    if space == "all":
-        open_elements(run, state, starts)
-    window = spec["success"]["tolerance_window"]
-    studies = [
-        optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed + i)) for i in range(b)
-    ]
-    lo_hi = [(float(state.length_lo[i]), float(state.length_hi[i])) for i in range(b)]
-    best: list[tuple[float, dict]] = [(float("inf"), {})] * b
-
-    def apply(choices: list[dict]) -> None:
-        with torch.no_grad():
-            state.elem_logits.fill_(-1e4)
-            state.pattern_logits.fill_(-1e4)
-            for i, c in enumerate(choices):
-                state.pattern_logits[i, c["pattern"]] = 1e4
-                for si in range(int(state.n_sites[i])):
-                    state.elem_logits[starts[i] + si, c["z"][si] - 1] = 1e4
-                    off = torch.tensor(c["x"][si]).clamp(-eps * 0.999, eps * 0.999)
-                    state.coord_u[starts[i] + si] = torch.atanh(off / eps)
-                state.length_scale[i] = c["a"] / state.length_max[i]
-
-    for _ in tqdm(range(trials), desc=f"TPE {spec['name']}", unit="trial"):
-        asked, choices = [], []
-        for i, study in enumerate(studies):
-            t = study.ask()
-            pt = run.prepared[state.assignment[i]]
-            d = t.suggest_categorical("pattern", list(range(len(pt.patterns))))
-            zs, xs = [], []
-            for si in range(pt.template.n_sites):
-                if space == "all":
-                    allowed = list(range(1, 99))
-                else:
-                    allowed = [int(z) + 1 for z in np.flatnonzero(pt.masks[d, si])]
-                # one element parameter per site when the space does not depend on the pattern
-                key = f"z{si}" if space == "all" else f"p{d}_z{si}"
-                zs.append(t.suggest_categorical(key, allowed))
-                xs.append([t.suggest_float(f"x{si}_{k}", -eps, eps) for k in range(3)])
-            a = t.suggest_float("a", *lo_hi[i])
-            asked.append(t)
-            choices.append({"pattern": d, "z": zs, "x": xs, "a": a})
-        apply(choices)
-        with torch.no_grad():
-            batch, aux = state(1.0)
-            ev.refresh(batch)
-            ctx = ev.context(state, batch, aux)
-            total, parts = ev.losses(ctx)
-            if space == "all":  # gap + formation energy + neutrality + tolerance window
-                tf = tolerance_factor_of(ctx)
-                total = parts["band_gap_hinge"] + parts["formation_energy"]
-                total = total + torch.relu(window[0] - tf) + torch.relu(tf - window[1])
-                neutral = [is_charge_neutral(_formula(c["z"]), run.table) for c in choices]
-                total = total + torch.tensor([0.0 if ok else 1.0 for ok in neutral])
-        for i, (study, t) in enumerate(zip(studies, asked, strict=True)):
-            v = float(total[i]) if torch.isfinite(total[i]) else 1e6
-            study.tell(t, v)
-            if v < best[i][0]:
-                best[i] = (v, choices[i])
-    apply([c for _, c in best])
-    records, structures, _ = run.export(state, ev, 0)
-    LATTICE["tpe"] = lattice_stats(structures)
-    PREDICTED["tpe"] = predicted_stats(records)
-    return rates(records), time.perf_counter() - t0
-
-
-def _formula(zs: list[int]) -> Any:
-    """The composition of a list of atomic numbers (one per site)."""
-    from collections import Counter
-
-    from pymatgen.core import Composition, Element
-
-    return Composition({Element.from_Z(z).symbol: k for z, k in Counter(zs).items()})
 
 
 def models_used(spec: dict) -> dict[str, dict[str, Any]]:
@@ -449,7 +283,31 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--cell", choices=["unit", "supercell", "both"], default="both")
     ap.add_argument("--n", type=int, default=None, help="candidates (256 unit / 32 supercell)")
     ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--trials", type=int, default=200)
+    ap.add_argument(
+        "--trials",
+        type=int,
+        default=None,
+        help="TPE trials (default: the same number of loss evaluations as SMOACS: steps, plus "
+        "its discrete checkpoints under --select best)",
+    )
+    ap.add_argument(
+        "--select",
+        choices=["best", "final"],
+        default="best",
+        help="both methods keep each candidate's best (lowest own loss) of its trajectory "
+        "(SMOACS: discrete checkpoints every --checkpoint-every steps; TPE: its incumbent), or "
+        "both keep their final state (SMOACS: last step; TPE: last trial)",
+    )
+    ap.add_argument("--checkpoint-every", type=int, default=10, help="SMOACS checkpoints")
+    ap.add_argument(
+        "--gapped-weight",
+        type=float,
+        default=0.0,
+        help="add W * softplus(-l), the hurdle gap model's classifier term, to both objectives",
+    )
+    ap.add_argument(
+        "--outer-softmax", action="store_true", help="SMOACS: seed 001 eq. 9's outer softmax"
+    )
     ap.add_argument("--paper", action="store_true", help="seed 000's setting (docstring)")
     ap.add_argument("--seed", type=int, default=None, help="one seed (default 0)")
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="several seeds")
@@ -516,6 +374,9 @@ def _args() -> argparse.Namespace:
     for k in ("margin", "fe_max", "settings", "tpe_space"):
         if getattr(args, k) is None:
             setattr(args, k, base[k])
+    if args.trials is None:  # equal loss evaluations per candidate
+        extra = (args.steps - 1) // args.checkpoint_every + 1 if args.select == "best" else 0
+        args.trials = args.steps + extra
     return args
 
 
@@ -560,6 +421,10 @@ def main() -> None:
             "settings": args.settings,
             "tpe_space": args.tpe_space,
             "smoacs_gap_gate": args.gap_gate,
+            "select": args.select,
+            "checkpoint_every": args.checkpoint_every if args.select == "best" else None,
+            "smoacs_gapped_weight": args.gapped_weight,
+            "smoacs_outer_softmax": args.outer_softmax,
             "runs": [],
         }
         results[cell] = res
@@ -567,19 +432,29 @@ def main() -> None:
             for gap in args.gaps:  # keeps all targets
                 common = (cell, n, args.steps, seed, gap, args.margin, args.fe_max)
                 common += (args.tolerance_weight, args.settings, args.lattice_lr)
-                spec = campaign(*common)
-                smoacs_spec = campaign(*common, args.gap_gate)  # optimisation gate: SMOACS only
+                # the same objective for both (the classifier term included when asked);
+                # the optimisation gate and the outer softmax are SMOACS's alone
+                spec = campaign(*common, None, args.gapped_weight)
+                smoacs_spec = campaign(
+                    *common, args.gap_gate, args.gapped_weight, args.outer_softmax
+                )
                 res["schedule"] = {k: v for k, v in spec["schedule"].items() if k != "steps"}
                 res["models"] = models_used(spec)
                 res["smoacs_models"] = models_used(smoacs_spec)
                 run: dict[str, Any] = {"gap": gap, "seed": seed}
                 res["runs"].append(run)
                 if args.method in ("both", "smoacs"):
-                    run["smoacs"], run["smoacs_s"] = run_smoacs(smoacs_spec)
+                    run["smoacs"], run["smoacs_s"] = run_smoacs(
+                        smoacs_spec, args.select, args.checkpoint_every
+                    )
+                    run["smoacs_budget"] = BUDGET["smoacs"]
                     run["smoacs_lattice"] = LATTICE["smoacs"]
                     run["smoacs_predicted"] = PREDICTED["smoacs"]
                 if args.method in ("both", "tpe"):
-                    run["tpe"], run["tpe_s"] = run_tpe(spec, args.trials, seed, args.tpe_space)
+                    run["tpe"], run["tpe_s"] = run_tpe(
+                        spec, args.trials, seed, args.tpe_space, args.select
+                    )
+                    run["tpe_budget"] = BUDGET["tpe"]
                     run["tpe_lattice"] = LATTICE["tpe"]
                     run["tpe_predicted"] = PREDICTED["tpe"]
                 res["summary"] = summarise(res["runs"])
