@@ -58,6 +58,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="hurdle head: cross-entropy weight of the rows with y > 0, a number > 0 or 'auto' "
         "(n(y = 0) / n(y > 0) of the training split); default unweighted",
     )
+    p.add_argument(
+        "--gate-by",
+        choices=["mae", "f1"],
+        default="mae",
+        help="hurdle head: choose the gate on the validation split by MAE, or by F1 of "
+        "'gapped' (ties to the lower MAE); the card records both and the classifier's ROC AUC",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the split and the weights")
     p.add_argument("--val-frac", type=float, default=0.1)
     p.add_argument("--test-frac", type=float, default=0.1)
@@ -187,6 +194,7 @@ def run_train(args: argparse.Namespace) -> int:
         loss=args.loss,
         head=args.head,
         pos_weight=pos_weight,
+        gate_by=args.gate_by,
         seed=args.seed,
         val_frac=args.val_frac,
         test_frac=args.test_frac,

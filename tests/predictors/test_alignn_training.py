@@ -152,7 +152,7 @@ def test_hurdle_head_trains_reloads_and_is_non_negative(shared_data, tmp_path) -
     assert "val_loss" in card["training"]["history"][0]
     # the gate is a validation-MAE minimiser over the grid, and is stored
     tried = card["training"]["gate_val_mae"]
-    assert len(tried) == 20
+    assert len(tried) == 20 and card["training"]["gate_selected_by"] == "mae"
     chosen = f"k={config['gate_sharpness']:g},b={config['gate_bias']:g}"
     assert tried[chosen] == min(tried.values())
     structs, expected = _holdout_structures(out, shared_data)
@@ -347,3 +347,50 @@ def test_alignn_pretrained_name_uses_alignn_cache_then_download(trained, tmp_pat
     (cached / "model_card.json").unlink()  # as alignn's zips: config.json + best_model.pt only
     pred = build(model=name)
     assert pred.properties == {"formation_energy_per_atom": "eV/atom"}  # from config target
+
+
+def test_gate_by_f1_picks_the_best_f1_on_validation(shared_data, tmp_path) -> None:
+    """``--gate-by f1``: the chosen offset b maximises F1 of "gapped" = l > b on the validation
+    split, recomputed here with scikit-learn from the model's own validation logits."""
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    from smoacs_flows.predictors.alignn_training import (
+        featurise,
+        load_dataset,
+        predict_samples,
+        split_indices,
+    )
+
+    # every gapped row of the first 1,500 of val.csv plus as many metals: F1 means something
+    with open(shared_data / "perov_5" / "val.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        rows = [r for _, r in zip(range(1500), reader)]
+        fields = reader.fieldnames
+    gapped = [r for r in rows if float(r["dir_gap"]) > 0]
+    metals = [r for r in rows if float(r["dir_gap"]) == 0][: len(gapped)]
+    assert len(gapped) >= 30
+    data_path = tmp_path / "d.csv"
+    with open(data_path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows([r for pair in zip(gapped, metals, strict=True) for r in pair])
+    out = tmp_path / "m"
+    args = ["train", str(data_path), "--target", "dir_gap", "--out", str(out), "--epochs", "2"]
+    assert main([*args, "--head", "hurdle", "--gate-by", "f1", *TINY_ARGS]) == 0
+    card = json.loads((out / "model_card.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    tr = card["training"]
+    assert tr["gate_selected_by"] == "f1" and len(tr["gate_val_f1"]) == 20
+    chosen = f"k={config['gate_sharpness']:g},b={config['gate_bias']:g}"
+    assert tr["gate_val_f1"][chosen] == max(tr["gate_val_f1"].values())
+    # independent recomputation on the same validation rows
+    data = load_dataset(data_path, "dir_gap")
+    _, val, _ = split_indices(len(data.targets), 0, 0.1, 0.1)
+    model = build(model=out).model
+    y = np.array([data.targets[i] for i in val])
+    samples = featurise([data.structures[i] for i in val], y, model.config)
+    logit = predict_samples(model, samples, raw=True)[:, 0]
+    f1 = f1_score(y > 0, logit > config["gate_bias"], zero_division=0.0)
+    assert f1 == pytest.approx(tr["gate_val_f1"][chosen], abs=1e-6)
+    assert 0 < (y > 0).sum() < len(y)
+    assert tr["classifier_val_auc"] == pytest.approx(roc_auc_score(y > 0, logit), abs=1e-6)
