@@ -37,6 +37,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--json", action="store_true", help="print the submission as JSON")
     s.set_defaults(func=_submit)
 
+    v = subparsers.add_parser(
+        "validate",
+        help="check a campaign as submit would, writing nothing",
+        description="Every check submit makes before it opens a LaunchPad: the campaign and "
+        "every stage section, templates and oxidation patterns, predictor and loss names, "
+        "reference files; then the Flow is built and its jobs counted. Nothing is written "
+        "(not even $SMOACS_HOME). Exit 0 when valid, 2 with one error line when not.",
+    )
+    v.add_argument("campaign", help="campaign YAML")
+    v.add_argument("--json", action="store_true", help="print the summary as JSON")
+    v.set_defaults(func=_validate)
+
     r = subparsers.add_parser(
         "run",
         help="run a campaign here: embedded LaunchPad and local gpu/cpu workers",
@@ -96,6 +108,31 @@ def _submit(args: argparse.Namespace) -> int:
             f"submitted {sub.campaign} v{sub.version} ({sub.tag}) to the {sub.launchpad}: "
             f"{sub.n_fireworks} fireworks, ids {sub.fw_ids[0]}-{sub.fw_ids[-1]} ({cats}) "
             f"in {sub.timings['total']:.1f} s"
+        )
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from smoacs_flows.campaign import load_campaign
+    from smoacs_flows.makers.submit import campaign_flow
+
+    campaign = load_campaign(args.campaign)
+    flow = campaign_flow(campaign)
+    stages = Counter(str(j.metadata.get("stage", "?")) for j, _ in flow.iterflow())
+    summary = {
+        "campaign": campaign.name,
+        "valid": True,
+        "jobs": sum(stages.values()),
+        "stages": dict(stages),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        parts = ", ".join(f"{k} {v}" for k, v in stages.items())
+        print(
+            f"{args.campaign}: valid campaign {campaign.name!r}; {summary['jobs']} jobs ({parts})"
         )
     return 0
 

@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 from smoacs_flows.errors import SmoacsError
+from smoacs_flows.stores.cli_checks import _check_numbers, _no_home
 
 TABLE_COLUMNS = [
     ("candidate_id", "candidate"),
@@ -45,6 +46,12 @@ def _common(p: argparse.ArgumentParser, update: bool = True) -> None:
         p.add_argument(
             "--no-update", action="store_true", help="do not run the candidates builder first"
         )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="leave out the LaunchPad / JobStore / results-store lines on stderr",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -194,12 +201,13 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     from smoacs_flows.stores.jobstore import resolve_job_store
     from smoacs_flows.stores.results import load_results_store
 
+    say = (lambda line: None) if getattr(args, "quiet", False) else announce
     results = load_results_store(args.results).connect()
     lp, line = resolve_launchpad(args.launchpad)
-    announce(line)
+    say(line)
     job_store, _, line = resolve_job_store(getattr(args, "store", None))
-    announce(line)
-    announce(f"results store: {results.where} {results_why(args.results)}")
+    say(line)
+    say(f"results store: {results.where} {results_why(args.results)}")
     return lp, job_store, results
 
 
@@ -243,12 +251,25 @@ def _query(args: argparse.Namespace) -> int:
     from smoacs_flows.io import check_output_dir, check_output_file
     from smoacs_flows.stores.results import query
 
+    _check_numbers(args)
+    from smoacs_flows.stores.query import Filter
+
+    for expr in args.where:  # field names and values checked before anything is opened
+        Filter().add_where(expr)
+    if args.format == "cif" and not args.out:
+        raise SmoacsError("--format cif needs --out FOLDER")
     if args.out:  # refused before anything is opened or built
         if args.format == "cif":
             stores = [args.launchpad, args.store, args.results]
             check_output_dir(args.out, force=args.force, protect=[x for x in stores if x])
         else:
             check_output_file(args.out, user=True)
+    why = _no_home(args)
+    if why is not None:
+        print(f"no candidates: {why}", file=sys.stderr)
+        if args.format == "json" and not args.out:
+            print("[]")
+        return 0
     lp, job_store, results = _open(args)
     _update(args, lp, job_store, results)
     found = query(
@@ -375,6 +396,10 @@ def campaign_status(
 def _status(args: argparse.Namespace) -> int:
     from smoacs_flows.makers.core import STAGES
 
+    _check_numbers(args)
+    why = _no_home(args)
+    if why is not None:
+        raise SmoacsError(f"unknown campaign {args.campaign!r}: {why}")
     lp, job_store, results = _open(args)
     version, tag = _tag(lp, args.campaign, args.version)
     _update(args, lp, job_store, results)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -13,6 +14,10 @@ from smoacs_flows.stores.fields import FIELDS, OPS, STATES, VERDICTS, QueryError
 
 if TYPE_CHECKING:
     from smoacs_flows.stores.results import ResultsStore
+
+
+#: the smallest meaningful value of a field (a filter below it can only match nothing)
+_LOWEST = {"nelements": 1, "spacegroup": 1, "spacegroup_initial": 1, "version": 1}
 
 
 @dataclass
@@ -42,6 +47,12 @@ class Filter:
                 conv.append(typ(v))
             except (TypeError, ValueError):
                 raise QueryError(f"{name}: {v!r} is not a {typ.__name__}") from None
+            x = conv[-1]
+            if typ in (int, float) and not math.isfinite(x):
+                raise QueryError(f"{name}: {v!r} is not a finite number")
+            lo = _LOWEST.get(name)
+            if lo is not None and x < lo and op in ("$lte", "$lt", "$eq", "$in"):
+                raise QueryError(f"{name}: {v!r} is below {lo} (no candidate could match)")
         if name == "state":
             bad = [v for v in conv if v not in STATES]
             if bad:
