@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from smoacs_flows.cli_types import count, positive
 from smoacs_flows.errors import InputError
 
 #: the most local workers per category ``run`` starts
@@ -62,11 +63,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="run a campaign whose name is already on the embedded LaunchPad again",
     )
-    r.add_argument("--timeout", type=float, default=None, help="seconds (default: none)")
-    r.add_argument("--poll", type=float, default=2.0, help="progress interval, s")
+    r.add_argument("--timeout", type=positive, default=None, help="seconds (default: none)")
+    r.add_argument("--poll", type=positive, default=2.0, help="progress interval, s")
     r.add_argument(
         "--cpu-workers",
-        type=int,
+        type=count,
         default=1,
         metavar="N",
         help="worker processes on the cpu category (and on the DFT one, if it has its own): "

@@ -15,6 +15,7 @@ import json
 import sys
 from typing import Any
 
+from smoacs_flows.cli_types import count, count0, finite, non_negative
 from smoacs_flows.errors import SmoacsError
 from smoacs_flows.stores.cli_checks import _check_numbers, _no_home
 
@@ -65,15 +66,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-elements 4",
     )
     q.add_argument("--campaign", default=None)
-    q.add_argument("--version", type=int, default=None)
+    q.add_argument("--version", type=count, default=None)
     q.add_argument("--verdict", default=None, help="half_metal, near_half_metal, ...")
-    q.add_argument("--e-hull-max", type=float, default=None, help="MLIP E_hull, eV/atom")
+    q.add_argument("--e-hull-max", type=finite, default=None, help="MLIP E_hull, eV/atom")
     q.add_argument("--include", default=None, help="elements every match contains: Fe,Mn")
     q.add_argument("--exclude", default=None, help="elements no match contains: Co,Ni")
-    q.add_argument("--max-elements", type=int, default=None)
-    q.add_argument("--polarisation-min", type=float, default=None, help="|P(E_F)| minimum")
-    q.add_argument("--moment-min", type=float, default=None, help="μB per formula unit")
-    q.add_argument("--moment-max", type=float, default=None)
+    q.add_argument("--max-elements", type=count, default=None)
+    q.add_argument("--polarisation-min", type=finite, default=None, help="|P(E_F)| minimum")
+    q.add_argument("--moment-min", type=finite, default=None, help="μB per formula unit")
+    q.add_argument("--moment-max", type=finite, default=None)
     for flag in ("stable", "unique", "novel", "sun"):
         q.add_argument(f"--{flag}", action="store_true", help=f"only {flag} candidates")
     q.add_argument("--state", default=None, help="pending | failed | done")
@@ -86,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     q.add_argument("--sort", default="e_above_hull", help="field to sort by (default E_hull)")
     q.add_argument("--desc", action="store_true", help="sort descending")
-    q.add_argument("--limit", type=int, default=50, help="at most this many (0: all)")
+    q.add_argument("--limit", type=count0, default=50, help="at most this many (0: all)")
     q.add_argument("--format", choices=["table", "json", "csv", "cif"], default="table")
     q.add_argument("--out", default=None, help="file (json/csv) or folder (cif)")
     q.add_argument("--force", action="store_true", help="replace an existing --out folder")
@@ -100,10 +101,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "lost fireworks per stage, and the candidate funnel so far.",
     )
     s.add_argument("campaign")
-    s.add_argument("--version", type=int, default=None, help="default: the latest")
+    s.add_argument("--version", type=count, default=None, help="default: the latest")
     s.add_argument(
         "--lost-after",
-        type=float,
+        type=non_negative,
         default=None,
         help="seconds without heartbeat after which RUNNING is lost (default 4 h)",
     )
@@ -119,7 +120,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "recomputed.",
     )
     r.add_argument("campaign")
-    r.add_argument("--version", type=int, default=None)
+    r.add_argument("--version", type=count, default=None)
     r.add_argument(
         "--stage",
         action="append",
@@ -128,13 +129,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     r.add_argument("--fw", type=int, action="append", default=None, help="only these fw ids")
     r.add_argument("--incar", default=None, help="VASP INCAR overrides: ALGO=All,NELM=200")
-    r.add_argument("--max-errors", type=int, default=None, help="custodian max_errors (VASP)")
+    r.add_argument("--max-errors", type=count0, default=None, help="custodian max_errors (VASP)")
     r.add_argument("--gpaw", default=None, help="GPAW setting overrides: maxiter=300")
     r.add_argument("--walltime", default=None, help="queue walltime for the reruns")
     r.add_argument("--category", default=None, help="send the reruns to this worker category")
     r.add_argument(
         "--lost-after",
-        type=float,
+        type=non_negative,
         default=None,
         help="seconds without heartbeat after which RUNNING is lost (default 4 h)",
     )
@@ -150,7 +151,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("report", help="self-contained HTML report of a campaign")
     p.add_argument("campaign")
     p.add_argument("--out", required=True, help="HTML file")
-    p.add_argument("--version", type=int, default=None)
+    p.add_argument("--version", type=count, default=None)
     p.add_argument(
         "--compare",
         default=None,
