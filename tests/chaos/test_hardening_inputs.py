@@ -107,3 +107,80 @@ def test_quiet_drops_the_store_lines(in_campaign_home) -> None:  # noqa: F811
 
 
 from tests.chaos.test_fuzz import campaign_home, in_campaign_home  # noqa: E402, F401
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["screen", "x", "--out", "y", "--fmax", "nan"], "--fmax"),
+        (["screen", "x", "--out", "y", "--fmax", "-1"], "--fmax"),
+        (["screen", "x", "--out", "y", "--steps", "0"], "--steps"),
+        (["predict", "x", "--model", "m", "--batch-size", "0"], "--batch-size"),
+        (["predict", "x", "--model", "m", "--batch-size", "-1"], "--batch-size"),
+        (["run", "x.yaml", "--timeout", "-1"], "--timeout"),
+        (["run", "x.yaml", "--poll", "nan"], "--poll"),
+        (["propose", "x.yaml", "--out", "o", "--steps", "0"], "--steps"),
+        (["train", "d.csv", "--target", "y", "--out", "o", "--val-frac", "1.5"], "--val-frac"),
+        (["dft", "run", "x.cif", "--ecut", "-300"], "--ecut"),
+        (["status", "c", "--version", "0"], "--version"),
+    ],
+)
+def test_numeric_options_that_can_only_be_mistakes(tmp_path, monkeypatch, argv, needle) -> None:
+    monkeypatch.chdir(tmp_path)
+    o = call(argv)
+    assert o.code == 2, o
+    assert_clean(o, (needle,))
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
+
+
+def _cif(path: Path, symbol: str) -> Path:
+    from pymatgen.core import DummySpecies, Lattice, Structure
+
+    sp = DummySpecies(symbol) if symbol == "Xx" else symbol
+    Structure(Lattice.cubic(4.0), [sp, "Fe"], [[0, 0, 0], [0.5, 0.5, 0.5]]).to(filename=str(path))
+    return path
+
+
+def test_dft_run_names_a_placeholder_species(tmp_path) -> None:
+    o = call(["dft", "run", str(_cif(tmp_path / "x.cif", "Xx"))])
+    assert o.code == 2 and "Xx" in o.error_lines()[0] and "not a chemical element" in o.err, o
+
+
+def test_dft_run_on_a_campaign_names_the_formats() -> None:
+    from tests.smoacs.helpers import ROOT
+
+    o = call(["dft", "run", str(ROOT / "campaigns" / "halfmetal_small.yaml")])
+    assert o.code == 2, o
+    line = o.error_lines()[0]
+    assert "CIF" in line and "POSCAR" in line and "submit or run" in line
+
+
+def test_a_broken_model_card_is_one_line(tmp_path) -> None:
+    import shutil
+
+    from smoacs_flows.predictors.alignn import SHIPPED_DIR
+
+    model = tmp_path / "m"
+    shutil.copytree(SHIPPED_DIR / "perov5-band-gap", model)
+    (model / "model_card.json").write_text("{bad")
+    cif = _cif(tmp_path / "s.cif", "Na")
+    o = call(["predict", str(cif.parent), "--model", str(model)])
+    assert o.code == 2 and "model_card.json is not valid JSON" in o.error_lines()[0], o
+
+
+def test_training_on_a_binary_file_is_one_line(tmp_path) -> None:
+    data = tmp_path / "d.csv"
+    data.write_bytes(bytes(range(256)) * 8)
+    o = call(["train", str(data), "--target", "y", "--out", str(tmp_path / "o")])
+    assert o.code == 2 and "not a UTF-8 text file" in o.error_lines()[0], o
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_home_that_is_a_file(tmp_path, monkeypatch) -> None:
+    home = tmp_path / "home"
+    home.write_text("not a folder")
+    monkeypatch.setenv("SMOACS_HOME", str(home))
+    for argv in (["query"], ["status", "c"]):
+        o = call(argv)
+        assert o.code == 2 and "is a file, not a folder" in o.error_lines()[0], o
+    assert home.read_text() == "not a folder"
