@@ -17,7 +17,7 @@ from typing import Any
 
 from smoacs_flows.cli_types import count, count0, finite, non_negative
 from smoacs_flows.errors import SmoacsError
-from smoacs_flows.stores.cli_checks import _check_numbers, _no_home
+from smoacs_flows.stores.cli_checks import _check_numbers, _no_home, _tag
 
 TABLE_COLUMNS = [
     ("candidate_id", "candidate"),
@@ -145,7 +145,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="embedded LaunchPad: run local workers until the campaign is done",
     )
-    r.add_argument("--launchpad", default=None, help="my_launchpad.yaml (default: embedded)")
+    r.add_argument(
+        "--defused",
+        action="store_true",
+        help="also reignite the campaign's DEFUSED fireworks and resume its PAUSED ones "
+        "(lpad defuse_fws / pause_fws)",
+    )
+    r.add_argument(
+        "--launchpad",
+        default=None,
+        help="my_launchpad.yaml (default: the one FW_CONFIG_FILE / FireWorks' configuration "
+        "names, else the embedded one under $SMOACS_HOME)",
+    )
     r.set_defaults(func=_resume)
 
     p = subparsers.add_parser("report", help="self-contained HTML report of a campaign")
@@ -219,22 +230,10 @@ def _update(args: argparse.Namespace, lp: Any, job_store: Any, results: Any) -> 
         update_results(results, job_store, lp)
 
 
-def _tag(lp: Any, campaign: str, version: int | None) -> tuple[int, str]:
-    from smoacs_flows.makers.launchpad import describe, lp_session
-    from smoacs_flows.makers.submit import campaign_tag, existing_versions
+def _resume(args: argparse.Namespace) -> int:
+    from smoacs_flows.stores.cli_resume import resume_command
 
-    with lp_session(lp, write=False):
-        versions = existing_versions(lp, campaign)
-    if not versions:
-        raise SmoacsError(f"unknown campaign {campaign!r}: not on the {describe(lp)}")
-    if version is None:
-        version = versions[-1]
-    elif version not in versions:
-        raise SmoacsError(
-            f"campaign {campaign!r} has no version {version} (versions: "
-            f"{', '.join(map(str, versions))})"
-        )
-    return version, campaign_tag(campaign, version)
+    return resume_command(args)
 
 
 def _fmt(v: Any) -> str:
@@ -350,7 +349,7 @@ def campaign_status(
 ) -> dict[str, Any]:
     """Fireworks per stage and state (``LOST`` counted apart from RUNNING) and the funnel."""
     from smoacs_flows.makers.launchpad import lp_session
-    from smoacs_flows.makers.recovery import LOST_AFTER, find_failed
+    from smoacs_flows.makers.recovery import LOST_AFTER, find_failed, held_fireworks
     from smoacs_flows.makers.run import stage_counts
     from smoacs_flows.stores import report_docs
     from smoacs_flows.stores.candidates import FUNNEL
@@ -391,6 +390,7 @@ def campaign_status(
         "sun_label": report_docs.sun_step_label(docs),
         "hull": sorted(hulls),
         "lost": [f.__dict__ for f in lost],
+        "held": held_fireworks(lp, tag),
     }
 
 
@@ -409,6 +409,8 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps(st, indent=1, default=str))
         return 0
     states = ["WAITING", "READY", "RESERVED", "RUNNING", "LOST", "COMPLETED", "FIZZLED"]
+    held = {s for c in st["fireworks"].values() for s in ("PAUSED", "DEFUSED") if c.get(s)}
+    states += sorted(held)  # a person's `lpad defuse_fws` / `pause_fws`: shown, not hidden
     print(f"campaign {args.campaign} v{version} ({tag})")
     print(f"{'stage':<10}" + "".join(f"{s:>10}" for s in states))
     for stage in [*STAGES, *sorted(set(st["fireworks"]) - set(STAGES))]:
@@ -426,108 +428,9 @@ def _status(args: argparse.Namespace) -> int:
         print(f"hull: {h}")
     for f in st["lost"]:
         print(f"lost: {f['name']} (fw {f['fw_id']}): {f['reason']}")
+    for f in st["held"]:
+        print(f"held: {f['name']} (fw {f['fw_id']}) is {f['state']}; resume --defused releases it")
     return 0
-
-
-# ----------------------------------------------------------------------------- resume
-
-
-def _resume(args: argparse.Namespace) -> int:
-    from smoacs_flows.makers.discovery import announce
-    from smoacs_flows.makers.launchpad import EmbeddedLaunchPad, resolve_launchpad
-    from smoacs_flows.makers.recovery import (
-        LOST_AFTER,
-        Overrides,
-        parse_assignments,
-        parse_walltime,
-        resume,
-    )
-
-    ov = Overrides(
-        incar=parse_assignments(args.incar, "--incar", upper=True) if args.incar else {},
-        max_errors=args.max_errors,
-        gpaw=parse_assignments(args.gpaw, "--gpaw") if args.gpaw else {},
-        walltime=parse_walltime(args.walltime) if args.walltime else None,
-        category=args.category,
-    )
-    if args.max_errors is not None and args.max_errors < 1:
-        raise SmoacsError("--max-errors: must be at least 1")
-    lp, line = resolve_launchpad(args.launchpad)
-    announce(line)
-    version, tag = _tag(lp, args.campaign, args.version)
-    after = LOST_AFTER if args.lost_after is None else args.lost_after
-    if args.run and args.lost_after is None and isinstance(lp, EmbeddedLaunchPad):
-        from smoacs_flows.config import smoacs_home_path
-        from smoacs_flows.makers.run import run_alive
-
-        # no run of ours alive: a RUNNING firework has no worker (it was killed), so it is
-        # lost now, not after the heartbeat timeout (it would wait for ever otherwise)
-        if not run_alive(smoacs_home_path() / "runs" / f"{args.campaign}-v{version}"):
-            after = 0
-    failed = resume(lp, tag, ov, args.stage, after, args.dry_run, args.fw)
-    if not failed and not (args.run and not args.dry_run and _unfinished(lp, tag)):
-        print(
-            f"campaign {args.campaign} v{version}: nothing to resume (no FIZZLED or lost fireworks)"
-        )
-        return 0
-    if not failed:
-        print(f"campaign {args.campaign} v{version}: nothing failed; running what still waits")
-    verb = "would rerun" if args.dry_run else "rerunning"
-    for f in failed:
-        extra = f" [changes: {', '.join(f.changes)}]" if f.changes else ""
-        print(
-            f"{verb} {f.name} (fw {f.fw_id}, {f.stage}, {f.state}, {f.category}): {f.reason}{extra}"
-        )
-    if ov.walltime and not args.dry_run:
-        print(
-            f"note: walltime {ov.walltime} is in each rerun's spec._queueadapter; FireWorks "
-            "applies it when the rerun is submitted in reservation mode (qlaunch -r)"
-        )
-    if args.run and not args.dry_run:
-        if not isinstance(lp, EmbeddedLaunchPad):
-            raise SmoacsError(
-                "--run works with the embedded LaunchPad; on a cluster start "
-                "workers with rlaunch/qlaunch (docs/orchestration.md)"
-            )
-        from smoacs_flows.makers.discovery import flush_announcements
-
-        flush_announcements()
-        from smoacs_flows.config import home_path
-        from smoacs_flows.makers.run import run_workers
-
-        cats = sorted(_categories(lp, tag))
-        state, logs = run_workers(
-            lp,
-            tag,
-            cats,
-            home_path("runs", f"{args.campaign}-v{version}"),
-            echo=lambda s: print(s, flush=True),
-        )
-        print(f"campaign {args.campaign} v{version}: {state}")
-        if state != "done":
-            print(f"worker logs: {', '.join(map(str, logs))}", file=sys.stderr)
-            return 1
-    return 0
-
-
-def _unfinished(lp: Any, tag: str) -> bool:
-    """Whether fireworks of the campaign are still waiting or ready (a worker stopped early:
-    ``resume --run`` then runs them even though nothing failed)."""
-    from smoacs_flows.makers.run import stage_counts
-
-    return any(
-        c.get(s) for c in stage_counts(lp, tag).values() for s in ("WAITING", "READY", "RESERVED")
-    )
-
-
-def _categories(lp: Any, tag: str) -> set[str]:
-    from smoacs_flows.makers.launchpad import lp_session
-
-    with lp_session(lp, write=False):
-        return {
-            d["spec"].get("_category", "")
-            for d in lp.fireworks.find({"spec.tags": tag}, {"spec._category": 1})
-        }
 
 
 # ----------------------------------------------------------------------------- report

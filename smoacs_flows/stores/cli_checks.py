@@ -1,8 +1,10 @@
-"""Checks of the results commands' options, made before any store is opened or created."""
+"""Shared pieces of the results commands: option checks made before any store is opened or
+created, and the campaign tag lookup."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from smoacs_flows.errors import SmoacsError
 
@@ -51,3 +53,21 @@ def _check_numbers(args: argparse.Namespace) -> None:
         v = getattr(args, name, None)
         if v is not None and not math.isfinite(v):
             raise SmoacsError(f"--{name.replace('_', '-')}: {v} is not a finite number")
+
+
+def _tag(lp: Any, campaign: str, version: int | None) -> tuple[int, str]:
+    from smoacs_flows.makers.launchpad import describe, lp_session
+    from smoacs_flows.makers.submit import campaign_tag, existing_versions
+
+    with lp_session(lp, write=False):
+        versions = existing_versions(lp, campaign)
+    if not versions:
+        raise SmoacsError(f"unknown campaign {campaign!r}: not on the {describe(lp)}")
+    if version is None:
+        version = versions[-1]
+    elif version not in versions:
+        raise SmoacsError(
+            f"campaign {campaign!r} has no version {version} (versions: "
+            f"{', '.join(map(str, versions))})"
+        )
+    return version, campaign_tag(campaign, version)
