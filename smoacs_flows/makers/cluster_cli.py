@@ -20,8 +20,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write a FireWorks config folder (atomate2's layout) for the gpu/cpu/vasp queues",
         description="Write DIR with FW_config.yaml, my_launchpad.yaml, my_fworker_{gpu,cpu,"
         "vasp}.yaml, my_qadapter_{gpu,cpu,vasp}.yaml (absolute paths, rlaunch singleshot so "
-        "qlaunch -r works) and jobflow.yaml (JOB_STORE). Then: export "
-        "FW_CONFIG_FILE=DIR/FW_config.yaml JOBFLOW_CONFIG_FILE=DIR/jobflow.yaml.",
+        "qlaunch -r works), jobflow.yaml (JOB_STORE), one folder per queue with FireWorks' "
+        "standard names (qlaunch -c DIR/gpu) and, for PBS, the queue templates "
+        "(templates/). Then: export FW_CONFIG_FILE=DIR/FW_config.yaml "
+        "JOBFLOW_CONFIG_FILE=DIR/jobflow.yaml.",
     )
     i.add_argument("dir", help="the folder to write (its parent must exist)")
     i.add_argument("--launchpad", default=None, help="copy this my_launchpad.yaml")
@@ -30,6 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     i.add_argument("--store", default=None, help="JobStore YAML for jobflow.yaml's JOB_STORE")
     i.add_argument("--scheduler", default="slurm", help="slurm (default) or pbs")
+    i.add_argument(
+        "--pbs-flavour",
+        default="pro",
+        help="with --scheduler pbs: pro (PBS Pro / OpenPBS: -l select=1:ncpus=N:mpiprocs=M"
+        "(:ngpus=G):mem=X, the default) or torque (-l nodes=1:ppn=N(:gpus=G))",
+    )
     i.add_argument("--force", action="store_true", help="replace an existing non-empty DIR")
     i.set_defaults(func=_launchers_init)
     lau.set_defaults(func=lambda a: (lau.print_help(), 2)[1])
@@ -68,7 +76,13 @@ def _launchers_init(args: argparse.Namespace) -> int:
     from smoacs_flows.makers.launchers import init_launchers
 
     files = init_launchers(
-        args.dir, args.launchpad, args.embedded, args.store, args.scheduler, args.force
+        args.dir,
+        args.launchpad,
+        args.embedded,
+        args.store,
+        args.scheduler,
+        args.force,
+        args.pbs_flavour,
     )
     folder = next(iter(files.values())).parent
     print(f"wrote {len(files)} files to {folder}:")
@@ -83,10 +97,7 @@ def _launchers_init(args: argparse.Namespace) -> int:
     if not embedded and not args.launchpad:
         print("      fill in MongoDB in my_launchpad.yaml and jobflow.yaml (placeholders now)")
     for q in ("gpu", "cpu"):
-        print(
-            f"      {qlaunch} -w {folder / f'my_fworker_{q}.yaml'} "
-            f"-q {folder / f'my_qadapter_{q}.yaml'} -r rapidfire --nlaunches infinite"
-        )
+        print(f"      {qlaunch} -c {folder / q} -r rapidfire --nlaunches infinite")
     return 0
 
 

@@ -120,76 +120,146 @@ def _fworker(queue: str) -> str:
     )
 
 
-_RESOURCES = {
-    # queue -> scheduler -> (resource lines, OMP line)
-    "gpu": {
-        "slurm": (
-            "nodes: 1\nntasks: 1\ncpus_per_task: 8\n"
-            "gres: gpu:1                   # #SBATCH --gres=gpu:1\n"
-            "walltime: '04:00:00'\nqueue: gpu                    # partition\nmem: 32G\n",
-            "export OMP_NUM_THREADS=8",
-        ),
-        "pbs": (
-            "nnodes: 1\nppnode: 8\n"
-            "# GPUs: CommonAdapter's PBS template has no GPU line; give your site's syntax\n"
-            "# (e.g. #PBS -l select=1:ncpus=8:ngpus=1) in a template named by _fw_template_file\n"
-            "walltime: '04:00:00'\nqueue: gpu\n",
-            "export OMP_NUM_THREADS=8",
-        ),
-    },
-    "cpu": {
-        "slurm": (
-            "nodes: 1\nntasks: 1\ncpus_per_task: 16          # one process; BLAS/torch threads\n"
-            "walltime: '12:00:00'\nqueue: cpu\nmem: 64G\n",
-            "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}",
-        ),
-        "pbs": (
-            "nnodes: 1\nppnode: 16\nwalltime: '12:00:00'\nqueue: cpu\n",
-            "export OMP_NUM_THREADS=16",
-        ),
-    },
-    "vasp": {
-        "slurm": (
-            "# VASP is MPI-parallel: one rank per core (ntasks = cores of the node), one thread\n"
-            "nodes: 1\nntasks: 32\ncpus_per_task: 1\n"
-            "walltime: '24:00:00'\nqueue: cpu\nmem: 120G\n",
-            "export OMP_NUM_THREADS=1",
-        ),
-        "pbs": (
-            "# VASP is MPI-parallel: one rank per core (ppnode = cores of the node)\n"
-            "nnodes: 1\nppnode: 32\nwalltime: '24:00:00'\nqueue: cpu\n",
-            "export OMP_NUM_THREADS=1",
-        ),
-    },
+#: PBS flavours: Torque (``-l nodes=N:ppn=M``) and PBS Pro / OpenPBS (``-l select=...``)
+PBS_FLAVOURS = ("pro", "torque")
+
+#: per queue: cores, GPUs, walltime (HH:MM:SS, which SLURM and PBS both read), memory
+_SIZES = {
+    "gpu": {"cores": 8, "gpus": 1, "walltime": "04:00:00", "mem": "32gb"},
+    "cpu": {"cores": 16, "gpus": 0, "walltime": "12:00:00", "mem": "64gb"},
+    "vasp": {"cores": 32, "gpus": 0, "walltime": "24:00:00", "mem": "120gb"},
 }
 
+_QUEUE_NOTE = (
+    "# queue: your site's queue (partition) for this kind of job. One name per kind keeps\n"
+    "# `qlaunch -m N` (at most N queued jobs, counted per queue) apart for gpu / cpu / vasp;\n"
+    "# if two kinds share one queue, -m counts their jobs together.\n"
+)
+
+#: FireWorks queue templates written beside the adapters (FireWorks' own PBS template knows
+#: only Torque's nodes=:ppn= and no GPU); a line whose $${key} is unset is dropped by FireWorks
+PBS_TEMPLATES = {
+    "PBS_pro.txt": "#PBS -l select=$${nnodes}:ncpus=$${ppnode}:mpiprocs=$${mpiprocs}:mem=$${mem}\n",
+    "PBS_pro_gpu.txt": "#PBS -l select=$${nnodes}:ncpus=$${ppnode}:mpiprocs=$${mpiprocs}"
+    ":ngpus=$${ngpus}:mem=$${mem}\n",
+    "PBS_torque_gpu.txt": "#PBS -l nodes=$${nnodes}:ppn=$${ppnode}:gpus=$${ngpus}\n"
+    "#PBS -l mem=$${mem}\n",
+}
+_PBS_COMMON = """\
+#PBS -l walltime=$${walltime}
+#PBS -q $${queue}
+#PBS -A $${account}
+#PBS -N $${job_name}
+#PBS -o FW_job.out
+#PBS -e FW_job.error
+
+$${pre_rocket}
+cd $${launch_dir}
+$${rocket_launch}
+$${post_rocket}
+"""
+
+
+def pbs_template(name: str) -> str:
+    """The text of one shipped PBS queue template."""
+    return "#!/bin/bash\n\n" + PBS_TEMPLATES[name] + _PBS_COMMON
+
+
+def _pbs_template_name(queue: str, flavour: str) -> str | None:
+    """The queue template a PBS adapter needs (None: FireWorks' own PBS template)."""
+    if flavour == "pro":
+        return "PBS_pro_gpu.txt" if _SIZES[queue]["gpus"] else "PBS_pro.txt"
+    return "PBS_torque_gpu.txt" if _SIZES[queue]["gpus"] else None
+
+
+def _resources(queue: str, scheduler: str, flavour: str, folder: Path) -> tuple[str, str]:
+    """(adapter lines for the job's size, the OMP_NUM_THREADS line) of one queue."""
+    z = _SIZES[queue]
+    mpi = queue == "vasp"
+    if scheduler == "slurm":
+        lines = "nodes: 1\n" + (
+            f"ntasks: {z['cores']}              # VASP: one MPI rank per core\ncpus_per_task: 1\n"
+            if mpi
+            else f"ntasks: 1\ncpus_per_task: {z['cores']}          # one process, its threads\n"
+        )
+        if z["gpus"]:
+            lines += f"gres: gpu:{z['gpus']}                   # #SBATCH --gres=gpu:1\n"
+        lines += f"walltime: '{z['walltime']}'       # HH:MM:SS\n{_QUEUE_NOTE}queue: {queue}\n"
+        lines += f"mem: {z['mem'].upper().replace('GB', 'G')}\n"
+        omp = (
+            "export OMP_NUM_THREADS=1"
+            if mpi
+            else "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}"
+        )
+        return lines, omp
+    template = _pbs_template_name(queue, flavour)
+    lines = f"nnodes: 1\nppnode: {z['cores']}               # cores per node\n"
+    if flavour == "pro":
+        lines += f"mpiprocs: {z['cores'] if mpi else 1}             # MPI ranks per node\n"
+    if z["gpus"]:
+        lines += f"ngpus: {z['gpus']}\n"
+    if flavour == "pro" or z["gpus"]:
+        lines += f"mem: {z['mem']}\n"
+    lines += f"walltime: '{z['walltime']}'       # HH:MM:SS\n{_QUEUE_NOTE}queue: {queue}\n"
+    if template:
+        lines += f"_fw_template_file: {folder / 'templates' / template}\n"
+    # Torque sets PBS_NUM_PPN, PBS Pro NCPUS: the threads follow the job's own size
+    omp = (
+        "export OMP_NUM_THREADS=1"
+        if mpi
+        else f"export OMP_NUM_THREADS=${{PBS_NUM_PPN:-${{NCPUS:-{z['cores']}}}}}"
+    )
+    return lines, omp
+
+
+#: VASP's MPI launch per scheduler: srun takes the ranks of the allocation; under PBS the
+#: node file lists one line per rank (Torque: ppn; PBS Pro: mpiprocs)
 _VASP_ENV = {
     "slurm": ('"srun vasp_std"', '"srun vasp_gam"'),
-    "pbs": ('"mpiexec vasp_std"', '"mpiexec vasp_gam"'),
+    "pbs": (
+        '"mpiexec -n $(wc -l < $PBS_NODEFILE) vasp_std"',
+        '"mpiexec -n $(wc -l < $PBS_NODEFILE) vasp_gam"',
+    ),
 }
 
 _VASP_NOTES = """\
 # NCORE / KPAR (INCAR; campaign stages.dft.vasp.incar, or `smoacs-flows resume --incar`):
-#   KPAR  = number of k-point groups; ranks are split into KPAR groups (a divisor of ntasks,
-#           up to the number of irreducible k-points; KPAR = nodes is a good start).
+#   KPAR  = number of k-point groups; ranks are split into KPAR groups (a divisor of the
+#           ranks, up to the number of irreducible k-points; KPAR = nodes is a good start).
 #   NCORE = ranks working on one band, ~ sqrt(ranks per KPAR group) or the cores per socket
 #           (e.g. 4 or 8 for 32-128 cores); NCORE = 1 for small cells or hybrid functionals.
-# VASP_CMD: atomate2 reads ATOMATE2_VASP_CMD (or VASP_CMD in ~/.atomate2.yaml); custodian runs it
-# inside this job, so `srun` starts ntasks ranks. POTCARs: PMG_VASP_PSP_DIR.
+# VASP_CMD: atomate2 reads ATOMATE2_VASP_CMD (or VASP_CMD in ~/.atomate2.yaml); custodian runs
+# it inside this job. {launch} POTCARs: PMG_VASP_PSP_DIR.
 """
+_VASP_LAUNCH = {
+    "slurm": "srun starts the job's ntasks ranks.",
+    "pbs": "mpiexec -n starts one rank per line of $PBS_NODEFILE (the job's ranks).",
+}
 
 
-def _qadapter(queue: str, scheduler: str, folder: Path, rlaunch: str, activate: str) -> str:
-    res, omp = _RESOURCES[queue][scheduler]
+def _qadapter(
+    queue: str,
+    scheduler: str,
+    folder: Path,
+    rlaunch: str,
+    activate: str,
+    flavour: str = "pro",
+    home: str | None = None,
+    fworker: str | None = None,
+) -> str:
+    res, omp = _resources(queue, scheduler, flavour, folder)
+    fworker = fworker or str(folder / f"my_fworker_{queue}.yaml")
+    kind = scheduler.upper() + (
+        f" ({'PBS Pro' if flavour == 'pro' else 'Torque'})" if scheduler == "pbs" else ""
+    )
     lines = [
-        f"# {scheduler.upper()} queue adapter of the {queue} queue ({_FWORKER_NOTES[queue]}).",
+        f"# {kind} queue adapter of the {queue} queue ({_FWORKER_NOTES[queue]}).",
         "# Absolute paths: FireWorks' job script cds into block_*/launcher_* before rocket_launch.",
         "# singleshot: one firework per queue job; needed by reservation mode (qlaunch -r), which",
-        "# is also what applies a firework's _queueadapter overrides (resume --walltime).",
+        "# is also what applies a firework's _queueadapter overrides (resume --walltime/--cores).",
         "_fw_name: CommonAdapter",
         f"_fw_q_type: {scheduler.upper() if scheduler == 'pbs' else 'SLURM'}",
-        f"rocket_launch: {rlaunch} -l {folder / 'my_launchpad.yaml'} "
-        f"-w {folder / f'my_fworker_{queue}.yaml'} singleshot",
+        f"rocket_launch: {rlaunch} -l {folder / 'my_launchpad.yaml'} -w {fworker} singleshot",
         res.rstrip("\n"),
         "account: null",
         f"job_name: smoacs-{queue}",
@@ -197,8 +267,15 @@ def _qadapter(queue: str, scheduler: str, folder: Path, rlaunch: str, activate: 
         f"  {activate}",
         f"  export FW_CONFIG_FILE={folder / 'FW_config.yaml'}",
         f"  export JOBFLOW_CONFIG_FILE={folder / 'jobflow.yaml'}   # the JOB_STORE",
+        (
+            f"  export SMOACS_HOME={home}   # the embedded stores; caches"
+            if home
+            else "  # export SMOACS_HOME=/path/to/smoacs_home   # caches (default ~/.smoacs)"
+        ),
         f"  {omp}",
     ]
+    if queue == "gpu":
+        lines.append("  export SMOACS_GPU_QUEUE=1   # a job here without a GPU says so loudly")
     if queue == "vasp":
         std, gam = _VASP_ENV[scheduler]
         lines += [
@@ -208,7 +285,7 @@ def _qadapter(queue: str, scheduler: str, folder: Path, rlaunch: str, activate: 
         ]
     lines += ["post_rocket: null", "logdir: null"]
     text = "\n".join(lines) + "\n"
-    return text + (_VASP_NOTES if queue == "vasp" else "")
+    return text + (_VASP_NOTES.format(launch=_VASP_LAUNCH[scheduler]) if queue == "vasp" else "")
 
 
 def _fw_config(folder: Path) -> str:
@@ -236,8 +313,16 @@ def render(
     scheduler: str = "slurm",
     rlaunch: str = "rlaunch",
     activate: str | None = None,
+    flavour: str = "pro",
+    home: str | None = None,
 ) -> dict[str, str]:
-    """``{file name: text}`` of a configuration folder (``folder`` absolute)."""
+    """``{relative file name: text}`` of a configuration folder (``folder`` absolute).
+
+    Beside the per-queue files, each queue gets FireWorks' standard names in its own folder
+    (``gpu/my_fworker.yaml``, ``gpu/my_qadapter.yaml``, ``gpu/my_launchpad.yaml``), so that
+    FireWorks' ``qlaunch -c DIR/gpu`` finds them; PBS adapters name the queue templates
+    written under ``templates/``.
+    """
     activate = activate or _activate_line()
     files = {
         "FW_config.yaml": _fw_config(folder),
@@ -246,7 +331,26 @@ def render(
     }
     for q in QUEUES:
         files[f"my_fworker_{q}.yaml"] = _fworker(q)
-        files[f"my_qadapter_{q}.yaml"] = _qadapter(q, scheduler, folder, rlaunch, activate)
+        files[f"my_qadapter_{q}.yaml"] = _qadapter(
+            q, scheduler, folder, rlaunch, activate, flavour, home
+        )
+        files[f"{q}/my_fworker.yaml"] = _fworker(q)
+        files[f"{q}/my_qadapter.yaml"] = _qadapter(
+            q,
+            scheduler,
+            folder,
+            rlaunch,
+            activate,
+            flavour,
+            home,
+            str(folder / q / "my_fworker.yaml"),
+        )
+        files[f"{q}/my_launchpad.yaml"] = launchpad_text
+    if scheduler == "pbs":
+        for q in QUEUES:
+            name = _pbs_template_name(q, flavour)
+            if name:
+                files[f"templates/{name}"] = pbs_template(name)
     return files
 
 
@@ -293,6 +397,7 @@ def init_launchers(
     store: str | Path | None = None,
     scheduler: str = "slurm",
     force: bool = False,
+    pbs_flavour: str = "pro",
 ) -> dict[str, Path]:
     """Write the configuration folder atomically (nothing when any input is bad)."""
     from smoacs_flows.io import atomic_output_dir
@@ -300,6 +405,10 @@ def init_launchers(
 
     if scheduler not in SCHEDULERS:
         raise SmoacsError(f"--scheduler {scheduler!r}: expected one of {', '.join(SCHEDULERS)}")
+    if pbs_flavour not in PBS_FLAVOURS:
+        raise SmoacsError(
+            f"--pbs-flavour {pbs_flavour!r}: expected one of {', '.join(PBS_FLAVOURS)}"
+        )
     if launchpad and embedded:
         raise SmoacsError("--launchpad and --embedded exclude each other")
     folder = Path(folder).expanduser().absolute()
@@ -323,6 +432,8 @@ def init_launchers(
         note = (
             "Fill in MongoDB (documents + GridFS for the `data` store); keep private (chmod 600)."
         )
+    from smoacs_flows.config import smoacs_home_path
+
     files = render(
         folder,
         lp_text,
@@ -330,12 +441,15 @@ def init_launchers(
         note,
         scheduler,
         rlaunch="smoacs-flows rlaunch" if is_embedded else "rlaunch",
+        flavour=pbs_flavour,
+        home=str(smoacs_home_path().expanduser().absolute()) if is_embedded else None,
     )
     with atomic_output_dir(folder, force=force) as tmp:
         tmp.chmod(0o700)
         for name, text in files.items():
             p = tmp / name
+            p.parent.mkdir(exist_ok=True)
             p.write_text(text)
-            if name in ("my_launchpad.yaml", "jobflow.yaml"):
+            if p.name in ("my_launchpad.yaml", "jobflow.yaml"):
                 p.chmod(0o600)
     return {name: folder / name for name in files}

@@ -107,11 +107,43 @@ def parse_assignments(text: str, option: str, upper: bool = False) -> dict[str, 
 
 
 def parse_walltime(text: str) -> str:
-    """``HH:MM:SS``, ``D-HH:MM:SS`` or minutes → the SLURM walltime string."""
+    """A walltime in minutes (``90``), ``H:MM:SS`` or ``D-HH:MM:SS`` → ``HH:MM:SS`` (hours
+    may pass 24), the one form SLURM (``--time``) and PBS (``-l walltime``) both read the same
+    way; PBS would take a bare ``90`` as seconds."""
     t = text.strip()
-    if re.fullmatch(r"\d+", t) or re.fullmatch(r"(\d+-)?\d{1,3}:\d{2}(:\d{2})?", t):
-        return t
-    raise OverrideError(f"--walltime {text!r}: expected HH:MM:SS, D-HH:MM:SS or minutes")
+    m = re.fullmatch(r"(?:(\d+)-)?(\d{1,4}):(\d{2}):(\d{2})", t)
+    if re.fullmatch(r"\d+", t):
+        seconds = int(t) * 60
+    elif m:
+        days, h, mi, se = (int(x or 0) for x in m.groups())
+        if mi >= 60 or se >= 60:
+            raise OverrideError(f"--walltime {text!r}: minutes and seconds must be below 60")
+        seconds = ((days * 24 + h) * 60 + mi) * 60 + se
+    else:
+        raise OverrideError(
+            f"--walltime {text!r}: expected minutes (90), H:MM:SS (1:30:00) or D-HH:MM:SS"
+        )
+    if seconds <= 0:
+        raise OverrideError(f"--walltime {text!r}: must be longer than zero")
+    h, rest = divmod(seconds, 3600)
+    return f"{h:02d}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def size_overrides(kind: str, cores: int | None, nodes: int | None) -> dict[str, int]:
+    """``_queueadapter`` keys for a rerun's size, for both schedulers' templates (FireWorks
+    fills the keys its template names and ignores the others): SLURM ``nodes`` and
+    ``ntasks`` (VASP: MPI ranks) or ``cpus_per_task`` (one threaded process); PBS ``nnodes``,
+    ``ppnode`` and, for PBS Pro, ``mpiprocs``."""
+    out: dict[str, int] = {}
+    if nodes is not None:
+        out.update(nodes=nodes, nnodes=nodes)
+    if cores is not None:
+        out["ppnode"] = cores
+        if kind == "vasp":
+            out.update(ntasks=cores * (nodes or 1), mpiprocs=cores)
+        else:
+            out.update(cpus_per_task=cores, mpiprocs=1)
+    return out
 
 
 @dataclass
@@ -123,10 +155,18 @@ class Overrides:
     gpaw: dict[str, Any] = field(default_factory=dict)
     walltime: str | None = None
     category: str | None = None
+    cores: int | None = None
+    nodes: int | None = None
 
     def __bool__(self) -> bool:
         return bool(
-            self.incar or self.max_errors is not None or self.gpaw or self.walltime or self.category
+            self.incar
+            or self.max_errors is not None
+            or self.gpaw
+            or self.walltime
+            or self.category
+            or self.cores
+            or self.nodes
         )
 
 
@@ -179,8 +219,12 @@ def apply_overrides(spec: dict[str, Any], ov: Overrides) -> dict[str, Any]:
         args = tasks[0]["job"]["function_args"]
         args[1] = {**args[1], "gpaw": {**(args[1].get("gpaw") or {}), **ov.gpaw}}
         upd["_tasks"] = tasks
+    qa = dict(spec.get("_queueadapter") or {})
     if ov.walltime:
-        upd["_queueadapter"] = {**(spec.get("_queueadapter") or {}), "walltime": ov.walltime}
+        qa["walltime"] = ov.walltime
+    qa.update(size_overrides(kind, ov.cores, ov.nodes))
+    if qa != (spec.get("_queueadapter") or {}):
+        upd["_queueadapter"] = qa
     if ov.category:
         upd["_category"] = ov.category
     return upd

@@ -131,7 +131,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--incar", default=None, help="VASP INCAR overrides: ALGO=All,NELM=200")
     r.add_argument("--max-errors", type=count0, default=None, help="custodian max_errors (VASP)")
     r.add_argument("--gpaw", default=None, help="GPAW setting overrides: maxiter=300")
-    r.add_argument("--walltime", default=None, help="queue walltime for the reruns")
+    r.add_argument(
+        "--walltime",
+        default=None,
+        help="queue walltime for the reruns: minutes (90), H:MM:SS or D-HH:MM:SS; written as "
+        "HH:MM:SS, which SLURM and PBS both read",
+    )
+    r.add_argument(
+        "--cores",
+        type=count,
+        default=None,
+        help="cores per node for the reruns (SLURM cpus_per_task, or ntasks for VASP; PBS "
+        "ppn / ncpus, mpiprocs for VASP)",
+    )
+    r.add_argument("--nodes", type=count, default=None, help="nodes for the reruns")
     r.add_argument("--category", default=None, help="send the reruns to this worker category")
     r.add_argument(
         "--lost-after",

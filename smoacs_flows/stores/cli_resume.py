@@ -28,6 +28,8 @@ def resume_command(args: argparse.Namespace) -> int:
         gpaw=parse_assignments(args.gpaw, "--gpaw") if args.gpaw else {},
         walltime=parse_walltime(args.walltime) if args.walltime else None,
         category=args.category,
+        cores=args.cores,
+        nodes=args.nodes,
     )
     if args.max_errors is not None and args.max_errors < 1:
         raise SmoacsError("--max-errors: must be at least 1")
@@ -71,9 +73,9 @@ def resume_command(args: argparse.Namespace) -> int:
         print(
             f"{verb} {f.name} (fw {f.fw_id}, {f.stage}, {f.state}, {f.category}): {f.reason}{extra}"
         )
-    if ov.walltime and not args.dry_run:
+    if (ov.walltime or ov.cores or ov.nodes) and not args.dry_run:
         print(
-            f"note: walltime {ov.walltime} is in each rerun's spec._queueadapter; FireWorks "
+            "note: the walltime / size is in each rerun's spec._queueadapter; FireWorks "
             "applies it when the rerun is submitted in reservation mode (qlaunch -r)"
         )
     if args.run and not args.dry_run:

@@ -170,9 +170,15 @@ def test_launchers_init_embedded(tmp_path, capsys):
     assert main(["launchers", "init", str(d), "--embedded"]) == 0
     names = sorted(p.name for p in d.iterdir())
     assert names == sorted(
-        ["FW_config.yaml", "my_launchpad.yaml", "jobflow.yaml"]
+        ["FW_config.yaml", "my_launchpad.yaml", "jobflow.yaml", "gpu", "cpu", "vasp"]
         + [f"my_{k}_{q}.yaml" for k in ("fworker", "qadapter") for q in ("gpu", "cpu", "vasp")]
     )
+    for q in ("gpu", "cpu", "vasp"):  # FireWorks' standard names, for qlaunch -c DIR/<queue>
+        assert sorted(p.name for p in (d / q).iterdir()) == [
+            "my_fworker.yaml",
+            "my_launchpad.yaml",
+            "my_qadapter.yaml",
+        ]
     assert yaml.safe_load((d / "FW_config.yaml").read_text()) == {"CONFIG_FILE_DIR": str(d)}
     assert oct((d / "my_launchpad.yaml").stat().st_mode)[-3:] == "600"
     assert isinstance(open_launchpad(d / "my_launchpad.yaml"), EmbeddedLaunchPad)
@@ -198,9 +204,11 @@ def test_launchers_init_embedded(tmp_path, capsys):
         del os.environ["JOBFLOW_CONFIG_FILE"]
     assert Path(store.docs_store.database_path) == Path(os.environ["SMOACS_HOME"]) / "jobstore"
     pbs = tmp_path / "pbs"
-    assert main(["launchers", "init", str(pbs), "--embedded", "--scheduler", "pbs"]) == 0
+    argv = ["launchers", "init", str(pbs), "--embedded", "--scheduler", "pbs"]
+    assert main([*argv, "--pbs-flavour", "torque"]) == 0
     script = load_object_from_file(str(pbs / "my_qadapter_vasp.yaml")).get_script_str(".")
-    assert "#PBS -l nodes=1:ppn=32" in script and "mpiexec vasp_std" in script
+    assert "#PBS -l nodes=1:ppn=32" in script
+    assert "mpiexec -n $(wc -l < $PBS_NODEFILE) vasp_std" in script
 
 
 def test_launchers_init_bad_input_writes_nothing(tmp_path, capsys):
@@ -287,7 +295,7 @@ def test_launchers_init_mongodb_copies_and_plain_rlaunch(tmp_path, monkeypatch, 
     d = tmp_path / "fw"
     argv = ["launchers", "init", str(d), "--launchpad", str(src)]
     assert main([*argv, "--store", str(ROOT / "stores" / "mongodb.yaml")]) == 0
-    assert "qlaunch -w" in capsys.readouterr().out
+    assert f"qlaunch -c {d}/gpu -r rapidfire" in capsys.readouterr().out
     assert (d / "my_launchpad.yaml").read_text() == src.read_text()
     q = load_object_from_file(str(d / "my_qadapter_gpu.yaml"))
     assert q["rocket_launch"].startswith(f"rlaunch -l {d}/my_launchpad.yaml")  # FireWorks' own
