@@ -1,8 +1,9 @@
 """Stand-in PBS ``qsub`` / ``qstat`` for queue-launcher tests. ``qsub`` copies the job script
-to ``$STANDIN_PBS_DIR/job-N.script`` (a batch system spools its own copy), starts that copy in the background with a clean environment
-(``env -i``, only ``HOME`` and a minimal ``PATH``, from the submit folder, as a batch system
-does) and prints ``N.standin``; its exit status goes to ``job-N.rc``. ``qstat -u USER`` prints
-the running jobs in PBS's column layout, which FireWorks' PBS adapter parses."""
+to ``$STANDIN_PBS_DIR/job-N.script`` (a batch system spools its own copy), starts that copy in
+the background with a clean environment (``env -i``, only ``HOME`` and a minimal ``PATH``, from
+the submit folder) and prints ``N.standin``; its exit status goes to ``job-N.rc``.
+``qstat -u USER`` prints the running jobs in PBS's column layout, which FireWorks' PBS adapter
+parses."""
 
 from __future__ import annotations
 
