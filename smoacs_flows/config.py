@@ -68,3 +68,24 @@ def software_versions(names: tuple[str, ...] = TRACKED) -> dict[str, str]:
         except PackageNotFoundError:
             continue
     return out
+
+
+#: set by the gpu queue's job script (``launchers init``): this job was meant to have a GPU
+GPU_QUEUE_ENV = "SMOACS_GPU_QUEUE"
+
+
+def note_cpu_fallback(what: str) -> None:
+    """Say loudly, in the job's log, that ``device: auto`` found no GPU in a gpu-queue job
+    (set ``device: cuda`` in the campaign to make that an error instead)."""
+    import logging
+    import sys
+
+    if not os.environ.get(GPU_QUEUE_ENV):
+        return
+    msg = (
+        f"WARNING: {what} runs on the CPU: this gpu-queue job found no CUDA device "
+        "(device: auto falls back; device: cuda would stop here). Check the queue's GPU "
+        "request (#SBATCH --gres / #PBS ngpus) and CUDA_VISIBLE_DEVICES."
+    )
+    logging.getLogger("smoacs_flows").warning(msg)
+    print(msg, file=sys.stderr, flush=True)

@@ -140,7 +140,12 @@ def resolve_device(device: str | None) -> str:
     import torch
 
     if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if torch.cuda.is_available():
+            return "cuda"
+        from smoacs_flows.config import note_cpu_fallback
+
+        note_cpu_fallback("the MLIP relaxation")
+        return "cpu"
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):

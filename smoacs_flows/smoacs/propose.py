@@ -52,7 +52,12 @@ CRITERIA = (
 def resolve_device(device: str) -> torch.device:
     """``auto`` → CUDA when present, else CPU."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        from smoacs_flows.config import note_cpu_fallback
+
+        note_cpu_fallback("the SMOACS proposal")
+        return torch.device("cpu")
     try:
         dev = torch.device(device)
     except RuntimeError:
