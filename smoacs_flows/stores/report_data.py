@@ -63,7 +63,12 @@ def dos_arrays(job_store: Any, docs: list[dict[str, Any]]) -> dict[str, dict[str
         res = job_store.get_output(uuid, load=True)
         dos = (res or {}).get("dos") if isinstance(res, dict) else None
         if dos:
-            out[d["candidate_id"]] = {**dos, "efermi": res.get("efermi")}
+            from smoacs_flows.dft.dos import dos_data
+
+            # a pymatgen CompleteDos dict, or the per-spin arrays older results stored
+            arrays = dos_data(dos)
+            if arrays is not None:
+                out[d["candidate_id"]] = {**arrays.model_dump(), "efermi": res.get("efermi")}
     return out
 
 
