@@ -92,9 +92,7 @@ def metallic_channels(result: dict[str, Any], zero: float = 1e-3) -> dict[str, b
     from smoacs_flows.dft.dos import dos_data
 
     dos, ef = dos_data(result["dos"]), result["efermi"]  # a CompleteDos dict (or older arrays)
-    return {
-        s: float(np.interp(ef, dos.energies, getattr(dos, s))) > zero for s in ("up", "down")
-    }
+    return {s: float(np.interp(ef, dos.energies, getattr(dos, s))) > zero for s in ("up", "down")}
 
 
 #: how many spin channels have states at E_F for each verdict of a spin-polarised run
