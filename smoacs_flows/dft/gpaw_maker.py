@@ -23,8 +23,9 @@ from typing import Any
 from jobflow import Maker, job
 from pymatgen.core import Structure
 
+from smoacs_flows.dft import gpaw_engine
 from smoacs_flows.dft.analysis import AnalysisSettings
-from smoacs_flows.dft.gpaw_engine import GPAWSettings, run_gpaw
+from smoacs_flows.dft.gpaw_engine import GPAWSettings
 from smoacs_flows.dft.schema import DFTResult
 
 #: the SCF convergence fields of the Maker ↔ the keys of GPAW's ``convergence`` dict
@@ -110,7 +111,7 @@ class GpawSpinDosMaker(Maker):
 
         ``candidate_id`` tags the result with the campaign candidate it belongs to.
         """
-        result = run_gpaw(
+        result = gpaw_engine.run_gpaw(  # through the module: tests may stand in for it
             structure,
             self.gpaw_settings(),
             self.analysis,
