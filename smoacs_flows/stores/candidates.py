@@ -141,7 +141,9 @@ def extract_sections(stage: str, output: Any, job_uuid: str) -> dict[str, dict[s
             "hull": output.get("hull"),
             "job_uuid": job_uuid,
         }
-    elif stage == "dft" and "candidate_id" in output and "engine" in output:
+    elif stage == "dft" and output.get("candidate_id") and "engine" in output:
+        # a DFTResult of a campaign candidate (a VASP chain's own analysis job has
+        # candidate_id None: its tagged copy is the candidate's)
         out[output["candidate_id"]]["dft"] = dft_section(output, job_uuid)
     elif stage == "summary":
         out["_campaign"]["summary"] = {"funnel": output.get("funnel"), "job_uuid": job_uuid}
