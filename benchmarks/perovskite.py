@@ -233,8 +233,28 @@ def spread(values: list[float]) -> dict[str, Any]:
     }
 
 
-def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per gap target and method: the spread over seeds of every rate and the wall time."""
+def compare(k1: int, n1: int, k2: int, n2: int, draws: int = 10_000) -> dict[str, Any]:
+    """SMOACS (k1 of n1) against TPE (k2 of n2), candidates pooled over seeds: scipy's
+    two-sided Fisher exact test, and a bootstrap 95 % interval of the difference in rates
+    (candidates resampled with replacement within each method, seeded)."""
+    from scipy.stats import fisher_exact
+
+    p = float(fisher_exact([[k1, n1 - k1], [k2, n2 - k2]]).pvalue)
+    rng = np.random.default_rng(0)
+    diff = rng.binomial(n1, k1 / n1, draws) / n1 - rng.binomial(n2, k2 / n2, draws) / n2
+    lo, hi = np.percentile(diff, [2.5, 97.5])
+    return {
+        "smoacs": [k1, n1],
+        "tpe": [k2, n2],
+        "fisher_p_two_sided": p,
+        "difference": k1 / n1 - k2 / n2,
+        "bootstrap_95": [float(lo), float(hi)],
+    }
+
+
+def summarise(runs: list[dict[str, Any]], n: int) -> dict[str, Any]:
+    """Per gap target and method: the spread over seeds of every rate and the wall time; with
+    both methods, the pooled joint successes compared (:func:`compare`)."""
     out: dict[str, Any] = {}
     for gap in sorted({r["gap"] for r in runs}):
         per = out.setdefault(f"{gap:g}", {})
@@ -245,6 +265,10 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             per[m] = {c: spread([r[m][c] for r in done]) for c in done[0][m]}
             per[m]["seconds"] = spread([r[m + "_s"] for r in done])
             per[m]["seeds"] = [r["seed"] for r in done]
+        both = [r for r in runs if r["gap"] == gap and "smoacs" in r and "tpe" in r]
+        if both:
+            k = {m: sum(round(r[m]["joint"] * n) for r in both) for m in ("smoacs", "tpe")}
+            per["joint_test"] = compare(k["smoacs"], n * len(both), k["tpe"], n * len(both))
     return out
 
 
@@ -263,6 +287,8 @@ def table(paths: list[str]) -> str:
                 continue
             for gap, per in res.get("summary", {}).items():
                 for m, v in per.items():
+                    if m == "joint_test":
+                        continue
                     cols = [
                         f"{100 * v[c]['mean']:.1f} ± {100 * v[c]['std']:.1f} %"
                         for c in ("joint", *CRITERIA)
@@ -280,6 +306,12 @@ def table(paths: list[str]) -> str:
 def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--table", nargs="+", default=None, help="print result files as markdown")
+    ap.add_argument(
+        "--resummarise",
+        nargs="+",
+        default=None,
+        help="recompute the 'summary' of result files from their runs (rewritten in place)",
+    )
     ap.add_argument("--cell", choices=["unit", "supercell", "both"], default="both")
     ap.add_argument("--n", type=int, default=None, help="candidates (256 unit / 32 supercell)")
     ap.add_argument("--steps", type=int, default=200)
@@ -403,6 +435,15 @@ def main() -> None:
     if args.table:
         print(table(args.table))
         return
+    if args.resummarise:
+        for path in args.resummarise:
+            data = json.loads(Path(path).read_text())
+            for cell, res in data.items():
+                if cell != "machine":
+                    res["summary"] = summarise(res["runs"], res["n"])
+                    print(path, cell, json.dumps(res["summary"].get("1.5", {}).get("joint_test")))
+            write_json(path, data)
+        return
     torch.set_num_threads(args.threads)
     cells = ["unit", "supercell"] if args.cell == "both" else [args.cell]
     results: dict[str, Any] = {"machine": machine(args.threads)}
@@ -457,7 +498,7 @@ def main() -> None:
                     run["tpe_budget"] = BUDGET["tpe"]
                     run["tpe_lattice"] = LATTICE["tpe"]
                     run["tpe_predicted"] = PREDICTED["tpe"]
-                res["summary"] = summarise(res["runs"])
+                res["summary"] = summarise(res["runs"], n)
                 results["machine"]["loadavg_end_1_5_15"] = list(os.getloadavg())
                 _print(cell, res, run, args)
                 if args.json:
@@ -466,7 +507,16 @@ def main() -> None:
             line = ", ".join(
                 f"{m} joint {100 * v['joint']['mean']:.1f} ± {100 * v['joint']['std']:.1f} %"
                 for m, v in per.items()
+                if m != "joint_test"
             )
+            test = per.get("joint_test")
+            if test:
+                line += (
+                    f"; pooled {test['smoacs'][0]}/{test['smoacs'][1]} vs "
+                    f"{test['tpe'][0]}/{test['tpe'][1]}, Fisher p = "
+                    f"{test['fisher_p_two_sided']:.3g}, difference 95 % "
+                    f"[{test['bootstrap_95'][0]:+.3f}, {test['bootstrap_95'][1]:+.3f}]"
+                )
             print(f"{cell} gap {gap} eV over seeds {args.seeds}: {line}")
 
 

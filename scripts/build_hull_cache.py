@@ -77,11 +77,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--home", type=Path, default=Path("/tmp/smoacs-hull-cache-home"))
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--export-only", action="store_true", help="export the store as it is")
+    p.add_argument(
+        "--reuse-shipped",
+        action="store_true",
+        help="copy the cache that ships now into the store first, so only systems it lacks are "
+        "relaxed (the same phases and energies, when the library version is unchanged)",
+    )
     args = p.parse_args(argv)
     os.environ["SMOACS_HOME"] = str(args.home)
     os.environ.pop("MP_API_KEY", None)  # the offline default: elements + prototype phases
     from smoacs_flows.screening import prototype_hull
 
+    if args.reuse_shipped:
+        from smoacs_flows.screening.references import ReferenceStore
+
+        old = prototype_hull.shipped_cache("chgnet")
+        with ReferenceStore() as store:
+            for cs, results in old.items():
+                store.put_raw(prototype_hull._store_key("chgnet", cs), "chgnet", cs, results)
+        print(f"seeded the store with the {len(old)} shipped systems", flush=True)
     prototype_hull.shipped_cache = lambda mlip: {}  # build from the store, not the old file
     t0 = time.process_time()
     used: set[str] = set()

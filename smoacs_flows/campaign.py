@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from smoacs_flows.errors import SpecError
+from smoacs_flows.strict import StrictModel
 
 #: upper bounds that keep a typo (an extra zero or ten) from running for ever
 MAX_STEPS = 100_000
@@ -19,6 +20,8 @@ MAX_CANDIDATES = 1_000_000
 MAX_SEED = 2**32 - 1
 MAX_LENGTH = 1000.0  # Å
 MAX_SUPERCELL = 10
+MAX_LR = 100.0  # the seeds' largest rate is 9.0 (perovskite lattice)
+MAX_NAME = 100  # characters: names become folder and file names
 
 
 def _check_range(v: tuple[float, float] | None) -> tuple[float, float] | None:
@@ -27,8 +30,8 @@ def _check_range(v: tuple[float, float] | None) -> tuple[float, float] | None:
     return v
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+class _Strict(StrictModel):
+    """Unknown keys forbidden, numbers not coerced from booleans or strings."""
 
 
 class TemplateSpec(_Strict):
@@ -131,13 +134,13 @@ class LossSpec(BaseModel):
 
 
 class LearningRates(_Strict):
-    """Adam learning rate per parameter group."""
+    """Adam learning rate per parameter group (0 freezes the group)."""
 
-    lengths: float = 0.01
-    angles: float = 0.01
-    coords: float = 0.01
-    elements: float = 0.01
-    patterns: float = 0.01
+    lengths: float = Field(0.01, ge=0, le=MAX_LR)
+    angles: float = Field(0.01, ge=0, le=MAX_LR)
+    coords: float = Field(0.01, ge=0, le=MAX_LR)
+    elements: float = Field(0.01, ge=0, le=MAX_LR)
+    patterns: float = Field(0.01, ge=0, le=MAX_LR)
 
 
 class TemperatureSpec(_Strict):
@@ -217,7 +220,7 @@ class SuccessSpec(_Strict):
 class Campaign(_Strict):
     """A SMOACS campaign."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=MAX_NAME)
     description: str = ""
     seed: int = Field(0, ge=0, le=MAX_SEED)
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda', ...")

@@ -17,7 +17,18 @@ def smoacs_home() -> Path:
     Created on demand.
     """
     home = smoacs_home_path()
-    home.mkdir(parents=True, exist_ok=True)
+    if home.exists() and not home.is_dir():
+        from smoacs_flows.errors import InputError
+
+        raise InputError(
+            f"the SMOACS home {home} is a file, not a folder; set SMOACS_HOME to a folder"
+        )
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from smoacs_flows.errors import InputError
+
+        raise InputError(f"cannot create the SMOACS home {home}: {exc.strerror or exc}") from None
     return home
 
 

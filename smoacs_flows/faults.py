@@ -50,8 +50,10 @@ def _corrupt_sqlite(folder: Path) -> Path | None:
             continue
         try:
             with sqlite3.connect(f"file:{p}?mode=ro", uri=True) as conn:
-                conn.execute("PRAGMA quick_check").fetchall()
+                rows = conn.execute("PRAGMA quick_check").fetchall()
         except sqlite3.DatabaseError:
+            return p
+        if rows != [("ok",)]:  # problems are reported as rows, not raised
             return p
     return None
 
@@ -72,7 +74,12 @@ def database_error_message(exc: sqlite3.DatabaseError) -> str:
             f"job store file {bad} is corrupted ({exc}); restore {jobs} from a backup, or "
             "move it aside and run the campaign again with --new-version (its outputs are lost)"
         )
-    return f"a database under {home} is corrupted or unreadable ({exc})"
+    return (
+        f"a database under {home} is corrupted or unreadable ({exc}), and no file under "
+        f"{results} or {jobs} fails SQLite's own check; if the embedded LaunchPad "
+        f"({home / 'launchpad'}) was being written when it stopped, restore it from a backup; "
+        "else move the results folder aside (it is rebuilt by the next query)"
+    )
 
 
 __all__ = ["database_error_message", "os_error_message", "smoacs_home"]

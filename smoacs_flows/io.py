@@ -248,13 +248,46 @@ def _expanded_nodes(data: Any, limit: int) -> int:
     return count(data)
 
 
+class _DuplicateKey(ValueError):
+    """A mapping names the same key twice (YAML keeps the last one silently)."""
+
+
+def _unique_key_loader() -> type:
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (line numbers named)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):  # noqa: ANN001, ANN202 - yaml's API
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: SafeLoader's own error follows
+                    continue
+                if first is not None:
+                    raise _DuplicateKey(
+                        f"key {key!r} appears twice in one mapping (lines {first} and "
+                        f"{key_node.start_mark.line + 1}); YAML would keep only the last"
+                    )
+                seen[key] = key_node.start_mark.line + 1
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
 def safe_yaml_load(text: str, source: str, error: type[SmoacsError] = InputError) -> Any:
     """``yaml.safe_load`` with aliases bounded: a document that expands to over
     :data:`MAX_YAML_NODES` nodes (a "billion laughs") or holds a recursive alias is one
     ``error`` naming ``source``, before anything walks, validates or echoes it."""
     import yaml
 
-    data = yaml.safe_load(text)
+    try:
+        data = yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader
+    except _DuplicateKey as exc:
+        raise error(f"{source}: invalid YAML: {exc}") from None
     try:
         n = _expanded_nodes(data, MAX_YAML_NODES)
     except ValueError as exc:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from smoacs_flows.cli_types import count, count0, fraction, non_negative, positive
 from smoacs_flows.dft.analysis import AnalysisSettings
 from smoacs_flows.dft.schema import DFTResult
 from smoacs_flows.errors import InputError
@@ -25,16 +26,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--out", default=None, help="output directory (default: dft-<structure name>)")
     run.add_argument("--force", action="store_true", help="replace an existing --out")
     run.add_argument("--relax", action="store_true", help="GPAW: relax positions and cell first")
-    run.add_argument("--ecut", type=float, default=None, help="GPAW plane-wave cutoff (eV)")
+    run.add_argument("--ecut", type=positive, default=None, help="GPAW plane-wave cutoff (eV)")
     run.add_argument(
-        "--kpoint-density", type=float, default=None, help="GPAW SCF k-points per Å^-1"
+        "--kpoint-density", type=positive, default=None, help="GPAW SCF k-points per Å^-1"
     )
     run.add_argument(
-        "--dense-kpoint-density", type=float, default=None, help="GPAW non-SCF k-points per Å^-1"
+        "--dense-kpoint-density", type=positive, default=None, help="GPAW non-SCF k-points per Å^-1"
     )
     run.add_argument("--vasp-cmd", default=None, help="VASP command (else atomate2 settings)")
-    run.add_argument("--max-errors", type=int, default=5, help="VASP: custodian max errors")
-    run.add_argument("--wall-time", type=int, default=None, help="VASP: wall time, seconds")
+    run.add_argument("--max-errors", type=count0, default=5, help="VASP: custodian max errors")
+    run.add_argument("--wall-time", type=count, default=None, help="VASP: wall time, seconds")
     _analysis_args(run)
     run.set_defaults(func=_run)
 
@@ -49,9 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _analysis_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--min-gap", type=float, default=None, help="smallest spin gap, eV (0.1)")
+    p.add_argument("--min-gap", type=non_negative, default=None, help="smallest spin gap, eV (0.1)")
     p.add_argument(
-        "--near-hm", type=float, default=None, help="|P| threshold for near_half_metal (0.9)"
+        "--near-hm", type=fraction, default=None, help="|P| threshold for near_half_metal (0.9)"
     )
 
 

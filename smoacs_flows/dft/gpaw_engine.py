@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, field_validator
 from pymatgen.core import Structure
 
 from smoacs_flows.dft.analysis import AnalysisSettings, analyse_spin_channels
@@ -31,6 +31,7 @@ from smoacs_flows.dft.dos import orbital, total_dos
 from smoacs_flows.dft.schema import DFTResult
 from smoacs_flows.dft.structures import check_structure, initial_moments
 from smoacs_flows.errors import SmoacsError
+from smoacs_flows.strict import StrictModel
 
 GPAW_HULL_NOTE = (
     "not comparable to MP: GPAW PAW/PBE total energies have a different reference than "
@@ -38,33 +39,35 @@ GPAW_HULL_NOTE = (
 )
 
 
-class GPAWSettings(BaseModel):
+class GPAWSettings(StrictModel):
     """Settings of the GPAW chain (the defaults are the test/benchmark settings)."""
 
-    model_config = ConfigDict(allow_inf_nan=False)
-
-    xc: str = "PBE"
-    ecut: float = Field(300.0, gt=0, description="plane-wave cutoff, eV")
-    kpoint_density: float = Field(3.0, gt=0, description="SCF k-points per Å^-1 (ASE)")
-    dense_kpoint_density: float = Field(5.0, gt=0, description="non-SCF k-points per Å^-1")
-    min_kpoints: int = Field(4, ge=1, description="at least this many k-points per direction")
-    smearing: float = Field(0.1, gt=0, description="Fermi-Dirac width of the SCF, eV")
+    xc: str = Field("PBE", description="exchange-correlation functional, as GPAW names it")
+    ecut: float = Field(300.0, gt=0, le=5000, description="plane-wave cutoff, eV")
+    kpoint_density: float = Field(3.0, gt=0, le=50, description="SCF k-points per Å^-1 (ASE)")
+    dense_kpoint_density: float = Field(5.0, gt=0, le=50, description="non-SCF k-points per Å^-1")
+    min_kpoints: int = Field(
+        4, ge=1, le=50, description="at least this many k-points per direction"
+    )
+    smearing: float = Field(0.1, gt=0, le=5, description="Fermi-Dirac width of the SCF, eV")
     scf_convergence: dict[str, float] = Field(
         default_factory=lambda: {"energy": 5e-4, "density": 1e-4, "eigenstates": 1e-6}
     )
     nscf_eigenstates: float = Field(
         1e-4, gt=0, description="non-SCF eigenstate tolerance (eV^2/electron; ~0.01 eV)"
     )
-    extra_bands: int = Field(4, ge=2, description="bands above the occupied ones (non-SCF)")
-    maxiter: int = 300
+    extra_bands: int = Field(
+        4, ge=2, le=1000, description="bands above the occupied ones (non-SCF)"
+    )
+    maxiter: int = Field(300, ge=1, le=100_000)
     relax: bool = False
     relax_cell: bool = True
-    fmax: float = 0.05
-    relax_steps: int = 60
+    fmax: float = Field(0.05, gt=0, le=10)
+    relax_steps: int = Field(60, ge=0, le=100_000)
     magmom_overrides: dict[str, float] = Field(default_factory=dict)
     dos_emin: float = Field(-8.0, description="DOS grid start relative to E_F, eV")
     dos_emax: float = Field(6.0, description="DOS grid end relative to E_F, eV")
-    dos_step: float = Field(0.01, gt=0)
+    dos_step: float = Field(0.01, gt=0, le=1)
     dos_method: str = Field("tetrahedron", description="'tetrahedron' or 'gaussian:<width>'")
     pdos: bool = Field(
         True, description="site- and orbital-projected DOS (PAW projectors) in the CompleteDos"
@@ -81,6 +84,22 @@ class GPAWSettings(BaseModel):
         "parallelises with MPI; threaded BLAS on its small matrices is slower (zinc-blende "
         "CrAs at the demo settings: 11 s with 1 thread, 53 s wall / 102 s CPU with 2)",
     )
+
+    @field_validator("xc")
+    @classmethod
+    def _known_functional(cls, v: str) -> str:
+        """GPAW's own functional lookup decides (LDA, PBE, RPBE, revPBE, PBEsol, libxc names)."""
+        try:
+            from gpaw.xc import XC
+
+            XC(v)
+        except ImportError:  # checked again where GPAW runs
+            return v
+        except Exception:  # noqa: BLE001 - GPAW raises several kinds for an unknown name
+            raise ValueError(
+                f"{v!r} is not a functional GPAW knows (e.g. LDA, PBE, RPBE, revPBE, PBEsol)"
+            ) from None
+        return v
 
 
 def kpoint_mesh(structure: Structure, density: float, minimum: int = 1) -> tuple[int, int, int]:
@@ -146,11 +165,10 @@ def _run_chain(
     """The GPAW chain itself (relaxation if asked, SCF, non-SCF, DOS, analysis)."""
     from ase.filters import FrechetCellFilter
     from ase.optimize import BFGS
+    from gpaw import GPAW, PW, FermiDirac
     from gpaw.dos import DOSCalculator
     from pymatgen.electronic_structure.dos import CompleteDos
     from pymatgen.io.ase import AseAtomsAdaptor
-
-    from gpaw import GPAW, PW, FermiDirac
 
     def txt(name: str) -> str | None:
         if work_dir is None:

@@ -69,6 +69,13 @@ def check_structure(
     """Refuse structures no DFT code can start from (overlapping atoms, disorder, empty cell)."""
     if len(structure) == 0:
         raise InputError(f"{name}: has no sites")
+    from pymatgen.core import DummySpecies
+
+    dummies = sorted({sp.symbol for sp in structure.composition if isinstance(sp, DummySpecies)})
+    if dummies:
+        raise InputError(
+            f"{name}: {', '.join(dummies)} is not a chemical element (a placeholder species)"
+        )
     if not structure.is_ordered:
         raise InputError(f"{name}: is disordered (partial occupancies); DFT needs an ordered cell")
     from smoacs_flows.screening.prefilter import structure_problem
@@ -101,6 +108,10 @@ def read_structure(path: str | Path) -> Structure:
         with warnings_only_on_success():
             structure = Structure.from_file(path)
     except Exception as exc:  # pymatgen raises many kinds on bad files
-        raise InputError(f"{path}: cannot read a structure ({exc})") from None
+        why = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise InputError(
+            f"{path}: cannot read a structure ({why}); expected a CIF, a POSCAR/CONTCAR or "
+            "vasprun.xml, or a pymatgen Structure JSON (a campaign YAML goes to submit or run)"
+        ) from None
     check_structure(structure, name=str(path))
     return structure

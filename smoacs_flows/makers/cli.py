@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from smoacs_flows.cli_types import count, positive
 from smoacs_flows.errors import InputError
 
 #: the most local workers per category ``run`` starts
@@ -37,6 +38,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--json", action="store_true", help="print the submission as JSON")
     s.set_defaults(func=_submit)
 
+    v = subparsers.add_parser(
+        "validate",
+        help="check a campaign as submit would, writing nothing",
+        description="Every check submit makes before it opens a LaunchPad: the campaign and "
+        "every stage section, templates and oxidation patterns, predictor and loss names, "
+        "reference files; then the Flow is built and its jobs counted. Nothing is written "
+        "(not even $SMOACS_HOME). Exit 0 when valid, 2 with one error line when not.",
+    )
+    v.add_argument("campaign", help="campaign YAML")
+    v.add_argument("--json", action="store_true", help="print the summary as JSON")
+    v.set_defaults(func=_validate)
+
     r = subparsers.add_parser(
         "run",
         help="run a campaign here: embedded LaunchPad and local gpu/cpu workers",
@@ -50,11 +63,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="run a campaign whose name is already on the embedded LaunchPad again",
     )
-    r.add_argument("--timeout", type=float, default=None, help="seconds (default: none)")
-    r.add_argument("--poll", type=float, default=2.0, help="progress interval, s")
+    r.add_argument("--timeout", type=positive, default=None, help="seconds (default: none)")
+    r.add_argument("--poll", type=positive, default=2.0, help="progress interval, s")
     r.add_argument(
         "--cpu-workers",
-        type=int,
+        type=count,
         default=1,
         metavar="N",
         help="worker processes on the cpu category (and on the DFT one, if it has its own): "
@@ -96,6 +109,31 @@ def _submit(args: argparse.Namespace) -> int:
             f"submitted {sub.campaign} v{sub.version} ({sub.tag}) to the {sub.launchpad}: "
             f"{sub.n_fireworks} fireworks, ids {sub.fw_ids[0]}-{sub.fw_ids[-1]} ({cats}) "
             f"in {sub.timings['total']:.1f} s"
+        )
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from smoacs_flows.campaign import load_campaign
+    from smoacs_flows.makers.submit import campaign_flow
+
+    campaign = load_campaign(args.campaign)
+    flow = campaign_flow(campaign)
+    stages = Counter(str(j.metadata.get("stage", "?")) for j, _ in flow.iterflow())
+    summary = {
+        "campaign": campaign.name,
+        "valid": True,
+        "jobs": sum(stages.values()),
+        "stages": dict(stages),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        parts = ", ".join(f"{k} {v}" for k, v in stages.items())
+        print(
+            f"{args.campaign}: valid campaign {campaign.name!r}; {summary['jobs']} jobs ({parts})"
         )
     return 0
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -207,9 +208,10 @@ def config_report(
 
 def _config(args: argparse.Namespace) -> int:
     rep = config_report(args.launchpad, args.store, args.results)
+    errors = [k for k in ("launchpad", "job_store", "results_store") if "error" in rep[k]]
     if args.json:
         print(json.dumps(rep, indent=1))
-        return 0
+        return 2 if errors else 0
 
     def show(d: dict[str, Any]) -> str:
         if "error" in d:
@@ -237,4 +239,7 @@ def _config(args: argparse.Namespace) -> int:
     ]
     for k, v in rows:
         print(f"{k:<15} {v}")
+    if errors:  # the report is printed whole; the exit status says it is not usable
+        print(f"error: {', '.join(errors)} not usable (see above)", file=sys.stderr)
+        return 2
     return 0

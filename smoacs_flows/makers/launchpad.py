@@ -249,7 +249,18 @@ def launchpad_from_file(file: str | Path, timeout_ms: int = 5000) -> LaunchPad:
         raise SmoacsError(f"{path}: expected a mapping (host, port, name, ...)")
     if spec.get("embedded"):
         return EmbeddedLaunchPad(Path(os.path.expandvars(str(spec["embedded"]))).expanduser())
+    import inspect
+
+    known = set(inspect.signature(LaunchPad.__init__).parameters) - {"self", "kwargs"}
+    known |= {"ssl_ca_file"}  # older FireWorks files
+    unknown = sorted(str(k) for k in spec if k not in known)
+    if unknown:
+        raise SmoacsError(
+            f"{path}: {unknown[0]!r} is not a LaunchPad setting (known: {', '.join(sorted(known))})"
+        )
     spec.setdefault("host", "localhost")
+    # FireWorks logs INFO lines to stdout; they would break `--json` output
+    spec.setdefault("strm_lvl", "WARNING")
     kw = dict(spec.get("mongoclient_kwargs") or {})
     kw.setdefault("serverSelectionTimeoutMS", timeout_ms)
     kw.setdefault("connectTimeoutMS", timeout_ms)

@@ -291,13 +291,29 @@ def check_gpaw_overrides(gpaw: dict[str, Any]) -> None:
         raise OverrideError(f"--gpaw {name}={gpaw.get(err['loc'][0])!r}: {err['msg']}") from None
 
 
+def check_incar_overrides(incar: dict[str, Any]) -> None:
+    """Refuse ``--incar`` tags VASP does not know and values of the wrong type, with the check
+    ``submit`` makes on a campaign's INCAR settings (pymatgen's ``Incar.check_params``)."""
+    from pydantic import ValidationError
+
+    from smoacs_flows.dft.vasp import VaspChainSettings
+
+    try:
+        VaspChainSettings.model_validate({"incar": incar})
+    except ValidationError as exc:
+        msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise OverrideError(f"--incar: {msg}") from None
+
+
 def check_request(lp: LaunchPad, tag: str, ov: Overrides, stages: list[str] | None = None) -> None:
-    """Check ``--gpaw`` overrides and ``--stage`` names before anything is written (also when
-    nothing needs rerunning): a bad one is an :class:`OverrideError`."""
+    """Check ``--gpaw`` and ``--incar`` overrides and ``--stage`` names before anything is
+    written (also when nothing needs rerunning): a bad one is an :class:`OverrideError`."""
     from smoacs_flows.makers.core import STAGES
 
     if ov.gpaw:
         check_gpaw_overrides(ov.gpaw)
+    if ov.incar:
+        check_incar_overrides(ov.incar)
     if stages:
         with lp_session(lp, write=False):
             known = set(STAGES) | {
@@ -308,6 +324,44 @@ def check_request(lp: LaunchPad, tag: str, ov: Overrides, stages: list[str] | No
             raise OverrideError(
                 f"--stage {unknown[0]}: not a stage of {tag} (stages: {', '.join(sorted(known))})"
             )
+
+
+#: states a person put fireworks in (``lpad defuse_fws`` / ``pause_fws``); not failures
+HELD_STATES = ("DEFUSED", "PAUSED")
+
+
+def held_fireworks(lp: LaunchPad, tag: str) -> list[dict[str, Any]]:
+    """The DEFUSED and PAUSED fireworks of a campaign version (``fw_id``, ``name``, ``state``,
+    ``stage``)."""
+    with lp_session(lp, write=False):
+        docs = lp.fireworks.find(
+            {"spec.tags": tag, "state": {"$in": list(HELD_STATES)}},
+            {"fw_id": 1, "name": 1, "state": 1, "spec.stage": 1},
+        )
+        return [
+            {
+                "fw_id": d["fw_id"],
+                "name": d["name"],
+                "state": d["state"],
+                "stage": d.get("spec", {}).get("stage", "?"),
+            }
+            for d in sorted(docs, key=lambda d: d["fw_id"])
+        ]
+
+
+def release_held(lp: LaunchPad, tag: str, dry_run: bool = False) -> list[dict[str, Any]]:
+    """Reignite the DEFUSED and resume the PAUSED fireworks of a campaign version (FireWorks'
+    own ``reignite_fw`` / ``resume_fw``); returns them."""
+    held = held_fireworks(lp, tag)
+    if dry_run or not held:
+        return held
+    with lp_session(lp):
+        for f in held:
+            if f["state"] == "DEFUSED":
+                lp.reignite_fw(f["fw_id"])
+            else:
+                lp.resume_fw(f["fw_id"])
+    return held
 
 
 def resume(

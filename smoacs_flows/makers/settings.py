@@ -1,9 +1,11 @@
 """Typed settings of the workflow stages, kept in the campaign's free-form ``stages`` section.
 
+The defaults (``tests/makers/test_stage_keys.py`` checks this block against the models)::
+
 ```yaml
 stages:
-  screening:   {mlip: chgnet, fmax: 0.05, steps: 200, e_hull_max: 0.1, references: refs.json.gz}
-  dft:         {engine: gpaw, max_candidates: 2, category: null, gpaw: {ecut: 300}}
+  screening:   {mlip: chgnet, fmax: 0.05, steps: 300, e_hull_max: 0.1, references: null}
+  dft:         {engine: gpaw, max_candidates: 2, category: null, gpaw: {ecut: 300.0}}
   # or engine: vasp, vasp: {incar: {ENCUT: 600}, magmom: mp, relax_static_maker: ...}
   orchestration:
     categories: {gpu: gpu, cpu: cpu}
@@ -12,7 +14,9 @@ stages:
     sweep: {mode: grid, weights: {magmom_integer: [1, 10, 100]}}
 ```
 
-Every section forbids unknown keys; errors name the field path (``stages.dft.engine: ...``).
+Every section forbids unknown keys, and so does ``stages`` itself (a typo such as
+``screenning:`` is an error, not a stage left at its defaults); numbers are not coerced from
+booleans or strings; errors name the field path (``stages.dft.engine: ...``).
 """
 
 from __future__ import annotations
@@ -21,8 +25,6 @@ import itertools
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -37,10 +39,14 @@ from smoacs_flows.screening.methods import (
     METHODS,
     OPTIMIZER_NAMES,
 )
+from smoacs_flows.strict import StrictModel
+
+#: a FireWorks category: a plain name (it also names queue folders and log files)
+CATEGORY = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+class _Strict(StrictModel):
+    """Unknown keys forbidden, numbers not coerced from booleans or strings."""
 
 
 class PrefilterSettings(_Strict):
@@ -65,10 +71,10 @@ class ScreeningSettings(_Strict):
         description="relaxation engine: torchsim (torch-sim's batched FIRE, the default), "
         "batched (ours: lockstep ASE optimisers; BFGS runs here) or atomate2",
     )
-    fmax: float = Field(0.05, gt=0)
-    steps: int = Field(300, ge=1)
+    fmax: float = Field(0.05, gt=0, le=10, description="force tolerance, eV/Å")
+    steps: int = Field(300, ge=1, le=100_000)
     optimizer: Literal[OPTIMIZER_NAMES] = DEFAULT_OPTIMIZER  # type: ignore[valid-type]
-    e_hull_max: float = 0.1
+    e_hull_max: float = Field(0.1, ge=0, le=10, description="eV/atom")
     references: str | None = Field(
         None,
         description="JSON(.gz) file of ComputedEntries, 'store' (reference store), "
@@ -95,7 +101,7 @@ class ScreeningSettings(_Strict):
         description="your own known structures for the novelty check, beside the hull's: a "
         "folder of CIFs or a proposals-style JSONL file (relative to the campaign)",
     )
-    n_jobs: int = Field(1, ge=1, description="processes for structure matching")
+    n_jobs: int = Field(1, ge=1, le=1024, description="processes for structure matching")
     device: str | None = Field(
         None, description="torch device of the MLIP relaxations (null: the campaign's device)"
     )
@@ -144,7 +150,9 @@ class DftSettings(_Strict):
         "(Å; primitive standard cell) before DFT, so the DFT code can use its symmetry; "
         "null: keep it as relaxed",
     )
-    category: str | None = Field(None, description="FireWorks category (default: the cpu one)")
+    category: str | None = Field(
+        None, pattern=CATEGORY, description="FireWorks category (default: the cpu one)"
+    )
     e_hull_max: float | None = Field(
         None,
         description="the funnel's last step: DFT half-metals within this DFT hull distance "
@@ -161,8 +169,8 @@ class DftSettings(_Strict):
 class Categories(_Strict):
     """FireWorks categories: proposal + relaxation run on ``gpu``, everything else on ``cpu``."""
 
-    gpu: str = "gpu"
-    cpu: str = "cpu"
+    gpu: str = Field("gpu", pattern=CATEGORY)
+    cpu: str = Field("cpu", pattern=CATEGORY)
 
 
 class SweepSettings(_Strict):
@@ -200,8 +208,10 @@ class OrchestrationSettings(_Strict):
     """How the campaign is cut into jobs and routed."""
 
     categories: Categories = Categories()
-    batches_per_job: int = Field(1, ge=1, description="optimiser batches per proposal job")
-    relax_group: int = Field(1, ge=1, description="proposal jobs per relaxation chunk")
+    batches_per_job: int = Field(
+        1, ge=1, le=100_000, description="optimiser batches per proposal job"
+    )
+    relax_group: int = Field(1, ge=1, le=100_000, description="proposal jobs per relaxation chunk")
     sweep: SweepSettings = SweepSettings()
 
 
@@ -215,8 +225,18 @@ class StageSettings(_Strict):
 
 def stage_settings(campaign: Campaign) -> StageSettings:
     """Validate ``campaign.stages``; an error names the field (``stages.dft.engine``)."""
-    known = {"screening", "dft", "orchestration"}
-    data = {k: v for k, v in campaign.stages.items() if k in known}
+    known = ("screening", "dft", "orchestration")
+    for key in campaign.stages:
+        if key not in known:
+            import difflib
+
+            near = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise SpecError(
+                f"campaign {campaign.name}: stages.{key}: unknown stage (known: "
+                f"{', '.join(known)}){hint}"
+            )
+    data = dict(campaign.stages)
     try:
         st = StageSettings.model_validate(data)
     except ValidationError as exc:

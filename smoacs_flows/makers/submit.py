@@ -169,6 +169,41 @@ def allocate_version(lp: LaunchPad, name: str, new_version: bool) -> int:
     return int(doc["version"])
 
 
+def ensure_initialised(lp: LaunchPad) -> None:
+    """Initialise a FireWorks database that was never reset (as ``lpad reset`` would), only
+    when it holds nothing: no workflow, firework or launch. FireWorks itself fails on such a
+    database with "Could not get next FW id"."""
+    if lp.fw_id_assigner.find_one({}) is not None:
+        return
+    held = {
+        name: coll.count_documents({})
+        for name, coll in (
+            ("workflows", lp.workflows),
+            ("fireworks", lp.fireworks),
+            ("launches", lp.launches),
+        )
+    }
+    if any(held.values()):
+        what = ", ".join(f"{n} {k}" for k, n in held.items() if n)
+        raise SmoacsError(
+            f"the {describe(lp)} holds {what} but no firework id counter (fw_id_assigner): "
+            "it was not made by FireWorks, or was damaged; it is left as it is (lpad reset "
+            "would wipe it)"
+        )
+    lp.reset("", require_password=False, max_reset_wo_password=0)
+
+
+def release_version(lp: LaunchPad, name: str, version: int) -> None:
+    """Give back a version claimed by a submit that then failed (only while it is still the
+    latest claim, so a version someone else claimed since is never reused)."""
+    import contextlib
+
+    with contextlib.suppress(Exception):  # the submit's own error is the one to report
+        lp.db[VERSIONS_COLLECTION].update_one(
+            {"_id": name, "version": version}, {"$inc": {"version": -1}}
+        )
+
+
 def submit(
     campaign: Campaign | str | Path,
     launchpad: LaunchPad | str | Path | None = None,
@@ -196,6 +231,7 @@ def submit(
         cats[c] = cats.get(c, 0) + 1
     t1 = time.perf_counter()
     with lp_session(lp):
+        ensure_initialised(lp)
         version = allocate_version(lp, campaign.name, new_version)
         tags = [campaign_tag(campaign.name), campaign_tag(campaign.name, version)]
         wf.metadata["smoacs_version"] = version
@@ -203,7 +239,11 @@ def submit(
         wf.name = f"{campaign.name} v{version}"
         for fw in wf.fws:
             fw.spec["tags"] = list(tags)
-        mapping = lp.add_wf(wf)
+        try:
+            mapping = lp.add_wf(wf)
+        except BaseException:
+            release_version(lp, campaign.name, version)  # a failed submit burns no version
+            raise
     t_add = time.perf_counter() - t1
     return Submission(
         campaign=campaign.name,

@@ -107,7 +107,13 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         state = torch.load(io.BytesIO(wts_b), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise InputError(f"{path}: cannot read the weights ({type(exc).__name__}: {exc})") from None
-    card = json.loads(card_b) if card_b else {}
+    try:
+        card = json.loads(card_b) if card_b else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        why = getattr(exc, "msg", None) or str(exc)
+        raise InputError(f"{path}: model_card.json is not valid JSON ({why})") from None
+    if not isinstance(card, dict):
+        raise InputError(f"{path}: model_card.json must hold an object, not {type(card).__name__}")
     return Checkpoint(config=config, state=state, card=card, source=str(path))
 
 

@@ -62,7 +62,12 @@ def read_table(path: str | Path) -> list[dict[str, Any]]:
         except OSError as exc:
             raise InputError(f"{path}: not a gzip file ({exc})") from None
     name = path.name[: -len(".gz")] if path.name.endswith(".gz") else path.name
-    text = raw.decode("utf-8")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{path}: not a UTF-8 text file (byte {exc.start}); expected CSV, JSON or JSON lines"
+        ) from None
     if name.endswith(".csv"):
         csv.field_size_limit(sys.maxsize)
         return list(csv.DictReader(io.StringIO(text)))

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from smoacs_flows.cli_types import count, count0, fraction, positive
 from smoacs_flows.errors import InputError
 
 
@@ -39,10 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="held-out file (default: a seeded --test-frac of DATA)",
     )
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--patience", type=int, default=15, help="early-stopping patience (epochs)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (one-cycle)")
+    p.add_argument("--epochs", type=count, default=100)
+    p.add_argument("--patience", type=count, default=15, help="early-stopping patience (epochs)")
+    p.add_argument("--batch-size", type=count, default=64)
+    p.add_argument("--lr", type=positive, default=2e-3, help="peak learning rate (one-cycle)")
     p.add_argument("--loss", choices=["mse", "l1"], default="mse")
     p.add_argument(
         "--head",
@@ -65,28 +66,28 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="hurdle head: choose the gate on the validation split by MAE, or by F1 of "
         "'gapped' (ties to the lower MAE); the card records both and the classifier's ROC AUC",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the split and the weights")
-    p.add_argument("--val-frac", type=float, default=0.1)
-    p.add_argument("--test-frac", type=float, default=0.1)
+    p.add_argument("--seed", type=count0, default=0, help="seed of the split and the weights")
+    p.add_argument("--val-frac", type=fraction, default=0.1)
+    p.add_argument("--test-frac", type=fraction, default=0.1)
     p.add_argument(
         "--max-bad-frac",
-        type=float,
+        type=fraction,
         default=0.05,
         help="abort when more than this fraction of rows is unusable",
     )
-    p.add_argument("--hidden", type=int, default=64, help="hidden features")
-    p.add_argument("--alignn-layers", type=int, default=2)
-    p.add_argument("--gcn-layers", type=int, default=2)
-    p.add_argument("--cutoff", type=float, default=5.0, help="neighbour cutoff, Å")
-    p.add_argument("--three-body-cutoff", type=float, default=3.5, help="triplet cutoff, Å")
-    p.add_argument("--max-neighbors", type=int, default=None)
+    p.add_argument("--hidden", type=count, default=64, help="hidden features")
+    p.add_argument("--alignn-layers", type=count0, default=2)
+    p.add_argument("--gcn-layers", type=count0, default=2)
+    p.add_argument("--cutoff", type=positive, default=5.0, help="neighbour cutoff, Å")
+    p.add_argument("--three-body-cutoff", type=positive, default=3.5, help="triplet cutoff, Å")
+    p.add_argument("--max-neighbors", type=count, default=None)
     p.add_argument(
         "--max-minutes",
-        type=float,
+        type=positive,
         default=None,
         help="stop after this much wall time (not reproducible across machines)",
     )
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=count, default=None, help="torch CPU threads")
     p.add_argument("--force", action="store_true", help="replace a non-empty DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
@@ -102,7 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", type=Path, help="CSV, JSON-lines, a CIF file or a folder of CIFs")
     p.add_argument("--model", required=True, help="model name or path")
     p.add_argument("--out", type=Path, default=None, help="write CSV here instead of a table")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=count, default=128)
     p.set_defaults(func=run_predict)
 
     p = sub.add_parser("models", help="list available predictor models")

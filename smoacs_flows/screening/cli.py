@@ -8,6 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from smoacs_flows.cli_types import count, non_negative, positive
 from smoacs_flows.errors import InputError
 from smoacs_flows.screening.methods import (
     DEFAULT_METHOD,
@@ -57,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=["chgnet", "mattersim", "none"],
         help="MLIP for relaxation (none: structures are already relaxed)",
     )
-    p.add_argument("--e-hull-max", type=float, default=0.1, help="eV/atom (default 0.1)")
+    p.add_argument("--e-hull-max", type=non_negative, default=0.1, help="eV/atom (default 0.1)")
     p.add_argument(
         "--method",
         default=None,
@@ -65,17 +66,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="relaxation path (default: torchsim, torch-sim's batched FIRE; batched: ours, "
         "lockstep ASE optimisers, also BFGS; atomate2: ForceFieldRelaxMaker per structure)",
     )
-    p.add_argument("--fmax", type=float, default=0.01, help="eV/Å (default 0.01)")
-    p.add_argument("--steps", type=int, default=500, help="optimiser step cap (default 500)")
+    p.add_argument("--fmax", type=positive, default=0.01, help="eV/Å (default 0.01)")
+    p.add_argument("--steps", type=count, default=500, help="optimiser step cap (default 500)")
     p.add_argument("--optimizer", default=DEFAULT_OPTIMIZER, choices=OPTIMIZER_NAMES)
     p.add_argument(
         "--gap-max",
-        type=float,
+        type=non_negative,
         default=None,
         help="prefilter: predicted band gap ≤ this (eV); off by default",
     )
-    p.add_argument("--max-elements", type=int, default=5)
-    p.add_argument("--min-distance", type=float, default=0.5, help="Å (default 0.5)")
+    p.add_argument("--max-elements", type=count, default=5)
+    p.add_argument("--min-distance", type=non_negative, default=0.5, help="Å (default 0.5)")
     p.add_argument(
         "--policy",
         default="ionic",
@@ -87,7 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="use reference DFT energies instead of relaxing references with the MLIP",
     )
     p.add_argument(
-        "--jobs", type=int, default=min(2, os.cpu_count() or 1), help="processes for matching"
+        "--jobs", type=count, default=min(2, os.cpu_count() or 1), help="processes for matching"
     )
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
     p.set_defaults(func=_screen)

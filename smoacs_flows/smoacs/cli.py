@@ -13,6 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from smoacs_flows.campaign import load_campaign
+from smoacs_flows.cli_types import count, count0
 from smoacs_flows.io import atomic_output_dir, write_jsonl
 from smoacs_flows.smoacs.propose import ProposalResult, ProposalRun, success_table
 
@@ -27,9 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("campaign", type=Path, help="campaign YAML file")
     p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--n", type=int, default=None, help="number of candidates")
-    p.add_argument("--steps", type=int, default=None, help="optimisation steps")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: campaign's)")
+    p.add_argument("--n", type=count, default=None, help="number of candidates")
+    p.add_argument("--steps", type=count, default=None, help="optimisation steps")
+    p.add_argument("--seed", type=count0, default=None, help="random seed (default: campaign's)")
     p.add_argument("--force", action="store_true", help="replace a non-empty output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_propose)

@@ -65,10 +65,11 @@ def cache_path(query: dict[str, Any], cache: str | Path | None = None) -> Path:
     """Where the download for ``query`` lives (``cache`` overrides the default)."""
     if cache is not None:
         return Path(cache).expanduser()
-    from smoacs_flows.config import smoacs_home
+    from smoacs_flows.config import smoacs_home_path
 
+    # the path only: the home is created when the download is written, not when it is looked up
     digest = hashlib.sha256(json.dumps(query, sort_keys=True).encode()).hexdigest()[:16]
-    return smoacs_home() / "templates" / "mp" / f"{digest}.json.gz"
+    return smoacs_home_path() / "templates" / "mp" / f"{digest}.json.gz"
 
 
 def read_cache(path: Path, where: str) -> dict[str, Any]:

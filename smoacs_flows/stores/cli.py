@@ -15,7 +15,9 @@ import json
 import sys
 from typing import Any
 
+from smoacs_flows.cli_types import count, count0, finite, non_negative
 from smoacs_flows.errors import SmoacsError
+from smoacs_flows.stores.cli_checks import _check_numbers, _no_home, _tag
 
 TABLE_COLUMNS = [
     ("candidate_id", "candidate"),
@@ -46,6 +48,12 @@ def _common(p: argparse.ArgumentParser, update: bool = True) -> None:
         p.add_argument(
             "--no-update", action="store_true", help="do not run the candidates builder first"
         )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="leave out the LaunchPad / JobStore / results-store lines on stderr",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -59,22 +67,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-elements 4",
     )
     q.add_argument("--campaign", default=None)
-    q.add_argument("--version", type=int, default=None)
+    q.add_argument("--version", type=count, default=None)
     q.add_argument("--verdict", default=None, help="half_metal, near_half_metal, ...")
-    q.add_argument("--e-hull-max", type=float, default=None, help="MLIP E_hull, eV/atom")
+    q.add_argument("--e-hull-max", type=finite, default=None, help="MLIP E_hull, eV/atom")
     q.add_argument("--include", default=None, help="elements every match contains: Fe,Mn")
     q.add_argument("--exclude", default=None, help="elements no match contains: Co,Ni")
-    q.add_argument("--max-elements", type=int, default=None)
-    q.add_argument("--polarisation-min", type=float, default=None, help="|P(E_F)| minimum")
-    q.add_argument("--moment-min", type=float, default=None, help="μB per formula unit")
-    q.add_argument("--moment-max", type=float, default=None)
+    q.add_argument("--max-elements", type=count, default=None)
+    q.add_argument("--polarisation-min", type=finite, default=None, help="|P(E_F)| minimum")
+    q.add_argument("--moment-min", type=finite, default=None, help="μB per formula unit")
+    q.add_argument("--moment-max", type=finite, default=None)
     q.add_argument(
         "--chgnet-moment-min",
-        type=float,
+        type=non_negative,
         default=None,
         help="CHGNet Σ|m_i| of the relaxed structure, μB per formula unit",
     )
-    q.add_argument("--chgnet-moment-max", type=float, default=None)
+    q.add_argument("--chgnet-moment-max", type=non_negative, default=None)
     q.add_argument(
         "--formula", default=None, help="by reduced formula: Fe4As2 and Fe2As find Fe2As"
     )
@@ -90,7 +98,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     q.add_argument("--sort", default="e_above_hull", help="field to sort by (default E_hull)")
     q.add_argument("--desc", action="store_true", help="sort descending")
-    q.add_argument("--limit", type=int, default=50, help="at most this many (0: all)")
+    q.add_argument("--limit", type=count0, default=50, help="at most this many (0: all)")
     q.add_argument("--format", choices=["table", "json", "csv", "cif"], default="table")
     q.add_argument("--out", default=None, help="file (json/csv) or folder (cif)")
     q.add_argument("--force", action="store_true", help="replace an existing --out folder")
@@ -104,10 +112,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "lost fireworks per stage, and the candidate funnel so far.",
     )
     s.add_argument("campaign")
-    s.add_argument("--version", type=int, default=None, help="default: the latest")
+    s.add_argument("--version", type=count, default=None, help="default: the latest")
     s.add_argument(
         "--lost-after",
-        type=float,
+        type=non_negative,
         default=None,
         help="seconds without heartbeat after which RUNNING is lost (default 4 h)",
     )
@@ -123,7 +131,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "recomputed.",
     )
     r.add_argument("campaign")
-    r.add_argument("--version", type=int, default=None)
+    r.add_argument("--version", type=count, default=None)
     r.add_argument(
         "--stage",
         action="append",
@@ -132,13 +140,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     r.add_argument("--fw", type=int, action="append", default=None, help="only these fw ids")
     r.add_argument("--incar", default=None, help="VASP INCAR overrides: ALGO=All,NELM=200")
-    r.add_argument("--max-errors", type=int, default=None, help="custodian max_errors (VASP)")
+    r.add_argument("--max-errors", type=count0, default=None, help="custodian max_errors (VASP)")
     r.add_argument("--gpaw", default=None, help="GPAW setting overrides: maxiter=300")
     r.add_argument("--walltime", default=None, help="queue walltime for the reruns")
     r.add_argument("--category", default=None, help="send the reruns to this worker category")
     r.add_argument(
         "--lost-after",
-        type=float,
+        type=non_negative,
         default=None,
         help="seconds without heartbeat after which RUNNING is lost (default 4 h)",
     )
@@ -148,13 +156,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="embedded LaunchPad: run local workers until the campaign is done",
     )
-    r.add_argument("--launchpad", default=None, help="my_launchpad.yaml (default: embedded)")
+    r.add_argument(
+        "--defused",
+        action="store_true",
+        help="also reignite the campaign's DEFUSED fireworks and resume its PAUSED ones "
+        "(lpad defuse_fws / pause_fws)",
+    )
+    r.add_argument(
+        "--launchpad",
+        default=None,
+        help="my_launchpad.yaml (default: the one FW_CONFIG_FILE / FireWorks' configuration "
+        "names, else the embedded one under $SMOACS_HOME)",
+    )
     r.set_defaults(func=_resume)
 
     p = subparsers.add_parser("report", help="self-contained HTML report of a campaign")
     p.add_argument("campaign")
     p.add_argument("--out", required=True, help="HTML file")
-    p.add_argument("--version", type=int, default=None)
+    p.add_argument("--version", type=count, default=None)
     p.add_argument(
         "--compare",
         default=None,
@@ -205,12 +224,13 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     from smoacs_flows.stores.jobstore import resolve_job_store
     from smoacs_flows.stores.results import load_results_store
 
+    say = (lambda line: None) if getattr(args, "quiet", False) else announce
     results = load_results_store(args.results).connect()
     lp, line = resolve_launchpad(args.launchpad)
-    announce(line)
+    say(line)
     job_store, _, line = resolve_job_store(getattr(args, "store", None))
-    announce(line)
-    announce(f"results store: {results.where} {results_why(args.results)}")
+    say(line)
+    say(f"results store: {results.where} {results_why(args.results)}")
     return lp, job_store, results
 
 
@@ -221,22 +241,10 @@ def _update(args: argparse.Namespace, lp: Any, job_store: Any, results: Any) -> 
         update_results(results, job_store, lp)
 
 
-def _tag(lp: Any, campaign: str, version: int | None) -> tuple[int, str]:
-    from smoacs_flows.makers.launchpad import describe, lp_session
-    from smoacs_flows.makers.submit import campaign_tag, existing_versions
+def _resume(args: argparse.Namespace) -> int:
+    from smoacs_flows.stores.cli_resume import resume_command
 
-    with lp_session(lp, write=False):
-        versions = existing_versions(lp, campaign)
-    if not versions:
-        raise SmoacsError(f"unknown campaign {campaign!r}: not on the {describe(lp)}")
-    if version is None:
-        version = versions[-1]
-    elif version not in versions:
-        raise SmoacsError(
-            f"campaign {campaign!r} has no version {version} (versions: "
-            f"{', '.join(map(str, versions))})"
-        )
-    return version, campaign_tag(campaign, version)
+    return resume_command(args)
 
 
 def _fmt(v: Any) -> str:
@@ -254,12 +262,25 @@ def _query(args: argparse.Namespace) -> int:
     from smoacs_flows.io import check_output_dir, check_output_file
     from smoacs_flows.stores.results import query
 
+    _check_numbers(args)
+    from smoacs_flows.stores.query import Filter
+
+    for expr in args.where:  # field names and values checked before anything is opened
+        Filter().add_where(expr)
+    if args.format == "cif" and not args.out:
+        raise SmoacsError("--format cif needs --out FOLDER")
     if args.out:  # refused before anything is opened or built
         if args.format == "cif":
             stores = [args.launchpad, args.store, args.results]
             check_output_dir(args.out, force=args.force, protect=[x for x in stores if x])
         else:
             check_output_file(args.out, user=True)
+    why = _no_home(args)
+    if why is not None:
+        print(f"no candidates: {why}", file=sys.stderr)
+        if args.format == "json" and not args.out:
+            print("[]")
+        return 0
     lp, job_store, results = _open(args)
     _update(args, lp, job_store, results)
     found = query(
@@ -342,7 +363,7 @@ def campaign_status(
 ) -> dict[str, Any]:
     """Fireworks per stage and state (``LOST`` counted apart from RUNNING) and the funnel."""
     from smoacs_flows.makers.launchpad import lp_session
-    from smoacs_flows.makers.recovery import LOST_AFTER, find_failed
+    from smoacs_flows.makers.recovery import LOST_AFTER, find_failed, held_fireworks
     from smoacs_flows.makers.run import stage_counts
     from smoacs_flows.stores import report_docs
     from smoacs_flows.stores.candidates import FUNNEL
@@ -383,12 +404,17 @@ def campaign_status(
         "sun_label": report_docs.sun_step_label(docs),
         "hull": sorted(hulls),
         "lost": [f.__dict__ for f in lost],
+        "held": held_fireworks(lp, tag),
     }
 
 
 def _status(args: argparse.Namespace) -> int:
     from smoacs_flows.makers.core import STAGES
 
+    _check_numbers(args)
+    why = _no_home(args)
+    if why is not None:
+        raise SmoacsError(f"unknown campaign {args.campaign!r}: {why}")
     lp, job_store, results = _open(args)
     version, tag = _tag(lp, args.campaign, args.version)
     _update(args, lp, job_store, results)
@@ -397,6 +423,8 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps(st, indent=1, default=str))
         return 0
     states = ["WAITING", "READY", "RESERVED", "RUNNING", "LOST", "COMPLETED", "FIZZLED"]
+    held = {s for c in st["fireworks"].values() for s in ("PAUSED", "DEFUSED") if c.get(s)}
+    states += sorted(held)  # a person's `lpad defuse_fws` / `pause_fws`: shown, not hidden
     print(f"campaign {args.campaign} v{version} ({tag})")
     print(f"{'stage':<10}" + "".join(f"{s:>10}" for s in states))
     for stage in [*STAGES, *sorted(set(st["fireworks"]) - set(STAGES))]:
@@ -414,108 +442,9 @@ def _status(args: argparse.Namespace) -> int:
         print(f"hull: {h}")
     for f in st["lost"]:
         print(f"lost: {f['name']} (fw {f['fw_id']}): {f['reason']}")
+    for f in st["held"]:
+        print(f"held: {f['name']} (fw {f['fw_id']}) is {f['state']}; resume --defused releases it")
     return 0
-
-
-# ----------------------------------------------------------------------------- resume
-
-
-def _resume(args: argparse.Namespace) -> int:
-    from smoacs_flows.makers.discovery import announce
-    from smoacs_flows.makers.launchpad import EmbeddedLaunchPad, resolve_launchpad
-    from smoacs_flows.makers.recovery import (
-        LOST_AFTER,
-        Overrides,
-        parse_assignments,
-        parse_walltime,
-        resume,
-    )
-
-    ov = Overrides(
-        incar=parse_assignments(args.incar, "--incar", upper=True) if args.incar else {},
-        max_errors=args.max_errors,
-        gpaw=parse_assignments(args.gpaw, "--gpaw") if args.gpaw else {},
-        walltime=parse_walltime(args.walltime) if args.walltime else None,
-        category=args.category,
-    )
-    if args.max_errors is not None and args.max_errors < 1:
-        raise SmoacsError("--max-errors: must be at least 1")
-    lp, line = resolve_launchpad(args.launchpad)
-    announce(line)
-    version, tag = _tag(lp, args.campaign, args.version)
-    after = LOST_AFTER if args.lost_after is None else args.lost_after
-    if args.run and args.lost_after is None and isinstance(lp, EmbeddedLaunchPad):
-        from smoacs_flows.config import smoacs_home_path
-        from smoacs_flows.makers.run import run_alive
-
-        # no run of ours alive: a RUNNING firework has no worker (it was killed), so it is
-        # lost now, not after the heartbeat timeout (it would wait for ever otherwise)
-        if not run_alive(smoacs_home_path() / "runs" / f"{args.campaign}-v{version}"):
-            after = 0
-    failed = resume(lp, tag, ov, args.stage, after, args.dry_run, args.fw)
-    if not failed and not (args.run and not args.dry_run and _unfinished(lp, tag)):
-        print(
-            f"campaign {args.campaign} v{version}: nothing to resume (no FIZZLED or lost fireworks)"
-        )
-        return 0
-    if not failed:
-        print(f"campaign {args.campaign} v{version}: nothing failed; running what still waits")
-    verb = "would rerun" if args.dry_run else "rerunning"
-    for f in failed:
-        extra = f" [changes: {', '.join(f.changes)}]" if f.changes else ""
-        print(
-            f"{verb} {f.name} (fw {f.fw_id}, {f.stage}, {f.state}, {f.category}): {f.reason}{extra}"
-        )
-    if ov.walltime and not args.dry_run:
-        print(
-            f"note: walltime {ov.walltime} is in each rerun's spec._queueadapter; FireWorks "
-            "applies it when the rerun is submitted in reservation mode (qlaunch -r)"
-        )
-    if args.run and not args.dry_run:
-        if not isinstance(lp, EmbeddedLaunchPad):
-            raise SmoacsError(
-                "--run works with the embedded LaunchPad; on a cluster start "
-                "workers with rlaunch/qlaunch (docs/orchestration.md)"
-            )
-        from smoacs_flows.makers.discovery import flush_announcements
-
-        flush_announcements()
-        from smoacs_flows.config import home_path
-        from smoacs_flows.makers.run import run_workers
-
-        cats = sorted(_categories(lp, tag))
-        state, logs = run_workers(
-            lp,
-            tag,
-            cats,
-            home_path("runs", f"{args.campaign}-v{version}"),
-            echo=lambda s: print(s, flush=True),
-        )
-        print(f"campaign {args.campaign} v{version}: {state}")
-        if state != "done":
-            print(f"worker logs: {', '.join(map(str, logs))}", file=sys.stderr)
-            return 1
-    return 0
-
-
-def _unfinished(lp: Any, tag: str) -> bool:
-    """Whether fireworks of the campaign are still waiting or ready (a worker stopped early:
-    ``resume --run`` then runs them even though nothing failed)."""
-    from smoacs_flows.makers.run import stage_counts
-
-    return any(
-        c.get(s) for c in stage_counts(lp, tag).values() for s in ("WAITING", "READY", "RESERVED")
-    )
-
-
-def _categories(lp: Any, tag: str) -> set[str]:
-    from smoacs_flows.makers.launchpad import lp_session
-
-    with lp_session(lp, write=False):
-        return {
-            d["spec"].get("_category", "")
-            for d in lp.fireworks.find({"spec.tags": tag}, {"spec._category": 1})
-        }
 
 
 # ----------------------------------------------------------------------------- report

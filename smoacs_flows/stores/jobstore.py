@@ -140,6 +140,32 @@ def _decode_store(spec: dict[str, Any], source: str) -> JobStore:
     return store
 
 
+def _require_shared(store: JobStore, source: str) -> None:
+    """Refuse stores that live in one process's memory: the workers of a campaign are other
+    processes, so a job's outputs would be gone when the next job looks them up ("Could not
+    resolve reference ... not in store"). MemoryStore and JSONStore (a MemoryStore loaded
+    from, and with ``read_only: false`` written back to, a file without locking) are such
+    stores; so is a MontyStore with montydb's ``memory`` storage."""
+    from maggma.stores import MemoryStore
+
+    subs = {"docs_store": store.docs_store, **dict(store.additional_stores or {})}
+    for name, sub in subs.items():
+        kind = type(sub).__name__
+        in_memory = isinstance(sub, MemoryStore) and not isinstance(sub, MontyStore)
+        if isinstance(sub, MontyStore) and (
+            getattr(sub, "storage", None) == "memory" or not getattr(sub, "database_path", None)
+        ):
+            in_memory = True
+        if in_memory:
+            raise SpecError(
+                f"{source}: {name}: a {kind} lives in one process's memory (a JSONStore is "
+                "read into memory and written back unlocked), but each job of a campaign runs "
+                "in another worker process, which would not see the outputs it needs; use a "
+                "MongoStore (with a GridFSStore for data), or a MontyStore with a "
+                "database_path (stores/*.yaml)"
+            )
+
+
 def _require_data(store: JobStore, source: str) -> None:
     if "data" not in dict(store.additional_stores or {}):
         raise SpecError(
@@ -180,6 +206,7 @@ def jobflow_job_store() -> JobStore:
     except Exception as exc:  # noqa: BLE001 - jobflow's and pydantic's errors
         raise SpecError(f"{where}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
     _require_data(store, where)
+    _require_shared(store, where)
     return store
 
 
@@ -233,6 +260,7 @@ def resolve_job_store(source: str | Path | None = None) -> tuple[JobStore, str, 
         )
     spec = load_yaml(path, "JobStore file", SpecError)
     store = job_store_from_spec(spec, source=str(path))
+    _require_shared(store, str(path))
     return store, origin, f"JobStore: {describe_store(store)} from {path} ({why})"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -13,6 +14,16 @@ from smoacs_flows.stores.fields import FIELDS, OPS, STATES, VERDICTS, QueryError
 
 if TYPE_CHECKING:
     from smoacs_flows.stores.results import ResultsStore
+
+
+#: the smallest meaningful value of a field (a filter below it can only match nothing)
+_LOWEST = {
+    "nelements": 1,
+    "spacegroup": 1,
+    "spacegroup_initial": 1,
+    "version": 1,
+    "chgnet_moment": 0,  # a sum of magnitudes
+}
 
 
 def _reduced_formula(formula: str) -> str:
@@ -60,6 +71,12 @@ class Filter:
                 conv.append(typ(v))
             except (TypeError, ValueError):
                 raise QueryError(f"{name}: {v!r} is not a {typ.__name__}") from None
+            x = conv[-1]
+            if typ in (int, float) and not math.isfinite(x):
+                raise QueryError(f"{name}: {v!r} is not a finite number")
+            lo = _LOWEST.get(name)
+            if lo is not None and x < lo and op in ("$lte", "$lt", "$eq", "$in"):
+                raise QueryError(f"{name}: {v!r} is below {lo} (no candidate could match)")
         if name == "formula":  # any formula of the composition: Fe4As2 finds Fe2As
             conv = [v if v is None else _reduced_formula(v) for v in conv]
         if name == "state":
