@@ -2,7 +2,7 @@
 
 Exactness (``np.array_equal``, never allclose):
 
-* lattices: ``matching_reduce.niggli_reduced_lattice`` vs ``Lattice.get_niggli_reduced_lattice``
+* lattices: ``matching.reduce.niggli_reduced_lattice`` vs ``Lattice.get_niggli_reduced_lattice``
   for every perov_5 cell (val + test), every generated candidate and "known" reference of
   ``sun_scale.generate`` (0.02 / 0.25 Å noise, supercells, antisite swaps), and per generated
   structure a skewed basis of the same lattice (random unimodular matrix) and an F-ordered copy;
@@ -31,8 +31,8 @@ from _common import machine, write_result
 from pymatgen.core import Lattice, Structure
 from sun_scale import generate, load_perov
 
-from smoacs_flows.screening.matching_niggli import LLL_AMBIGUOUS, OK, scale_of
-from smoacs_flows.screening.matching_reduce import make_matcher, niggli_reduced_lattice, prepare
+from smoacs_flows.screening.matching.niggli import LLL_AMBIGUOUS, OK, scale_of
+from smoacs_flows.screening.matching.reduce import make_matcher, niggli_reduced_lattice, prepare
 from tests.screening._data import unimodular  # the test suite's skewed bases
 
 

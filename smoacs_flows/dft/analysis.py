@@ -29,15 +29,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from smoacs_flows.dft.schema import DOSData, HalfMetalAnalysis, SpinGap, Verdict
+from smoacs_flows.dft.dos import dos_data
+from smoacs_flows.dft.schema import DOSData, HalfMetalAnalysis, MSONableModel, SpinGap, Verdict
 from smoacs_flows.errors import InputError
 
 VERDICTS: tuple[str, ...] = typing.get_args(Verdict)
 
 
-class AnalysisSettings(BaseModel):
+class AnalysisSettings(MSONableModel):
     """Thresholds of the half-metal analysis (all energies in eV, moments in μB)."""
 
     model_config = ConfigDict(allow_inf_nan=False)
@@ -179,7 +180,7 @@ def analyse_spin_channels(
     efermi: float | None,
     *,
     eigenvalues: Mapping[str, Any] | None = None,
-    dos: DOSData | None = None,
+    dos: DOSData | Any = None,
     total_moment: float | None = None,
     n_formula_units: float = 1.0,
     site_moments: Sequence[float] | None = None,
@@ -189,11 +190,13 @@ def analyse_spin_channels(
     """Classify a calculation: per-spin gaps, P at E_F, moment per f.u. and the verdict.
 
     ``eigenvalues`` maps ``"up"``/``"down"`` to (k-points, bands) arrays (absolute eV), ideally
-    from a dense uniform mesh; ``dos`` gives N(E_F). Without a spin-down channel in either, the
+    from a dense uniform mesh; ``dos`` (a pymatgen ``Dos``/``CompleteDos`` or
+    :class:`DOSData`) gives N(E_F). Without a spin-down channel in either, the
     verdict is ``not_spin_polarised``. Without eigenvalues, gaps come from the DOS and a warning
     says so.
     """
     settings = settings or AnalysisSettings()
+    dos = dos_data(dos)
     warnings: list[str] = []
     moment_fu = None if total_moment is None else float(total_moment) / n_formula_units
     common: dict[str, Any] = {

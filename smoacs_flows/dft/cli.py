@@ -79,7 +79,7 @@ def analyse_path(path: str | Path, settings: AnalysisSettings | None = None) -> 
     settings = settings or AnalysisSettings()
     if path.is_file() and path.suffix == ".json":
         result = DFTResult.read(path)
-        if result.spin_polarised and (result.eigenvalues or result.dos):
+        if result.spin_polarised and (result.eigenvalues or result.dos is not None):
             n_k = len(result.eigenvalues["up"]) if result.eigenvalues else None
             result.analysis = analyse_spin_channels(
                 result.efermi,

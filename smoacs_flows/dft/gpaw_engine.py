@@ -7,7 +7,8 @@ Chain (:func:`run_gpaw`):
    (ASE convention: points per Å⁻¹), Fermi–Dirac smearing, ferromagnetic high-spin start;
 3. non-SCF on a denser uniform Γ-centred mesh (``dense_kpoint_density``, irreducible wedge)
    with E_F fixed from the SCF: eigenvalues per spin (the per-spin gaps are decided from them)
-   and a linear-tetrahedron DOS per spin;
+   and a linear-tetrahedron DOS per spin, projected on sites and orbitals (PAW projectors) into
+   a pymatgen ``CompleteDos`` when ``pdos`` is set;
 4. total and per-site moments (PAW spheres), the half-metal analysis.
 
 GPAW is an optional extra (``pip install smoacs-flows[gpaw]``); importing this module works
@@ -26,7 +27,8 @@ from pydantic import Field, field_validator
 from pymatgen.core import Structure
 
 from smoacs_flows.dft.analysis import AnalysisSettings, analyse_spin_channels
-from smoacs_flows.dft.schema import DFTResult, DOSData
+from smoacs_flows.dft.dos import orbital, total_dos
+from smoacs_flows.dft.schema import DFTResult
 from smoacs_flows.dft.structures import check_structure, initial_moments
 from smoacs_flows.errors import SmoacsError
 from smoacs_flows.strict import StrictModel
@@ -67,6 +69,14 @@ class GPAWSettings(StrictModel):
     dos_emax: float = Field(6.0, description="DOS grid end relative to E_F, eV")
     dos_step: float = Field(0.01, gt=0, le=1)
     dos_method: str = Field("tetrahedron", description="'tetrahedron' or 'gaussian:<width>'")
+    pdos: bool = Field(
+        True, description="site- and orbital-projected DOS (PAW projectors) in the CompleteDos"
+    )
+    keep_gpw: bool = Field(
+        False,
+        description="write the SCF density to <work_dir>/scf.gpw (no wave functions: about "
+        "1-5 MB for a few-atom cell; its size goes into the result's settings)",
+    )
     blas_threads: int | None = Field(
         1,
         ge=1,
@@ -157,6 +167,7 @@ def _run_chain(
     from ase.optimize import BFGS
     from gpaw import GPAW, PW, FermiDirac
     from gpaw.dos import DOSCalculator
+    from pymatgen.electronic_structure.dos import CompleteDos
     from pymatgen.io.ase import AseAtomsAdaptor
 
     def txt(name: str) -> str | None:
@@ -248,19 +259,25 @@ def _run_chain(
     else:
         raise SmoacsError(f"dos_method: unknown method {settings.dos_method!r}")
     dens = [np.asarray(doscalc.raw_dos(rel, spin=s, width=width)) for s in range(nspins)]
-    dos = DOSData(
-        energies=(rel + efermi).tolist(),
-        up=dens[0].tolist(),
-        down=dens[1].tolist() if nspins == 2 else None,
-        method=method,
-    )
+    tdos = total_dos(rel + efermi, dens[0], dens[1] if nspins == 2 else None, efermi)
+    pdos = _projected_dos(doscalc, structure, rel, nspins, width) if settings.pdos else {}
+    dos = CompleteDos(structure, tdos, pdos)
+    gpw: dict[str, Any] = {}
+    if settings.keep_gpw and work_dir is not None:
+        path = Path(work_dir) / "scf.gpw"
+        calc.write(str(path))  # density and potentials, no wave functions
+        gpw = {"gpw_file": str(path), "gpw_size_bytes": path.stat().st_size}
 
     factor = structure.composition.get_reduced_composition_and_factor()[1]
     final = structure.copy()
     final.add_site_property("magmom", site_moments)
     run_settings = settings.model_dump()
     run_settings.update(
-        scf_kpts=list(kpts), nscf_kpts=list(dense), nscf_ibz_kpoints=n_ibz, nbands_nscf=nbands
+        scf_kpts=list(kpts),
+        nscf_kpts=list(dense),
+        nscf_ibz_kpoints=n_ibz,
+        nbands_nscf=nbands,
+        **gpw,
     )
     result = DFTResult(
         engine="gpaw",
@@ -277,6 +294,7 @@ def _run_chain(
         moment_per_fu=total_moment / factor,
         site_moments=site_moments,
         dos=dos,
+        dos_method=method,
         eigenvalues=eigenvalues,
         kpoint_weights=weights,
         hull={"comparable_to_mp": False, "e_above_hull": None, "note": GPAW_HULL_NOTE},
@@ -293,3 +311,25 @@ def _run_chain(
         settings=analysis_settings,
     )
     return result
+
+
+def _projected_dos(
+    doscalc: Any, structure: Structure, rel: np.ndarray, nspins: int, width: float
+) -> dict[Any, dict[Any, dict[Any, np.ndarray]]]:
+    """Site- and orbital-projected DOS ``{site: {Orbital: {Spin: densities}}}`` from the PAW
+    projectors of each atom (every l its setup has, every m), on the total DOS's grid."""
+    from pymatgen.electronic_structure.core import Spin
+
+    spins = (Spin.up, Spin.down)[:nspins]
+    out: dict[Any, dict[Any, dict[Any, np.ndarray]]] = {}
+    for a, site in enumerate(structure):
+        ls = sorted(set(doscalc.setups[a].l_j))
+        out[site] = {
+            orbital(l, m): {
+                spin: np.asarray(doscalc.raw_pdos(rel, a, l, m, spin=s, width=width))
+                for s, spin in enumerate(spins)
+            }
+            for l in ls  # noqa: E741 - the angular momentum
+            for m in range(2 * l + 1)
+        }
+    return out

@@ -21,24 +21,23 @@ def plot_spin_dos(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if result.dos is None:
+    dos = result.dos_data
+    if dos is None:
         raise InputError(f"{result.reduced_formula}: the result has no DOS to plot")
     ef = result.efermi or 0.0
-    e = np.asarray(result.dos.energies) - ef
+    e = np.asarray(dos.energies) - ef
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-    ax.fill_between(e, np.asarray(result.dos.up), color="tab:red", alpha=0.6, label="spin up")
-    if result.dos.down is not None:
-        ax.fill_between(
-            e, -np.asarray(result.dos.down), color="tab:blue", alpha=0.6, label="spin down"
-        )
+    ax.fill_between(e, np.asarray(dos.up), color="tab:red", alpha=0.6, label="spin up")
+    if dos.down is not None:
+        ax.fill_between(e, -np.asarray(dos.down), color="tab:blue", alpha=0.6, label="spin down")
     ax.axhline(0.0, color="k", lw=0.8)
     ax.axvline(0.0, color="k", ls="--", lw=0.8, label="E_F")
     ax.set_xlim(emin, emax)
     m = (e >= emin) & (e <= emax)
-    up = np.asarray(result.dos.up)[m]
-    down = np.asarray(result.dos.down)[m] if result.dos.down is not None else np.zeros(1)
+    up = np.asarray(dos.up)[m]
+    down = np.asarray(dos.down)[m] if dos.down is not None else np.zeros(1)
     top = max(float(up.max(initial=0.0)), float(down.max(initial=0.0)), 1e-3)
-    ax.set_ylim(-1.05 * top if result.dos.down is not None else 0.0, 1.05 * top)
+    ax.set_ylim(-1.05 * top if dos.down is not None else 0.0, 1.05 * top)
     ax.set_xlabel("E − E_F (eV)")
     ax.set_ylabel("DOS (states/eV/cell)")
     verdict = result.analysis.verdict if result.analysis else "not analysed"

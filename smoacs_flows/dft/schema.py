@@ -1,22 +1,34 @@
 """One result schema for both DFT engines (VASP via atomate2, GPAW).
 
-A :class:`DFTResult` is plain JSON (``model_dump(mode="json")``): energies in eV, moments in
-μB, energies of the DOS and eigenvalues absolute (not shifted), with ``efermi`` beside them.
-Candidate records carry it under ``dft`` (see docs/architecture.md).
+A :class:`DFTResult` is MSONable (``as_dict``/``from_dict`` with ``@module``/``@class``, so
+monty's ``dumpfn``/``loadfn`` and jobflow round-trip it) and plain JSON
+(``model_dump(mode="json")``): energies in eV, moments in μB, energies of the DOS and
+eigenvalues absolute (not shifted), with ``efermi`` beside them. Its ``dos`` is a pymatgen
+``CompleteDos`` (see :mod:`smoacs_flows.dft.dos`). Candidate records carry it under ``dft``
+(see docs/architecture.md); results stored in the older form (``dos`` as per-spin arrays, an
+optional ``complete_dos``) are read as they are.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    model_validator,
+)
 
+from smoacs_flows.dft.dos import DOSData, dos_as_dict, dos_data, to_pymatgen_dos
 from smoacs_flows.errors import InputError
 from smoacs_flows.io import atomic_write_bytes
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: dos a pymatgen CompleteDos, dos_method, candidate_id
 
 Verdict = Literal[
     "half_metal",
@@ -28,16 +40,34 @@ Verdict = Literal[
 ]
 
 
-class DOSData(BaseModel):
-    """A total DOS per spin channel on a common energy grid (absolute energies, eV)."""
-
-    energies: list[float]
-    up: list[float]
-    down: list[float] | None = None  # None: not spin-polarised
-    method: str = Field(description="how it was computed, e.g. 'tetrahedron', 'gaussian 0.05 eV'")
+__all__ = ["DOSData", "DFTResult", "HalfMetalAnalysis", "MSONableModel", "SpinGap", "Verdict"]
 
 
-class SpinGap(BaseModel):
+class MSONableModel(BaseModel):
+    """A pydantic model with monty's MSONable protocol: ``as_dict`` (JSON-ready, with
+    ``@module``/``@class``) and ``from_dict``, so ``dumpfn``/``loadfn``, jobflow and MSONable
+    Makers holding it round-trip it."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form with ``@module``/``@class`` (what ``MontyDecoder`` dispatches on)."""
+        cls = type(self)
+        return {"@module": cls.__module__, "@class": cls.__name__, **self.model_dump(mode="json")}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        """The model from :meth:`as_dict` (``@`` keys ignored)."""
+        return cls.model_validate({k: v for k, v in d.items() if not k.startswith("@")})
+
+
+#: a pymatgen Dos/CompleteDos field: read from any stored form, written as its ``as_dict``
+PymatgenDos = Annotated[
+    Any,
+    BeforeValidator(lambda v: to_pymatgen_dos(v)),
+    PlainSerializer(dos_as_dict),
+]
+
+
+class SpinGap(MSONableModel):
     """The band gap of one spin channel around E_F, decided from eigenvalues (or DOS)."""
 
     spin: Literal["up", "down"]
@@ -49,7 +79,7 @@ class SpinGap(BaseModel):
     reason: str = ""  # why the channel is (not) gapped, in words
 
 
-class HalfMetalAnalysis(BaseModel):
+class HalfMetalAnalysis(MSONableModel):
     """The half-metal analysis of a spin-resolved calculation."""
 
     verdict: Verdict
@@ -67,8 +97,8 @@ class HalfMetalAnalysis(BaseModel):
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
-class DFTResult(BaseModel):
-    """Engine-independent DFT result for one candidate."""
+class DFTResult(MSONableModel):
+    """Engine-independent DFT result for one candidate (GPAW and VASP fill the same fields)."""
 
     schema_version: int = SCHEMA_VERSION
     engine: Literal["gpaw", "vasp"]
@@ -85,17 +115,42 @@ class DFTResult(BaseModel):
     total_moment: float | None = None  # μB per cell
     moment_per_fu: float | None = None
     site_moments: list[float] | None = None
-    dos: DOSData | None = None
+    dos: PymatgenDos = None  # pymatgen CompleteDos (site/orbital projections where given)
+    dos_method: str | None = None  # how the DOS was computed (tetrahedron, gaussian, vasp)
     eigenvalues: dict[str, list[list[float]]] | None = None  # spin -> [k][band], eV absolute
     kpoint_weights: list[float] | None = None
     analysis: HalfMetalAnalysis | None = None
     hull: dict[str, Any] | None = None
-    complete_dos: dict[str, Any] | None = None  # optional pymatgen CompleteDos.as_dict()
     timings: dict[str, float] = Field(default_factory=dict)
+    candidate_id: str | None = None  # the campaign candidate it belongs to (None outside)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_forms(cls, data: Any) -> Any:
+        """Results stored before the pymatgen DOS: ``dos`` as per-spin arrays (its ``method``
+        moves to ``dos_method``), or a ``complete_dos`` beside it (preferred)."""
+        if not isinstance(data, dict):
+            return data
+        data = {k: v for k, v in data.items() if not k.startswith("@")}
+        complete = data.pop("complete_dos", None)
+        old = data.get("dos")
+        if isinstance(old, DOSData):
+            old = old.model_dump()
+        if isinstance(old, dict) and "up" in old and "densities" not in old:
+            data.setdefault("dos_method", old.get("method"))
+            data["dos"] = to_pymatgen_dos(old, data.get("efermi"), data.get("structure"))
+        if complete is not None:
+            data["dos"] = complete
+        return data
+
+    @property
+    def dos_data(self) -> DOSData | None:
+        """The total DOS as per-spin arrays (what the half-metal analysis reads)."""
+        return dos_data(self.dos, self.dos_method or "")
 
     def to_json(self) -> str:
-        """The result as a JSON string."""
-        return self.model_dump_json()
+        """The result as a JSON string (its :meth:`as_dict`, ``@module``/``@class`` included)."""
+        return json.dumps(self.as_dict())
 
     def write(self, path: str | Path) -> Path:
         """Write the result as JSON atomically (nothing half-written on failure)."""

@@ -17,7 +17,8 @@ from pymatgen.core import Structure
 from pymatgen.electronic_structure.core import Spin
 
 from smoacs_flows.dft.analysis import AnalysisSettings, analyse_spin_channels
-from smoacs_flows.dft.schema import DFTResult, DOSData
+from smoacs_flows.dft.dos import DOSData, dos_data, to_pymatgen_dos
+from smoacs_flows.dft.schema import DFTResult
 from smoacs_flows.errors import InputError
 
 # ---------------------------------------------------------------------------------------------
@@ -33,24 +34,12 @@ def _get(obj: Any, key: str, default: Any = None) -> Any:
     return getattr(obj, key, default)
 
 
-def _dos_arrays(dos: Any) -> DOSData | None:
-    """A pymatgen Dos/CompleteDos (or its dict) → DOSData."""
-    if dos is None:
+def _pmg_dos(dos: Any) -> Any:
+    """A pymatgen Dos/CompleteDos (or its dict) → the object (None without a spin-up DOS)."""
+    dos = to_pymatgen_dos(dos)
+    if dos is None or dos.densities.get(Spin.up) is None:
         return None
-    if isinstance(dos, dict):
-        from pymatgen.electronic_structure.dos import CompleteDos, Dos
-
-        dos = (CompleteDos if "pdos" in dos else Dos).from_dict(dos)
-    up = dos.densities.get(Spin.up)
-    down = dos.densities.get(Spin.down)
-    if up is None:
-        return None
-    return DOSData(
-        energies=np.asarray(dos.energies, float).tolist(),
-        up=np.asarray(up, float).tolist(),
-        down=None if down is None else np.asarray(down, float).tolist(),
-        method="vasp",
-    )
+    return dos
 
 
 def _eigenvalues_from_bs(bs: Any) -> dict[str, list] | None:
@@ -113,7 +102,7 @@ def result_from_taskdoc(
     vobj = {str(getattr(k, "value", k)): v for k, v in vobj.items()}
     eig = _eigenvalues_from_bs(vobj.get("bandstructure"))
     if total is None and ispin == 2:
-        total = _moment_from_dos(_dos_arrays(vobj.get("dos")), _get(calc_out, "efermi"))
+        total = _moment_from_dos(dos_data(vobj.get("dos")), _get(calc_out, "efermi"))
     energy = _get(output, "energy")
     energy_from = None
     if energy_doc is not None:
@@ -133,7 +122,7 @@ def result_from_taskdoc(
         ispin=ispin,
         total_moment=total,
         site_moments=site_moments,
-        dos=_dos_arrays(vobj.get("dos")),
+        dos=_pmg_dos(vobj.get("dos")),
         eigenvalues=eig,
         incar=dict(incar),
         source=source or _get(task_doc, "dir_name"),
@@ -164,7 +153,7 @@ def _build_result(
     ispin: int,
     total_moment: float | None,
     site_moments: list[float] | None,
-    dos: DOSData | None,
+    dos: Any,
     eigenvalues: dict | None,
     incar: dict,
     source: str | None,
@@ -193,6 +182,7 @@ def _build_result(
         moment_per_fu=None if total_moment is None else float(total_moment) / factor,
         site_moments=site_moments,
         dos=dos,
+        dos_method=None if dos is None else "vasp",
         eigenvalues=eigenvalues,
     )
     result.hull = _hull_or_note(result)
@@ -279,7 +269,7 @@ def parse_vasp_output(path: str | Path, settings: AnalysisSettings | None = None
         ispin=ispin,
         total_moment=total,
         site_moments=None,
-        dos=_dos_arrays(vr.tdos),
+        dos=_pmg_dos(vr.complete_dos),
         eigenvalues=eig or None,
         incar=dict(vr.incar),
         source=str(vasprun),

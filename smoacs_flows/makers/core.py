@@ -128,6 +128,10 @@ class HalfMetalDftMaker(Maker):
     """DFT of the best S.U.N. survivors: a fan-out job replaced at run time by one sub-flow per
     survivor (``engine`` gpaw | vasp), routed to ``stages.dft.category`` (default: the cpu one).
 
+    ``gpaw_maker`` (engine gpaw; built from ``settings["gpaw"]`` when not given) is the
+    :class:`~smoacs_flows.dft.gpaw_maker.GpawSpinDosMaker` each candidate's GPAW job is made
+    from, as ``vasp_maker`` is for VASP.
+
     ``vasp_maker`` (engine vasp; built from ``settings["vasp"]`` when not given) is the
     :class:`~smoacs_flows.dft.vasp.SpinDOSFlowMaker` every candidate's chain is made from. The
     fan-out job is this Maker's bound method, so atomate2 powerups applied to the submitted
@@ -140,8 +144,15 @@ class HalfMetalDftMaker(Maker):
     settings: dict[str, Any] = field(default_factory=dict)  # stages.dft
     metadata: dict[str, Any] = field(default_factory=dict)
     vasp_maker: Maker | None = None
+    gpaw_maker: Maker | None = None  # engine gpaw: a GpawSpinDosMaker (from settings["gpaw"])
 
     def __post_init__(self) -> None:
+        if self.gpaw_maker is None and self.settings.get("engine", "gpaw") == "gpaw":
+            from smoacs_flows.dft.gpaw_maker import GpawSpinDosMaker
+
+            self.gpaw_maker = GpawSpinDosMaker.from_settings(
+                self.settings.get("gpaw") or {}, self.settings.get("analysis") or {}
+            )
         if self.vasp_maker is None and self.settings.get("engine") == "vasp":
             from smoacs_flows.dft.vasp import SpinDOSFlowMaker
 
@@ -162,7 +173,9 @@ class HalfMetalDftMaker(Maker):
     @job
     def fanout(self, sun: dict[str, Any]) -> Any:
         """Replace this job by one DFT sub-flow per selected survivor (run time)."""
-        return jobs.dft_fanout(sun, self.settings, self.category, self.metadata, self.vasp_maker)
+        return jobs.dft_fanout(
+            sun, self.settings, self.category, self.metadata, self.vasp_maker, self.gpaw_maker
+        )
 
 
 def sweep_variants(st: StageSettings) -> list[dict[str, Any]]:

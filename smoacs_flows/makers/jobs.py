@@ -57,15 +57,24 @@ def sun_job(
     return stages.sun_filter(relaxed_outputs, settings, base_dir, references)
 
 
+def _plain(result: Any) -> Any:
+    """A DFT job's output as a plain dict (a resolved :class:`DFTResult` is an object)."""
+    return result.model_dump(mode="json") if hasattr(result, "model_dump") else result
+
+
 @job(data=["dos", "eigenvalues"])
 def gpaw_dft_job(record: dict, dft: dict) -> dict:
-    """The GPAW half-metal chain on one survivor; logs go to the job's folder."""
+    """The GPAW half-metal chain on one survivor; logs go to the job's folder.
+
+    Kept so fireworks stored before :class:`~smoacs_flows.dft.gpaw_maker.GpawSpinDosMaker`
+    (which the fan-out now uses) still run on ``resume``."""
     return stages.run_gpaw(record, dft, work_dir=str(Path.cwd() / "gpaw"))
 
 
 @job
 def tag_dft_result(result: dict, candidate_id: str) -> dict:
     """A VASP chain's DFTResult dict, tagged with its candidate (small: no DOS arrays)."""
+    result = _plain(result)
     if not isinstance(result, dict):
         raise RuntimeError(f"DFT chain of {candidate_id} failed upstream (no analysis result)")
     out = {k: v for k, v in result.items() if k not in ("dos", "eigenvalues", "complete_dos")}
@@ -78,6 +87,7 @@ def collect_dft(results: list[dict]) -> dict:
     """The DFT results of the campaign without their DOS arrays (those stay in ``data``);
     ``failed`` counts candidates whose DFT job failed (their result is missing)."""
     drop = ("dos", "eigenvalues", "complete_dos")
+    results = [_plain(r) for r in results]
     return {
         "results": [{k: v for k, v in r.items() if k not in drop} for r in results if r],
         "failed": sum(1 for r in results if not r),
@@ -85,13 +95,20 @@ def collect_dft(results: list[dict]) -> dict:
 
 
 def dft_fanout(
-    sun: dict, dft: dict, cpu_category: str, metadata: dict, vasp_maker: Maker | None = None
+    sun: dict,
+    dft: dict,
+    cpu_category: str,
+    metadata: dict,
+    vasp_maker: Maker | None = None,
+    gpaw_maker: Maker | None = None,
 ) -> Response | dict:
     """One DFT sub-flow per selected S.U.N. survivor, added by replacing the running job.
 
     Called by :meth:`~smoacs_flows.makers.core.HalfMetalDftMaker.fanout` (the job). VASP chains
     come from ``vasp_maker`` (a :class:`~smoacs_flows.dft.vasp.SpinDOSFlowMaker` built at submit
-    time, so powerups applied to the submitted Flow are in it). The replacement's last job
+    time, so powerups applied to the submitted Flow are in it), GPAW jobs from ``gpaw_maker`` (a
+    :class:`~smoacs_flows.dft.gpaw_maker.GpawSpinDosMaker`, one job per candidate whose output
+    is the :class:`DFTResult` tagged with its candidate). The replacement's last job
     (``collect_dft``) takes the running job's uuid, so references to its output resolve to the
     collected results. Every new job is routed explicitly: the DFT category
     (``stages.dft.category``, default the cpu one) for engine jobs, cpu for the collector.
@@ -111,7 +128,12 @@ def dft_fanout(
     for rec in chosen:
         meta = {**base_meta, "stage": "dft", "candidate_id": rec["id"]}
         if st.engine == "gpaw":
-            sub = gpaw_dft_job(rec, dft)
+            if gpaw_maker is None:
+                from smoacs_flows.dft.gpaw_maker import GpawSpinDosMaker
+
+                gpaw_maker = GpawSpinDosMaker.from_settings(st.gpaw, st.analysis)
+            structure = stages.dft_structure(rec, st.symprec)
+            sub = gpaw_maker.make(structure, candidate_id=rec["id"])
             sub.name = f"dft gpaw {rec['id']}"
             out = sub.output
         else:

@@ -186,7 +186,9 @@ def job_kind(spec: dict[str, Any]) -> str:
         and str(fn.get("@module", "")).startswith("atomate2.vasp")
     ):
         return "vasp"
-    if fn.get("@callable") == "gpaw_dft_job":
+    if fn.get("@callable") == "gpaw_dft_job" or (
+        isinstance(bound, dict) and bound.get("@class") == "GpawSpinDosMaker"
+    ):
         return "gpaw"
     return "other"
 
@@ -216,8 +218,20 @@ def apply_overrides(spec: dict[str, Any], ov: Overrides) -> dict[str, Any]:
                 f"--gpaw {bad[0]}: not a GPAW setting ({', '.join(GPAWSettings.model_fields)})"
             )
         tasks = json.loads(json.dumps(spec["_tasks"]))
-        args = tasks[0]["job"]["function_args"]
-        args[1] = {**args[1], "gpaw": {**(args[1].get("gpaw") or {}), **ov.gpaw}}
+        fn = tasks[0]["job"]["function"]
+        if isinstance(fn.get("@bound"), dict):  # a GpawSpinDosMaker job: change the Maker
+            from pydantic import ValidationError
+
+            from smoacs_flows.dft.gpaw_maker import GpawSpinDosMaker
+
+            try:
+                maker = GpawSpinDosMaker.from_dict(fn["@bound"]).with_overrides(ov.gpaw)
+            except ValidationError as exc:
+                raise OverrideError(f"--gpaw: {exc.errors()[0]['msg']}") from None
+            fn["@bound"] = maker.as_dict()
+        else:  # the older gpaw_dft_job(record, dft)
+            args = tasks[0]["job"]["function_args"]
+            args[1] = {**args[1], "gpaw": {**(args[1].get("gpaw") or {}), **ov.gpaw}}
         upd["_tasks"] = tasks
     qa = dict(spec.get("_queueadapter") or {})
     if ov.walltime:

@@ -79,6 +79,7 @@ def propose(
     payload: dict[str, Any], batch_indices: list[int], variant: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Optimise the given batches of a (variant) campaign; returns records and counts."""
+    from smoacs_flows.provenance import code_version, predictor_weights
     from smoacs_flows.smoacs.propose import ProposalRun
 
     base = campaign_from_payload(payload)
@@ -100,6 +101,9 @@ def propose(
         "versions": software_versions(),
         "batches": list(batch_indices),
         "variant": (variant or {}).get("label"),
+        # per batch, per step: (mean, min) total loss of the batch (the report's loss curves)
+        "history": {str(b): [list(p) for p in h] for b, h in res.history.items()},
+        "provenance": {"code": code_version(), "predictors": predictor_weights(camp.predictors)},
     }
 
 

@@ -97,9 +97,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="predict a property for structures with an ALIGNN model",
         description="Predict with MODEL (a shipped/cached model name, a checkpoint directory or "
         "zip, or an alignn pretrained name) for INPUT: a CSV with a 'cif' column, a JSON-lines "
-        "file as 'propose' writes (structure under 'structure'), or a folder of CIFs.",
+        "file as 'propose' writes (structure under 'structure'), a CIF file, or a folder of "
+        "CIFs.",
     )
-    p.add_argument("input", type=Path, help="CSV, JSON-lines or folder of CIFs")
+    p.add_argument("input", type=Path, help="CSV, JSON-lines, a CIF file or a folder of CIFs")
     p.add_argument("--model", required=True, help="model name or path")
     p.add_argument("--out", type=Path, default=None, help="write CSV here instead of a table")
     p.add_argument("--batch-size", type=count, default=128)
@@ -234,7 +235,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def read_structures(path: Path) -> tuple[list[str], list[Any], list[str]]:
-    """(ids, structures, problems) from a CSV, JSON-lines file or folder of CIFs."""
+    """(ids, structures, problems) from a CSV, JSON-lines file, a CIF file or a folder of CIFs
+    (a CIF's id is its file name without ``.cif``)."""
     from smoacs_flows.io import read_jsonl
     from smoacs_flows.predictors.alignn_training import (
         ID_COLUMNS,
@@ -259,6 +261,14 @@ def read_structures(path: Path) -> tuple[list[str], list[Any], list[str]]:
         return ids, structs, problems
     if not path.is_file():
         raise InputError(f"{path}: no such file or folder")
+    if path.suffix.lower() == ".cif":  # one structure: a problem is an error, not a skip
+        from smoacs_flows.io import check_input_file
+
+        check_input_file(path, "structure file")
+        try:
+            return [path.stem], [parse_structure(path.read_text())], []
+        except Exception as exc:  # noqa: BLE001 - pymatgen raises many kinds on bad CIFs
+            raise InputError(f"{path}: not a readable CIF ({type(exc).__name__}: {exc})") from None
     name = path.name[:-3] if path.name.endswith(".gz") else path.name
     if name.endswith((".jsonl", ".ndjson")):
         rows, col = read_jsonl(path), "structure"
@@ -269,7 +279,9 @@ def read_structures(path: Path) -> tuple[list[str], list[Any], list[str]]:
             cols = ", ".join(rows[0]) if rows else "none"
             raise InputError(f"{path}: needs a 'cif' (or 'structure') column; columns: {cols}")
     else:
-        raise InputError(f"{path}: use a .csv, .jsonl (optionally .gz) or a folder of CIFs")
+        raise InputError(
+            f"{path}: use a .csv, .jsonl (optionally .gz), a .cif file or a folder of CIFs"
+        )
     for i, row in enumerate(rows, 1):
         rid = next((row[c] for c in ID_COLUMNS if row.get(c) not in (None, "")), None)
         try:
@@ -426,8 +438,12 @@ def run_models_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title="predictor models")
-    for col in ("name", "property", "units", "held-out MAE", "training data", "source"):
-        table.add_column(col)
+    # names in full however narrow the terminal (they are what --model and YAML take): the
+    # name column never shrinks below its longest name, the others fold their text
+    longest = max((len(m["name"]) for m in models), default=4)
+    table.add_column("name", no_wrap=True, min_width=longest, overflow="fold")
+    for col in ("property", "units", "held-out MAE", "training data", "source"):
+        table.add_column(col, overflow="fold")
     for m in models:
         mae = m.get("mae")
         mae_s = "—" if mae is None or (isinstance(mae, float) and math.isnan(mae)) else f"{mae:.4g}"

@@ -77,5 +77,13 @@ def prefilter_one(record: dict[str, Any], structure: Structure, cfg: PrefilterCo
         from smoacs_flows.smoacs.oxidation import is_charge_neutral
 
         if not is_charge_neutral(structure.composition, cfg.neutrality_policy):
-            reasons.append(f"not charge-neutral under policy {cfg.neutrality_policy}")
+            why = f"not charge-neutral under policy {cfg.neutrality_policy}"
+            if cfg.neutrality_policy != "ionic+metallic" and is_charge_neutral(
+                structure.composition, "ionic+metallic"
+            ):  # an intermetallic (bcc Fe, Heuslers): say which policy admits it
+                why += (
+                    " (neutral with metallic oxidation number 0, as an intermetallic: use "
+                    "--policy ionic+metallic, or policy: ionic+metallic in a campaign)"
+                )
+            reasons.append(why)
     return reasons

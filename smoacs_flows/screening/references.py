@@ -93,8 +93,31 @@ def apply_mp2020(entries: Sequence[ComputedEntry], where: str = "") -> list[Comp
     return out
 
 
+def quiet_missing_electronegativities() -> None:
+    """Read every element's Pauling electronegativity once with pymatgen's "No Pauling
+    electronegativity for He/Ne/Ar" warning filtered out.
+
+    pymatgen sorts formulas by electronegativity and warns the first time it meets an element
+    without one; the MP elemental references hold He, Ne and Ar entries, so every reader of
+    them printed three warnings that say nothing about the user's candidates. The value (NaN)
+    is cached on each ``Element``, so after this no other read warns; pymatgen's other
+    warnings are untouched.
+    """
+    import warnings
+
+    from pymatgen.core import Element
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="No Pauling electronegativity for", category=UserWarning
+        )
+        for el in Element:
+            _ = el.X
+
+
 def _decode_entries(obj: Any, where: str) -> list[ComputedEntry]:
     """Entries from a decoded JSON value: a list, a dict of entries, or ``{"entries": [...]}``."""
+    quiet_missing_electronegativities()
     if isinstance(obj, dict) and "entries" in obj and "@class" not in obj:
         obj = obj["entries"]
     if isinstance(obj, dict) and "@class" not in obj:

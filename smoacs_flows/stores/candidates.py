@@ -71,6 +71,18 @@ def dft_section(result: dict[str, Any], job_uuid: str) -> dict[str, Any]:
     return out
 
 
+def chgnet_moments(rec: dict[str, Any]) -> dict[str, float | None]:
+    """CHGNet's Σ|m_i| of a relaxed record, per cell and per formula unit (μB; None when the
+    relaxation computed no site moments)."""
+    from smoacs_flows.screening.halfmetal_rank import moment_per_fu
+
+    site = (rec.get("screening") or {}).get("mlip_site_magmoms")
+    return {
+        "chgnet_moment": None if site is None else float(sum(abs(m) for m in site)),
+        "chgnet_moment_per_fu": moment_per_fu(rec),
+    }
+
+
 def extract_sections(stage: str, output: Any, job_uuid: str) -> dict[str, dict[str, Any]]:
     """``{candidate_id: {section: data}}`` contributed by one job output of ``stage``.
 
@@ -105,6 +117,7 @@ def extract_sections(stage: str, output: Any, job_uuid: str) -> dict[str, dict[s
                 "spacegroup_initial": scr.get("spacegroup_initial"),
                 "spacegroup_relaxed": scr.get("spacegroup_relaxed"),
                 "prototype_kept": scr.get("prototype_kept"),
+                **chgnet_moments(rec),
                 "job_uuid": job_uuid,
                 "versions": output.get("versions") or {},
             }
@@ -128,7 +141,9 @@ def extract_sections(stage: str, output: Any, job_uuid: str) -> dict[str, dict[s
             "hull": output.get("hull"),
             "job_uuid": job_uuid,
         }
-    elif stage == "dft" and "candidate_id" in output and "engine" in output:
+    elif stage == "dft" and output.get("candidate_id") and "engine" in output:
+        # a DFTResult of a campaign candidate (a VASP chain's own analysis job has
+        # candidate_id None: its tagged copy is the candidate's)
         out[output["candidate_id"]]["dft"] = dft_section(output, job_uuid)
     elif stage == "summary":
         out["_campaign"]["summary"] = {"funnel": output.get("funnel"), "job_uuid": job_uuid}

@@ -30,6 +30,7 @@ TABLE_COLUMNS = [
     ("verdict", "verdict"),
     ("polarisation", "P(E_F)"),
     ("moment_per_fu", "μB/f.u."),
+    ("chgnet_moment", "CHGNet Σ|m|"),
 ]
 
 
@@ -75,6 +76,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--polarisation-min", type=finite, default=None, help="|P(E_F)| minimum")
     q.add_argument("--moment-min", type=finite, default=None, help="μB per formula unit")
     q.add_argument("--moment-max", type=finite, default=None)
+    q.add_argument(
+        "--chgnet-moment-min",
+        type=non_negative,
+        default=None,
+        help="CHGNet Σ|m_i| of the relaxed structure, μB per formula unit",
+    )
+    q.add_argument("--chgnet-moment-max", type=non_negative, default=None)
+    q.add_argument(
+        "--formula", default=None, help="by reduced formula: Fe4As2 and Fe2As find Fe2As"
+    )
     for flag in ("stable", "unique", "novel", "sun"):
         q.add_argument(f"--{flag}", action="store_true", help=f"only {flag} candidates")
     q.add_argument("--state", default=None, help="pending | failed | done")
@@ -296,6 +307,9 @@ def _query(args: argparse.Namespace) -> int:
         polarisation_min=args.polarisation_min,
         moment_min=args.moment_min,
         moment_max=args.moment_max,
+        chgnet_moment_min=args.chgnet_moment_min,
+        chgnet_moment_max=args.chgnet_moment_max,
+        formula=args.formula,
         stable=args.stable or None,
         unique=args.unique or None,
         novel=args.novel or None,

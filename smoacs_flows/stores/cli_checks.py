@@ -49,7 +49,14 @@ def _check_numbers(args: argparse.Namespace) -> None:
         math.isfinite(args.lost_after) and args.lost_after >= 0
     ):
         raise SmoacsError(f"--lost-after: {args.lost_after} (seconds, finite and >= 0)")
-    for name in ("e_hull_max", "polarisation_min", "moment_min", "moment_max"):
+    for name in (
+        "e_hull_max",
+        "polarisation_min",
+        "moment_min",
+        "moment_max",
+        "chgnet_moment_min",
+        "chgnet_moment_max",
+    ):
         v = getattr(args, name, None)
         if v is not None and not math.isfinite(v):
             raise SmoacsError(f"--{name.replace('_', '-')}: {v} is not a finite number")

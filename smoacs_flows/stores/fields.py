@@ -33,6 +33,8 @@ FIELDS: dict[str, tuple[str, str, type]] = {
     "spacegroup": ("relax.spacegroup_relaxed.number", "spacegroup", int),
     "spacegroup_initial": ("relax.spacegroup_initial.number", "spacegroup_initial", int),
     "prototype_kept": ("relax.prototype_kept", "prototype_kept", bool),
+    # CHGNet Σ|m_i| of the relaxed structure per formula unit (μB), beside the DFT moment
+    "chgnet_moment": ("relax.chgnet_moment_per_fu", "chgnet_moment", float),
     "stable": ("sun.stable", "stable", bool),
     "unique": ("sun.unique", "unique_", bool),
     "novel": ("sun.novel", "novel", bool),

@@ -17,7 +17,31 @@ if TYPE_CHECKING:
 
 
 #: the smallest meaningful value of a field (a filter below it can only match nothing)
-_LOWEST = {"nelements": 1, "spacegroup": 1, "spacegroup_initial": 1, "version": 1}
+_LOWEST = {
+    "nelements": 1,
+    "spacegroup": 1,
+    "spacegroup_initial": 1,
+    "version": 1,
+    "chgnet_moment": 0,  # a sum of magnitudes
+}
+
+
+def _reduced_formula(formula: str) -> str:
+    """pymatgen's reduced formula of ``formula`` (what the store keeps)."""
+    import warnings
+
+    from pymatgen.core import Composition
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pymatgen warns before it fails
+            comp = Composition(formula)
+    except Exception:  # noqa: BLE001 - pymatgen raises several kinds on bad formulas
+        comp = None
+    # pymatgen reads unknown symbols (Xx) as dummy species: not a formula of elements here
+    if comp is None or not comp or not all(isinstance(el, Element) for el in comp):
+        raise QueryError(f"formula: {formula!r} is not a chemical formula of elements")
+    return comp.reduced_formula
 
 
 @dataclass
@@ -53,6 +77,8 @@ class Filter:
             lo = _LOWEST.get(name)
             if lo is not None and x < lo and op in ("$lte", "$lt", "$eq", "$in"):
                 raise QueryError(f"{name}: {v!r} is below {lo} (no candidate could match)")
+        if name == "formula":  # any formula of the composition: Fe4As2 finds Fe2As
+            conv = [v if v is None else _reduced_formula(v) for v in conv]
         if name == "state":
             bad = [v for v in conv if v not in STATES]
             if bad:
@@ -131,6 +157,9 @@ def query(
     polarisation_min: float | None = None,
     moment_min: float | None = None,
     moment_max: float | None = None,
+    chgnet_moment_min: float | None = None,
+    chgnet_moment_max: float | None = None,
+    formula: str | None = None,
     stable: bool | None = None,
     unique: bool | None = None,
     novel: bool | None = None,
@@ -145,7 +174,9 @@ def query(
     """Candidates of the results store as :class:`Candidate` objects (pymatgen structures).
 
     ``campaign`` None covers every campaign (latest version of each); ``where`` takes
-    ``FIELD<=VALUE`` expressions over :data:`FIELDS`; ``polarisation_min`` applies to |P|.
+    ``FIELD<=VALUE`` expressions over :data:`FIELDS`; ``polarisation_min`` applies to |P|;
+    ``formula`` matches by reduced formula (``Fe4As2`` finds Fe2As); ``chgnet_moment_*`` bound
+    CHGNet's Σ|m_i| per formula unit of the relaxed structure.
     """
     flt = Filter()
     for name, op, v in (
@@ -155,6 +186,9 @@ def query(
         ("polarisation", "$gte", polarisation_min),
         ("moment_per_fu", "$gte", moment_min),
         ("moment_per_fu", "$lte", moment_max),
+        ("chgnet_moment", "$gte", chgnet_moment_min),
+        ("chgnet_moment", "$lte", chgnet_moment_max),
+        ("formula", "$eq", formula),
         ("stable", "$eq", stable),
         ("unique", "$eq", unique),
         ("novel", "$eq", novel),

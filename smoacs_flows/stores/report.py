@@ -10,7 +10,9 @@ into one HTML page with the paper's figures as inline SVG charts (matplotlib, Ag
 - distributions of the predicted band gap, the MLIP energy and the DFT moment per formula unit;
 - a table of the final candidates (stage ``sun`` or ``dft``), each id linking to its CIF
   (a ``data:`` URI, so the page stays one file);
-- a spin-resolved DOS plot per DFT'd candidate (half-metals first).
+- a spin-resolved DOS plot per DFT'd candidate (half-metals first);
+- the proposal loss curves and a provenance block (campaign YAML, code version, predictors
+  with their weights' sha256, DFT settings, hull), see :mod:`.report_provenance`.
 
 Every chart sits in ``<figure class="chart" data-chart="NAME">``; a small inline script writes
 the number of charts the browser actually rendered (non-empty SVG bounding box) into
@@ -54,6 +56,7 @@ from smoacs_flows.stores.report_docs import (
     predicted_gap,
     sun_step_label,
 )
+from smoacs_flows.stores.report_provenance import loss_section, provenance_section
 
 __all__ = [
     "DOS_WINDOW",
@@ -81,7 +84,7 @@ body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;m
  color:#1d2430;background:#fff}
 header{background:#1f3b63;color:#fff;padding:18px 28px}
 header h1{margin:0 0 6px;font-size:22px} header p{margin:0;opacity:.85;font-size:13px}
-main{padding:8px 28px 40px;max-width:1240px}
+main{padding:8px 28px 40px}
 h2{font-size:17px;border-bottom:1px solid #dde3ea;padding-bottom:4px;margin-top:28px}
 .stats{display:flex;gap:14px;flex-wrap:wrap;margin:16px 0}
 .stat{background:#f3f6fa;border-radius:6px;padding:8px 14px;min-width:90px}
@@ -96,6 +99,9 @@ th{background:#f3f6fa;position:sticky;top:0} tr:nth-child(even) td{background:#f
 td.n{text-align:right;font-variant-numeric:tabular-nums}
 .hm{color:#b3261e;font-weight:600} .note{font-size:13px;color:#56606e}
 .scroll{max-height:640px;overflow:auto;border:1px solid #e6eaf0}
+table.prov th{position:static;vertical-align:top;white-space:nowrap}
+table.prov ul{margin:0;padding-left:18px} code.sha{font-size:11px;word-break:break-all}
+pre{font-size:12px;background:#f7f9fb;padding:6px 10px;overflow:auto;max-height:420px}
 """
 
 _SCRIPT = """
@@ -146,12 +152,14 @@ def _table(final: list[dict[str, Any]]) -> str:
             f'<td class="{"hm" if verdict == "half_metal" else ""}">{_esc(verdict) or "–"}</td>'
             f'<td class="n">{_fmt(p, ".2f")}</td>'
             f'<td class="n">{_fmt(dft.get("moment_per_fu"), ".2f")}</td>'
+            f'<td class="n">{_fmt(rel.get("chgnet_moment_per_fu"), ".2f")}</td>'
             f"<td>{_esc(d.get('state'))}</td></tr>"
         )
     head = (
         "<tr><th>candidate (CIF)</th><th>formula</th><th>space group (proposed → relaxed)</th>"
         "<th>E<sub>hull</sub> (eV/atom)</th>"
-        "<th>DFT verdict</th><th>P at E<sub>F</sub></th><th>moment (μB/f.u.)</th>"
+        "<th>DFT verdict</th><th>P at E<sub>F</sub></th><th>DFT moment (μB/f.u.)</th>"
+        "<th>CHGNet Σ|m<sub>i</sub>| (μB/f.u.)</th>"
         "<th>state</th></tr>"
     )
     return f'<div class="scroll"><table>{head}{"".join(rows)}</table></div>'
@@ -354,6 +362,8 @@ def write_report(
     compare_docs: list[dict] | None = None,
     compare_label: str | None = None,
     funnel: list[tuple[str, int]] | None = None,
+    provenance: dict[str, Any] | None = None,
+    loss_curves: dict[str, list[list[float]]] | None = None,
 ) -> Path:
     """Write the HTML report of one campaign version to ``out`` (atomically); returns ``out``.
 
@@ -362,7 +372,9 @@ def write_report(
     the DOS plots of half-metals. ``excluded``: element symbols masked out by the campaign
     (hatched). ``compare_docs`` / ``compare_label``: a second set whose periodic table is drawn
     beside the first (same colour scale). ``funnel``: ``[(label, count)]`` instead of
-    :func:`funnel_counts` of ``docs``.
+    :func:`funnel_counts` of ``docs``. ``provenance``: ``{"campaign_yaml", "code",
+    "predictors", "dft_settings"}`` (see :mod:`.report_data`); ``loss_curves``:
+    ``{batch label: [[mean, min] per step]}``.
     """
     docs = [d for d in docs or [] if isinstance(d, dict)]
     excl = {e for e in excluded or [] if isinstance(e, str)}
@@ -379,6 +391,10 @@ def write_report(
         *_distribution_section(ch, docs),
         *_final_section(final),
         *_dos_section(ch, docs, len(halfm), dos or {}),
+        *loss_section(ch, loss_curves),
+        *provenance_section(
+            provenance, sorted({d["hull"] for d in docs if isinstance(d.get("hull"), str)})
+        ),
     ]
 
     camp = {str(d.get("campaign")) for d in docs if d.get("campaign") is not None}

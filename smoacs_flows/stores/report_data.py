@@ -21,10 +21,9 @@ def campaign_docs(
     return version, docs
 
 
-def excluded_elements(lp: Any, campaign: str, version: int) -> list[str]:
-    """The elements a campaign version's exclusion masks removed (from its proposal job)."""
+def campaign_spec(lp: Any, campaign: str, version: int) -> dict[str, Any] | None:
+    """The validated campaign a version ran (from its proposal firework), or None."""
     from smoacs_flows.makers.launchpad import lp_session
-    from smoacs_flows.smoacs.exclusions import preset_elements
 
     with lp_session(lp, write=False):
         fw = lp.fireworks.find_one(
@@ -32,8 +31,17 @@ def excluded_elements(lp: Any, campaign: str, version: int) -> list[str]:
             {"spec._tasks": 1},
         )
     try:
-        spec = fw["spec"]["_tasks"][0]["job"]["function_args"][0]["spec"]
+        return fw["spec"]["_tasks"][0]["job"]["function_args"][0]["spec"]
     except (TypeError, KeyError, IndexError):
+        return None
+
+
+def excluded_elements(lp: Any, campaign: str, version: int) -> list[str]:
+    """The elements a campaign version's exclusion masks removed (from its proposal job)."""
+    from smoacs_flows.smoacs.exclusions import preset_elements
+
+    spec = campaign_spec(lp, campaign, version)
+    if spec is None:
         return []
     out: list[str] = []
     for item in spec.get("exclude") or []:
@@ -63,8 +71,82 @@ def dos_arrays(job_store: Any, docs: list[dict[str, Any]]) -> dict[str, dict[str
         res = job_store.get_output(uuid, load=True)
         dos = (res or {}).get("dos") if isinstance(res, dict) else None
         if dos:
-            out[d["candidate_id"]] = {**dos, "efermi": res.get("efermi")}
+            from smoacs_flows.dft.dos import dos_data
+
+            # a pymatgen CompleteDos dict, or the per-spin arrays older results stored
+            arrays = dos_data(dos)
+            if arrays is not None:
+                out[d["candidate_id"]] = {**arrays.model_dump(), "efermi": res.get("efermi")}
     return out
+
+
+def dft_settings(spec: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The campaign's DFT stage with every default filled in (the engine's settings too)."""
+    if spec is None:
+        return None
+    from smoacs_flows.makers.settings import DftSettings
+
+    try:
+        st = DftSettings.model_validate((spec.get("stages") or {}).get("dft") or {})
+        out = st.model_dump(mode="json")
+        if st.engine == "gpaw":
+            from smoacs_flows.dft.gpaw_engine import GPAWSettings
+
+            out["gpaw"] = GPAWSettings(**st.gpaw).model_dump(mode="json")
+            out.pop("vasp", None)
+        else:
+            out.pop("gpaw", None)
+        from smoacs_flows.dft.analysis import AnalysisSettings
+
+        out["analysis"] = AnalysisSettings(**st.analysis).model_dump(mode="json")
+        return out
+    except Exception as exc:  # noqa: BLE001 - an old campaign's settings: show, don't fail
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def proposal_outputs(job_store: Any, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The small parts (loss history, provenance, batches, variant) of the proposal jobs
+    behind ``docs``, in job order."""
+    uuids = sorted(
+        {
+            u
+            for d in docs
+            if (u := ((d.get("provenance") or {}).get("job_uuids") or {}).get("proposal"))
+        }
+    )
+    keys = ["output.history", "output.provenance", "output.batches", "output.variant"]
+    out = []
+    job_store.connect()
+    for u in uuids:
+        doc = job_store.query_one({"uuid": u}, properties=keys)
+        if doc and isinstance(doc.get("output"), dict):
+            out.append(doc["output"])
+    return out
+
+
+def loss_curves(outputs: list[dict[str, Any]]) -> dict[str, list[list[float]]]:
+    """``{batch label: [[mean, min] per step]}`` of the proposal jobs' loss histories."""
+    curves = {}
+    for o in outputs:
+        var = f"{o['variant']} " if o.get("variant") else ""
+        for b, hist in (o.get("history") or {}).items():
+            curves[f"{var}b{int(b):03d}"] = hist
+    return curves
+
+
+def campaign_provenance(
+    spec: dict[str, Any] | None, outputs: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The report's provenance: campaign YAML, code version, predictor weights, DFT settings."""
+    import yaml
+
+    recorded = next((o["provenance"] for o in outputs if o.get("provenance")), {})
+    return {
+        "campaign_yaml": yaml.safe_dump(spec, sort_keys=False) if spec else None,
+        "code": recorded.get("code"),
+        "predictors": recorded.get("predictors"),
+        "dft_settings": dft_settings(spec),
+    }
 
 
 def report_for_campaign(
@@ -84,12 +166,15 @@ def report_for_campaign(
         if compare not in results.campaigns():
             raise QueryError(f"--compare: unknown campaign {compare!r} in the results store")
         cmp_docs = campaign_docs(results, compare)[1]
+    outputs = proposal_outputs(job_store, docs)
     return write_report(
         docs,
         out,
         title=f"{campaign} v{version}",
         dos=dos_arrays(job_store, docs),
         excluded=excluded_elements(lp, campaign, version),
+        provenance=campaign_provenance(campaign_spec(lp, campaign, version), outputs),
+        loss_curves=loss_curves(outputs),
         compare_docs=cmp_docs,
         compare_label=compare,
     )

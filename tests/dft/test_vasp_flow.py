@@ -179,7 +179,7 @@ def test_vasp_chain_under_monkeypatch_vasp(mock_vasp, shared_data, tmp_path):
     assert result.engine == "vasp" and result.reduced_formula == "FeO"
     assert result.site_moments == pytest.approx(expected["dos"])  # copied FeO moments
     assert result.analysis.verdict == "semiconductor"  # the Γ-only FeO outputs, as parsed
-    assert result.dos is not None and result.dos.down is not None
+    assert result.dos is not None and result.dos_data.down is not None  # spin-resolved
     doc = store.query_one({"name": "analyse_vasp_dos_job"})
     assert "blob_uuid" in doc["output"]["dos"]  # arrays live in the data store
     data = store.additional_stores["data"]

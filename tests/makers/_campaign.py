@@ -89,8 +89,10 @@ def write_campaign(path: Path, data: dict[str, Any]) -> Path:
 def metallic_channels(result: dict[str, Any], zero: float = 1e-3) -> dict[str, bool]:
     """Per spin: are there states at E_F? Read off the stored DOS (states/eV/cell at E_F,
     interpolated), not from the eigenvalue analysis that decided the verdict."""
-    dos, ef = result["dos"], result["efermi"]
-    return {s: float(np.interp(ef, dos["energies"], dos[s])) > zero for s in ("up", "down")}
+    from smoacs_flows.dft.dos import dos_data
+
+    dos, ef = dos_data(result["dos"]), result["efermi"]  # a CompleteDos dict (or older arrays)
+    return {s: float(np.interp(ef, dos.energies, getattr(dos, s))) > zero for s in ("up", "down")}
 
 
 #: how many spin channels have states at E_F for each verdict of a spin-polarised run

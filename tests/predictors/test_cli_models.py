@@ -96,3 +96,35 @@ def test_predict_errors(tmp_path, capsys) -> None:
     empty.mkdir()
     assert main(["predict", "--model", "perov5-band-gap", str(empty)]) == 2
     assert "no .cif files" in capsys.readouterr().err
+
+
+def test_models_list_prints_full_names_in_a_narrow_terminal(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from smoacs_flows.predictors.alignn import SHIPPED_DIR
+
+    long_name = "my-perovskite-band-gap-model-trained-on-perov5-2026"
+    shutil.copytree(SHIPPED_DIR / "perov5-band-gap", tmp_path / "home" / "models" / long_name)
+    monkeypatch.setenv("SMOACS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("COLUMNS", "70")
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    shipped = [d.name for d in SHIPPED_DIR.iterdir() if d.is_dir()]
+    for name in [*shipped, long_name]:
+        assert name in out, f"{name} truncated:\n{out}"
+    assert "…" not in out
+
+
+def test_predict_a_single_cif_file(few, tmp_path, capsys) -> None:
+    expected = predict_structures(build(model="perov5-band-gap"), few.structures[:1])
+    cif = tmp_path / "CaTiO3-like.cif"
+    few.structures[0].to(filename=str(cif))
+    out = tmp_path / "pred.csv"
+    assert main(["predict", "--model", "perov5-band-gap", str(cif), "--out", str(out)]) == 0
+    rows = _read_csv(out)
+    assert [r["id"] for r in rows] == ["CaTiO3-like"]
+    assert float(rows[0]["prediction"]) == pytest.approx(expected[0], abs=1e-5)
+    bad = tmp_path / "bad.cif"
+    bad.write_text("data_x\n_cell_length_a 3\n")
+    assert main(["predict", "--model", "perov5-band-gap", str(bad)]) == 2
+    assert "bad.cif: not a readable CIF" in capsys.readouterr().err

@@ -52,7 +52,7 @@ def reduce_like_pymatgen(matcher, s: Structure):
     pymatgen's own ``StructureMatcher._get_reduced_structure``: the same lattice and site
     arrays bit for bit, the same species. Returns the Prepared structure and whether the
     reduction took the shortcut that builds no Structure until asked."""
-    from smoacs_flows.screening.matching_reduce import prepare
+    from smoacs_flows.screening.matching.reduce import prepare
 
     p = prepare(s, matcher)
     matcher._get_reduced_istructure.cache_clear()  # pymatgen's lru_cache: no shared answers

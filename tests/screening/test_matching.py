@@ -18,9 +18,9 @@ from smoacs_flows.screening.matching import (
     successive_minima,
     unique_and_novel,
 )
-from smoacs_flows.screening.matching_fit import pair_decision
-from smoacs_flows.screening.matching_kernel import FIT, NO_FIT, UNDECIDED
-from smoacs_flows.screening.matching_reduce import mapping_candidates, niggli_reduced_lattice
+from smoacs_flows.screening.matching.fit import pair_decision
+from smoacs_flows.screening.matching.kernel import FIT, NO_FIT, UNDECIDED
+from smoacs_flows.screening.matching.reduce import mapping_candidates, niggli_reduced_lattice
 
 from ._data import near_duplicates, perov_structures, reduce_like_pymatgen
 

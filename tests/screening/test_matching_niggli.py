@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from pymatgen.core import IStructure, Lattice, Structure
 
-from smoacs_flows.screening import matching_reduce as mr
-from smoacs_flows.screening.matching_niggli import (
+from smoacs_flows.screening.matching import reduce as mr
+from smoacs_flows.screening.matching.niggli import (
     LLL_AMBIGUOUS,
     OK,
     scale_of,
     sphere_points,
 )
-from smoacs_flows.screening.matching_reduce import lattice_parameters, niggli_reduced_lattice
+from smoacs_flows.screening.matching.reduce import lattice_parameters, niggli_reduced_lattice
 
 from ._data import reduce_like_pymatgen, unimodular
 
@@ -182,10 +182,10 @@ def test_reduction_bit_for_bit_with_properties_disorder_and_supercells(shared_da
 
 
 def test_primitive_structure_equals_pymatgens(shared_data):
-    """``matching_primitive.primitive_structure`` (the translation filter vectorised) returns
+    """``matching.primitive.primitive_structure`` (the translation filter vectorised) returns
     pymatgen's ``get_primitive_structure()`` exactly: supercells of determinant 2, 3 and 4,
     with noise, and gcd > 1 cells that are not supercells (one site moved)."""
-    from smoacs_flows.screening.matching_primitive import primitive_structure
+    from smoacs_flows.screening.matching.primitive import primitive_structure
 
     rng = np.random.default_rng(5)
     cells = []

@@ -1,5 +1,5 @@
 """``StructureMatcher.fit`` on two prepared (reduced) structures, made fast without changing
-its answer: a compiled test (:mod:`~smoacs_flows.screening.matching_kernel`) proves most pairs
+its answer: a compiled test (:mod:`~smoacs_flows.screening.matching.kernel`) proves most pairs
 False (point 5 of the :mod:`smoacs_flows.screening.matching` docstring) or True (point 6) and
 drops the lattice mappings that cannot match; pymatgen's ``fit`` is replayed on the surviving
 mappings of the rest (point 7)."""
@@ -13,8 +13,8 @@ from pymatgen.analysis.structure_matcher import SpeciesComparator, StructureMatc
 from pymatgen.core import Lattice, Structure
 from pymatgen.core.structure_matcher import get_linear_assignment_solution
 
-from smoacs_flows.screening.matching_kernel import EPS, FIT, NO_FIT, UNDECIDED, pair_status
-from smoacs_flows.screening.matching_reduce import Prepared, mapping_candidates
+from smoacs_flows.screening.matching.kernel import EPS, FIT, NO_FIT, UNDECIDED, pair_status
+from smoacs_flows.screening.matching.reduce import Prepared, mapping_candidates
 
 _MASKS: dict[tuple, tuple] = {}  # _get_mask results by the two site-element sequences
 
@@ -64,7 +64,7 @@ def _element_mask(el1: tuple[str, ...], el2: tuple[str, ...]) -> tuple:
 
 
 def pair_decision(matcher: StructureMatcher, a: Prepared, b: Prepared) -> tuple[int, set[bytes]]:
-    """The compiled per-pair test (:func:`~smoacs_flows.screening.matching_kernel.pair_status`)
+    """The compiled per-pair test (:func:`~smoacs_flows.screening.matching.kernel.pair_status`)
     of ``fit(a.reduced, b.reduced)``: ``(NO_FIT | FIT | UNDECIDED, surviving scale matrices as
     int64 bytes)``. Both cells reduced, same formula, equal numbers of sites."""
     _, s1_t_inds, s2_t_ind, feasible, mask = _cached_mask(matcher, a, b)

@@ -1,7 +1,7 @@
 """Structures prepared for matching: the comparator hash, a digest of the exact structure,
 and the reduced cell ``StructureMatcher.fit`` compares, computed once per structure plus its
 cached lattice vectors. The reduction is pymatgen's, bit for bit: its Niggli step replayed
-(the lattice by :mod:`~smoacs_flows.screening.matching_niggli`'s compiled replay, the site
+(the lattice by :mod:`~smoacs_flows.screening.matching.niggli`'s compiled replay, the site
 coordinates with pymatgen's arithmetic); when the per-species site counts have gcd > 1,
 pymatgen's own primitive-cell search then runs on that cell (with the compiled Niggli step
 swapped in for its duration); with gcd 1 that search cannot reduce anything and is skipped.
@@ -21,8 +21,8 @@ import numpy as np
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Element, IStructure, Lattice, Structure
 
-from smoacs_flows.screening.matching_niggli import LLL_AMBIGUOUS, OK, scale_of
-from smoacs_flows.screening.matching_primitive import TOLERANCE, primitive_structure
+from smoacs_flows.screening.matching.niggli import LLL_AMBIGUOUS, OK, scale_of
+from smoacs_flows.screening.matching.primitive import TOLERANCE, primitive_structure
 
 #: MatterGen's evaluation settings
 MATCHER_SETTINGS = {"ltol": 0.2, "stol": 0.3, "angle_tol": 5}
@@ -292,7 +292,7 @@ class _FastMappingLattice(Lattice):
 
 def niggli_reduced_lattice(lattice: Lattice) -> Lattice:
     """``lattice.get_niggli_reduced_lattice()``, bit for bit: the compiled replay of
-    :mod:`~smoacs_flows.screening.matching_niggli` picks pymatgen's integer matrix and the rows
+    :mod:`~smoacs_flows.screening.matching.niggli` picks pymatgen's integer matrix and the rows
     are computed with pymatgen's ``np.dot``; where the replay cannot vouch for a decision (or
     BLAS rows could differ, see :func:`_blas_rows_consistent`) pymatgen's own loop runs, on
     the faster mapping search."""
@@ -345,7 +345,7 @@ def _primitive_structure(
     :func:`_compiled_niggli_in_pymatgen`: when the per-species site counts have gcd 1,
     pymatgen's search tries no supercell matrix (``get_hnf(1)`` yields none) and returns
     ``self.copy()``; that is returned here without the neighbour bookkeeping before the loop.
-    Otherwise, with the default arguments, :func:`~smoacs_flows.screening.matching_primitive.
+    Otherwise, with the default arguments, :func:`~smoacs_flows.screening.matching.primitive.
     primitive_structure` (pymatgen's path with its translation filter vectorised), else
     pymatgen's own call."""
     if len(self) and tolerance > 0 and not use_site_props:

@@ -21,7 +21,7 @@ The fast path gives the same answer because every shortcut is a *necessary* cond
    ``find_all_mappings``, |det S| = 1) and some translation (an s1 site onto s2's anchor site)
    pass the fractional site check (``is_coord_subset_pbc`` with ``frac_tol``) *and* give
    ``max_i |v_i − mean(v)| < stol`` in ``_cart_dists``. A compiled test
-   (:mod:`~smoacs_flows.screening.matching_kernel`) enumerates a superset of those mappings
+   (:mod:`~smoacs_flows.screening.matching.kernel`) enumerates a superset of those mappings
    from cached lattice vectors (length and angle tests widened by a relative 1e-6 / 1e-4°,
    where float error is ~1e-14) and checks, per mapping and translation, conditions every
    success must meet:
@@ -47,11 +47,16 @@ The fast path gives the same answer because every shortcut is a *necessary* cond
    (pymatgen 2026.10) for equal-size reduced cells, line for line, except that it skips the
    mappings 5. dropped; they cannot give a match, so the answer is ``fit``'s.
 
-Points 2-4 (prepared, reduced structures) are in :mod:`~smoacs_flows.screening.matching_reduce`,
-points 5-7 (the fast ``fit``) in :mod:`~smoacs_flows.screening.matching_fit` and
-:mod:`~smoacs_flows.screening.matching_kernel`; this module groups
+Points 2-4 (prepared, reduced structures) are in :mod:`~smoacs_flows.screening.matching.reduce`,
+points 5-7 (the fast ``fit``) in :mod:`~smoacs_flows.screening.matching.fit` and
+:mod:`~smoacs_flows.screening.matching.kernel`; this module groups
 by formula, runs the greedy uniqueness and novelty (in processes when asked), and re-exports
 the public names of both.
+
+The package's modules, one step each: :mod:`.reduce` (Niggli + primitive reduction, cached),
+:mod:`.niggli` (the compiled Niggli replay), :mod:`.primitive` (the primitive cell),
+:mod:`.kernel` (the compiled per-pair test) and :mod:`.fit` (the exact ``fit`` fallback);
+this module holds :func:`unique_and_novel` and the matcher around them.
 """
 
 from __future__ import annotations
@@ -64,8 +69,8 @@ from dataclasses import dataclass
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Lattice, Structure
 
-from smoacs_flows.screening.matching_fit import _fit, _replay_fit
-from smoacs_flows.screening.matching_reduce import (
+from smoacs_flows.screening.matching.fit import _fit, _replay_fit
+from smoacs_flows.screening.matching.reduce import (
     MATCHER_SETTINGS,
     Prepared,
     make_matcher,

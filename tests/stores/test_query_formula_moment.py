@@ -1,0 +1,102 @@
+"""``query`` matches formulas by reduced formula and filters on CHGNet's Σ|m_i|; an index
+made before the ``chgnet_moment`` column existed is rebuilt from the candidates collection."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from maggma.stores import MemoryStore
+from pymatgen.core import Composition
+
+from smoacs_flows.stores.candidates import extract_sections
+from smoacs_flows.stores.fields import FIELDS, QueryError
+from smoacs_flows.stores.query import query
+from smoacs_flows.stores.results import ResultsStore, embedded_results_store
+
+
+def _relaxed(cid: str, formula: str, site_moments: list[float], fu: int) -> dict:
+    """A candidate document whose relax section comes from a relax job's record."""
+    rec = {
+        "id": cid,
+        "formula_units": fu,
+        "screening": {"mlip": "chgnet", "mlip_site_magmoms": site_moments},
+    }
+    relax = extract_sections("relax", {"records": [rec]}, "uuid-1")[cid]["relax"]
+    comp = Composition(formula)
+    return {
+        "candidate_id": cid,
+        "campaign": "c",
+        "version": 1,
+        "reduced_formula": comp.reduced_formula,
+        "elements": sorted(str(e) for e in comp.elements),
+        "relax": relax,
+        "content_hash": cid,
+    }
+
+
+DOCS = [
+    _relaxed("fe2as", "Fe4As2", [2.1, 2.1, 1.3, 1.3, 0.1, 0.1], fu=2),  # Σ|m|/fu = 3.5
+    _relaxed("feas", "FeAs", [0.2, -0.2, 0.0, 0.0], fu=2),  # antiparallel: Σ|m|/fu = 0.2
+    _relaxed("nimnsb", "NiMnSb", [0.3, 3.7, -0.1], fu=1),  # Σ|m|/fu = 4.1
+]
+
+
+def _stores(tmp_path) -> list[ResultsStore]:
+    """The embedded store (SQLite index) and a Mongo-like one (filters pushed to the store)."""
+    emb = embedded_results_store(tmp_path / "results").connect()
+    mem = ResultsStore(
+        MemoryStore("candidates", key="candidate_id"),
+        MemoryStore("sources", key="key"),
+        MemoryStore("sections", key="key"),
+    ).connect()
+    for rs in (emb, mem):
+        rs.candidates.update([dict(d) for d in DOCS], key="candidate_id")
+        if rs.index is not None:
+            rs.index.replace("c", 1, DOCS)
+    return [emb, mem]
+
+
+def test_the_relax_section_carries_the_chgnet_moment():
+    relax = DOCS[1]["relax"]
+    assert relax["chgnet_moment"] == pytest.approx(0.4)  # Σ|m_i| per cell, signs dropped
+    assert relax["chgnet_moment_per_fu"] == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_formula_by_reduced_formula_and_chgnet_moment(tmp_path, which):
+    rs = _stores(tmp_path)[which]
+    ids = lambda found: sorted(c.candidate_id for c in found)  # noqa: E731
+    assert Composition("Fe4As2").reduced_formula == "Fe2As"
+    assert ids(query(campaign="c", formula="Fe4As2", results=rs)) == ["fe2as"]
+    assert ids(query(campaign="c", formula="AsFe2", results=rs)) == ["fe2as"]
+    assert ids(query(campaign="c", where=["formula=Fe2As2|SbMnNi"], results=rs)) == [
+        "feas",
+        "nimnsb",
+    ]
+    assert ids(query(campaign="c", chgnet_moment_min=3.0, results=rs)) == ["fe2as", "nimnsb"]
+    assert ids(query(campaign="c", chgnet_moment_max=1.0, results=rs)) == ["feas"]
+    assert ids(query(campaign="c", where=["chgnet_moment>4"], results=rs)) == ["nimnsb"]
+    found = query(campaign="c", sort="chgnet_moment", descending=True, results=rs)
+    assert [c.summary["chgnet_moment"] for c in found] == pytest.approx([4.1, 3.5, 0.2])
+    with pytest.raises(QueryError, match="formula"):
+        query(campaign="c", formula="Xx9", results=rs)
+
+
+def test_an_index_without_the_chgnet_column_is_rebuilt_from_the_collection(tmp_path):
+    rs = _stores(tmp_path)[0]
+    rs.close()
+    path = tmp_path / "results" / "candidates_index.sqlite"
+    old = [c for _, c, _ in FIELDS.values() if c not in ("chgnet_moment", "candidate_id")]
+    con = sqlite3.connect(path)
+    con.execute("DROP TABLE candidates")
+    con.execute(
+        f"CREATE TABLE candidates (candidate_id TEXT, {', '.join(old)}, elements TEXT, "
+        "content_hash TEXT, row TEXT, structure TEXT, "
+        "PRIMARY KEY (campaign, version, candidate_id))"
+    )
+    con.commit()
+    con.close()
+    rs = embedded_results_store(tmp_path / "results").connect()
+    found = query(campaign="c", chgnet_moment_min=3.0, results=rs)
+    assert sorted(c.candidate_id for c in found) == ["fe2as", "nimnsb"]
