@@ -17,6 +17,7 @@ without it, running raises a clear error.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -163,18 +164,40 @@ def _run_chain(
     work_dir: str | Path | None,
 ) -> DFTResult:
     """The GPAW chain itself (relaxation if asked, SCF, non-SCF, DOS, analysis)."""
+    logs: list[Any] = []
+
+    def txt(name: str) -> Any:
+        # log files we open and close ourselves: GPAW closes the ones it opens in a
+        # destructor, which on a full disk prints a traceback after our one error line
+        if work_dir is None:
+            return None
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+        fh = open(Path(work_dir) / name, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+        logs.append(fh)
+        return fh
+
+    try:
+        return _chain_steps(structure, settings, analysis_settings, txt, work_dir)
+    finally:
+        for fh in logs:
+            with contextlib.suppress(OSError):
+                fh.close()
+
+
+def _chain_steps(
+    structure: Structure,
+    settings: GPAWSettings,
+    analysis_settings: AnalysisSettings,
+    txt: Any,
+    work_dir: str | Path | None,
+) -> DFTResult:
+    """Relaxation (if asked), SCF, non-SCF and DOS; ``txt(name)`` gives a log file object."""
     from ase.filters import FrechetCellFilter
     from ase.optimize import BFGS
     from gpaw import GPAW, PW, FermiDirac
     from gpaw.dos import DOSCalculator
     from pymatgen.electronic_structure.dos import CompleteDos
     from pymatgen.io.ase import AseAtomsAdaptor
-
-    def txt(name: str) -> str | None:
-        if work_dir is None:
-            return None
-        Path(work_dir).mkdir(parents=True, exist_ok=True)
-        return str(Path(work_dir) / name)
 
     timings: dict[str, float] = {}
     structure = gpaw_cell(structure)

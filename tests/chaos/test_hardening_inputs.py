@@ -184,3 +184,40 @@ def test_a_home_that_is_a_file(tmp_path, monkeypatch) -> None:
         o = call(argv)
         assert o.code == 2 and "is a file, not a folder" in o.error_lines()[0], o
     assert home.read_text() == "not a folder"
+
+
+def test_full_disk_during_gpaw_is_one_error_line(tmp_path) -> None:
+    """GPAW's log files are ours to close: a full disk mid-SCF is one error line, with no
+    destructor traceback after it and no temporary folder left (a real tmpfs, 300 kB)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.chaos.test_faults import _mount, _umount
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if not _mount("-t", "tmpfs", "-o", "size=300k", "tmpfs", str(disk)):
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        (disk / "fill").write_bytes(b"\0" * (296 * 1024))  # ~4 kB left
+        cif = _cif(tmp_path / "al.cif", "Na")
+        argv = ["dft", "run", str(cif), "--engine", "gpaw", "--ecut", "150"]
+        argv += ["--kpoint-density", "1", "--dense-kpoint-density", "1"]
+        argv += ["--out", str(disk / "res")]
+        env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+        out = subprocess.run(
+            [sys.executable, "-m", "smoacs_flows.cli", *argv],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+        assert out.returncode == 2, out.stderr
+        lines = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+        assert len(lines) == 1 and "No space left" in lines[0], out.stderr
+        assert "Traceback" not in out.stderr and "Exception ignored" not in out.stderr
+        assert sorted(p.name for p in disk.iterdir()) == ["fill"]
+    finally:
+        _umount(disk)
+        shutil.rmtree(disk, ignore_errors=True)
