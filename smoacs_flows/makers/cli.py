@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from smoacs_flows.cli_types import count, positive
+from smoacs_flows.cli_types import positive
 from smoacs_flows.errors import InputError
 
 #: the most local workers per category ``run`` starts
@@ -67,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--poll", type=positive, default=2.0, help="progress interval, s")
     r.add_argument(
         "--cpu-workers",
-        type=count,
+        type=int,  # its range (1..64) is checked with the campaign, naming both ends
         default=1,
         metavar="N",
         help="worker processes on the cpu category (and on the DFT one, if it has its own): "
