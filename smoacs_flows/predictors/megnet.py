@@ -59,6 +59,12 @@ def shipped_megnet_models() -> list[str]:
     return [n for n in SHIPPED if (MODELS_DIR / n / "model.json").is_file()]
 
 
+def is_megnet_model(model: str | os.PathLike) -> bool:
+    """Whether ``model`` names a shipped MEGNet model or a directory with matgl's files."""
+    p = Path(model).expanduser()
+    return str(model) in SHIPPED or ((p / "model.json").is_file() and (p / "state.pt").is_file())
+
+
 def resolve_model_dir(model: str | os.PathLike) -> Path:
     """The directory of a shipped model name or a path holding matgl's model.json/state.pt."""
     p = Path(model).expanduser()
@@ -272,10 +278,17 @@ def build(
     )
 
 
-def predict_structures(predictor: MegnetPredictor, structures: list[Any]) -> list[float]:
-    """Predictions for pymatgen Structures (graph rebuilt for the batch), in order."""
+def predict_structures(
+    predictor: MegnetPredictor, structures: list[Any], batch_size: int = 128
+) -> list[float]:
+    """Predictions for pymatgen Structures (graph rebuilt for every batch), in order."""
+    values: list[float] = []
     with torch.no_grad():
-        batch = SoftCrystalBatch.from_structures(structures, device=predictor.device)
-        predictor.refresh(batch)
-        out = predictor.predict(batch)[predictor.property_name]
-    return [float(v) for v in out.cpu()]
+        for i in range(0, len(structures), batch_size):
+            batch = SoftCrystalBatch.from_structures(
+                structures[i : i + batch_size], device=predictor.device
+            )
+            predictor.refresh(batch)
+            out = predictor.predict(batch)[predictor.property_name]
+            values.extend(float(v) for v in out.cpu())
+    return values
