@@ -239,3 +239,29 @@ def test_models_list_and_predict_cli(reference, ref_structures, tmp_path, capsys
     want = [r["band_gap"]["HSE"] for r in reference["structures"][:3]]
     np.testing.assert_allclose(got, want, atol=1e-4)
     assert main(["predict", "--model", "perov5-band-gap", "--fidelity", "HSE", str(folder)]) == 2
+
+
+def test_perovskite_campaign_runs_on_megnet_and_scores_with_it() -> None:
+    from smoacs_flows.smoacs.propose import ProposalRun
+    from tests.smoacs.helpers import perovskite_campaign
+
+    camp = perovskite_campaign(
+        predictors={
+            "gap": {"type": "megnet", "model": GAP, "fidelity": "PBE"},
+            "eform": {"type": "megnet", "model": EFORM},
+        },
+        losses=[
+            {"term": "band_gap_hinge", "predictor": "gap", "target": 1.5, "margin": 0.04},
+            {"term": "formation_energy", "predictor": "eform", "threshold": -0.5},
+            {"term": "tolerance_factor", "target": 0.9},
+        ],
+        schedule={"steps": 4, "n_candidates": 4, "batch_size": 4},
+    )
+    result = ProposalRun(camp).run()
+    assert result.records
+    structs = [Structure.from_dict(r["structure"]) for r in result.records]
+    gaps = predict_structures(build(model=GAP), structs)
+    eforms = predict_structures(build(model=EFORM), structs)
+    for rec, gap, ef in zip(result.records, gaps, eforms):
+        assert rec["predicted"]["gap.band_gap"] == pytest.approx(gap, abs=1e-4)
+        assert rec["predicted"]["eform.formation_energy_per_atom"] == pytest.approx(ef, abs=1e-4)
