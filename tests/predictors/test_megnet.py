@@ -265,3 +265,15 @@ def test_perovskite_campaign_runs_on_megnet_and_scores_with_it() -> None:
     for rec, gap, ef in zip(result.records, gaps, eforms):
         assert rec["predicted"]["gap.band_gap"] == pytest.approx(gap, abs=1e-4)
         assert rec["predicted"]["eform.formation_energy_per_atom"] == pytest.approx(ef, abs=1e-4)
+
+
+def test_network_takes_a_fidelity_index_or_a_distribution() -> None:
+    p = build(model=GAP, dtype="float64")
+    net, n = p.network, 3
+    like = torch.zeros(1, dtype=torch.float64)
+    by_index = net.state_input(n, torch.tensor([2]), like)
+    by_probs = net.state_input(n, torch.tensor([[0.0, 0.0, 1.0, 0.0]]), like)
+    assert by_index.shape == (n, 16) and torch.equal(by_index, by_probs)
+    half = net.state_input(1, torch.tensor([[0.5, 0.0, 0.5, 0.0]]), like)
+    table = net.embedding.layer_state_embedding.weight.double()
+    assert torch.allclose(half[0], 0.5 * (table[0] + table[2]))
