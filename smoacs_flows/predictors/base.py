@@ -135,6 +135,7 @@ _REGISTRY: dict[str, str | Callable[..., Predictor]] = {
     "chgnet": "smoacs_flows.predictors.chgnet:build",
     "alignn": "smoacs_flows.predictors.alignn:build",
     "mattersim": "smoacs_flows.predictors.mattersim:build",
+    "megnet": "smoacs_flows.predictors.megnet:build",
 }
 
 

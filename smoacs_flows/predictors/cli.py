@@ -94,16 +94,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "predict",
-        help="predict a property for structures with an ALIGNN model",
+        help="predict a property for structures with an ALIGNN or MEGNet model",
         description="Predict with MODEL (a shipped/cached model name, a checkpoint directory or "
-        "zip, or an alignn pretrained name) for INPUT: a CSV with a 'cif' column, a JSON-lines "
-        "file as 'propose' writes (structure under 'structure'), a CIF file, or a folder of "
-        "CIFs.",
+        "zip, an alignn pretrained name, or a shipped MEGNet model) for INPUT: a CSV with a "
+        "'cif' column, a JSON-lines file as 'propose' writes (structure under 'structure'), a "
+        "CIF file, or a folder of CIFs.",
     )
     p.add_argument("input", type=Path, help="CSV, JSON-lines, a CIF file or a folder of CIFs")
     p.add_argument("--model", required=True, help="model name or path")
     p.add_argument("--out", type=Path, default=None, help="write CSV here instead of a table")
     p.add_argument("--batch-size", type=count, default=128)
+    p.add_argument(
+        "--fidelity",
+        default=None,
+        help="multi-fidelity MEGNet band gap only: PBE (default), GLLB-SC, HSE or SCAN",
+    )
     p.set_defaults(func=run_predict)
 
     p = sub.add_parser("models", help="list available predictor models")
@@ -111,8 +116,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     pl = msub.add_parser(
         "list",
         help="list shipped and cached models",
-        description="The shipped and locally cached ALIGNN models with property, units, "
-        "training data and held-out MAE.",
+        description="The shipped and locally cached ALIGNN models and the shipped MEGNet "
+        "models (matgl's published Materials Project weights) with property, units, training "
+        "data and held-out MAE (MEGNet: the published test or validation MAE).",
     )
     pl.add_argument("--json", action="store_true", help="a JSON list of objects")
     pl.add_argument(
@@ -294,9 +300,16 @@ def read_structures(path: Path) -> tuple[list[str], list[Any], list[str]]:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Predict and print a table or write CSV."""
-    from smoacs_flows.predictors.alignn import build, predict_structures
+    from smoacs_flows.predictors import alignn, megnet
 
-    predictor = build(model=args.model, training_elements_only=False)
+    if megnet.is_megnet_model(args.model):
+        predictor: Any = megnet.build(model=args.model, fidelity=args.fidelity)
+        predict_structures: Any = megnet.predict_structures
+    else:
+        if args.fidelity is not None:
+            raise InputError("--fidelity applies to the multi-fidelity MEGNet band-gap model")
+        predictor = alignn.build(model=args.model, training_elements_only=False)
+        predict_structures = alignn.predict_structures
     ids, structs, problems = read_structures(args.input)
     for msg in problems[:20]:
         print(f"warning: skipped {msg}", file=sys.stderr)
@@ -396,6 +409,7 @@ def list_models(available: bool = False) -> list[dict[str, Any]]:
                     "path": str(d),
                 }
             )
+    out.extend(m for m in _megnet_models() if m["name"] not in seen)
     if available:
         try:
             from alignn.pretrained import ALIGNN2_MODELS
@@ -417,6 +431,37 @@ def list_models(available: bool = False) -> list[dict[str, Any]]:
                     "path": None,
                 }
             )
+    return out
+
+
+def _megnet_models() -> list[dict[str, Any]]:
+    """The shipped MEGNet models (matgl's published weights) with their published errors."""
+    from smoacs_flows.predictors.megnet import MODELS_DIR, shipped_megnet_models
+
+    out = []
+    for name in shipped_megnet_models():
+        d = MODELS_DIR / name
+        try:
+            card = json.loads((d / "provenance.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            out.append({"name": name, "type": "megnet", "source": "shipped", "error": str(exc)})
+            continue
+        errors = card.get("published_errors", {})
+        split = "test" if "test_mae" in errors else "validation"
+        out.append(
+            {
+                "name": name,
+                "type": "megnet",
+                "property": card.get("property"),
+                "units": card.get("units"),
+                "mae": errors.get(f"{split}_mae"),
+                "mae_split": f"published {split}",
+                "fidelities": card.get("fidelities"),
+                "training_data": card.get("training_data"),
+                "source": "shipped",
+                "path": str(d),
+            }
+        )
     return out
 
 
