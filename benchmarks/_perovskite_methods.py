@@ -182,6 +182,17 @@ def run_tpe(
     starts = (torch.cumsum(state.n_sites, 0) - state.n_sites).tolist()
     if space == "all":
         open_elements(run, state, starts)
+    # Z 1-98, less what a predictor cannot represent at all (MEGNet knows 89 elements; the
+    # perov_5 ALIGNN models featurise every Z, so their space stays 1-98)
+    z_space = [
+        z
+        for z in range(1, 99)
+        if all(
+            z in p.supported_z
+            for p in run.predictors.values()
+            if type(p).__name__ == "MegnetPredictor" and p.supported_z is not None
+        )
+    ]
     window = spec["success"]["tolerance_window"]
     # disjoint sampler seeds per benchmark seed (seed + i overlapped: seeds 0 and 1 shared
     # 31 of 32 studies and gave identical rates)
@@ -212,7 +223,7 @@ def run_tpe(
             zs, xs = [], []
             for si in range(pt.template.n_sites):
                 if space == "all":
-                    allowed = list(range(1, 99))
+                    allowed = z_space
                 else:
                     allowed = [int(z) + 1 for z in np.flatnonzero(pt.masks[d, si])]
                 # one element parameter per site when the space does not depend on the pattern
