@@ -381,10 +381,11 @@ def _launchpad_from(file: Path) -> tuple[str, bool]:
 def _job_store_from(file: Path) -> tuple[dict[str, Any], str]:
     """(expanded ``JOB_STORE`` spec, note) from a JobStore file, checked by building it."""
     from smoacs_flows.io import load_yaml
-    from smoacs_flows.stores.jobstore import _expand, job_store_from_spec
+    from smoacs_flows.stores.jobstore import _expand, _require_shared, job_store_from_spec
 
     spec = load_yaml(file, "JobStore file", SmoacsError)
-    job_store_from_spec(spec, source=str(file))  # raises a SpecError naming the file
+    # a SpecError naming the file; queue workers are other processes: no in-memory store
+    _require_shared(job_store_from_spec(spec, source=str(file)), str(file))
     if "JOB_STORE" in spec:
         spec = spec["JOB_STORE"]
     return _expand(spec), f"From {file} (variables expanded); keep private if it holds passwords."

@@ -57,3 +57,18 @@ def test_a_shared_store_still_passes(tmp_path, monkeypatch, capsys) -> None:
     path.write_text(yaml.safe_dump(spec))
     monkeypatch.setenv("JOBFLOW_CONFIG_FILE", str(path))
     assert main(["config"]) == 0
+
+
+def test_launchers_init_refuses_an_unshared_store(tmp_path, capsys) -> None:
+    """The JOB_STORE written into a cluster folder's jobflow.yaml is refused the same way."""
+    import yaml
+
+    from smoacs_flows.cli import main
+
+    bad = tmp_path / "mem.yaml"
+    mem = {"type": "MemoryStore", "collection_name": "x"}
+    bad.write_text(yaml.safe_dump({"docs_store": mem, "additional_stores": {"data": mem}}))
+    assert main(["launchers", "init", str(tmp_path / "fw"), "--store", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "MemoryStore" in err[0], err
+    assert not (tmp_path / "fw").exists()
