@@ -8,6 +8,7 @@ import sys
 
 from smoacs_flows.cli_types import positive
 from smoacs_flows.errors import InputError
+from smoacs_flows.makers.discovery import LAUNCHPAD_HELP
 
 #: the most local workers per category ``run`` starts
 MAX_WORKERS = 64
@@ -20,10 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="submit a campaign workflow to a FireWorks LaunchPad",
         description="Validate a campaign, build its workflow (proposal and relaxation jobs on "
         "the gpu category, the rest on cpu) and add it to a LaunchPad, tagged with the "
-        "campaign name. Without --launchpad: the embedded LaunchPad under $SMOACS_HOME.",
+        "campaign name. Without --launchpad: the LaunchPad FireWorks' configuration names "
+        "(FW_CONFIG_FILE, ...), else the embedded one under $SMOACS_HOME.",
     )
     s.add_argument("campaign", help="campaign YAML")
-    s.add_argument("--launchpad", default=None, help="my_launchpad.yaml (MongoDB)")
+    s.add_argument("--launchpad", default=None, help=LAUNCHPAD_HELP)
     s.add_argument(
         "--store",
         default=None,

@@ -17,6 +17,12 @@ from pathlib import Path
 
 from smoacs_flows.errors import SmoacsError
 
+#: the ``--launchpad`` help of every command that opens the LaunchPad
+LAUNCHPAD_HELP = (
+    "my_launchpad.yaml (default: the one FireWorks' configuration names: FW_CONFIG_FILE, "
+    "./my_launchpad.yaml, ~/.fireworks; else the embedded one; `config` shows which)"
+)
+
 
 @dataclass(frozen=True)
 class Found:

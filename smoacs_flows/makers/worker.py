@@ -16,6 +16,7 @@ from pathlib import Path
 
 from fireworks import FWorker, LaunchPad
 
+from smoacs_flows.makers.discovery import LAUNCHPAD_HELP
 from smoacs_flows.makers.launchpad import EmbeddedLaunchPad, open_launchpad
 
 
@@ -90,7 +91,7 @@ def watch_parent(parent: int, poll: float = 1.0) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry of a worker process."""
     p = argparse.ArgumentParser(prog="python -m smoacs_flows.makers.worker")
-    p.add_argument("--launchpad", default=None, help="my_launchpad.yaml (default: embedded)")
+    p.add_argument("--launchpad", default=None, help=LAUNCHPAD_HELP)
     p.add_argument("--embedded", default=None, help="path of an embedded LaunchPad file")
     p.add_argument("--category", required=True)
     p.add_argument("--tag", default=None, help="only fireworks with this tag")

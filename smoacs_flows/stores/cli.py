@@ -17,6 +17,7 @@ from typing import Any
 
 from smoacs_flows.cli_types import count, count0, finite, non_negative
 from smoacs_flows.errors import SmoacsError
+from smoacs_flows.makers.discovery import LAUNCHPAD_HELP
 from smoacs_flows.stores.cli_checks import _check_numbers, _no_home, _tag
 
 TABLE_COLUMNS = [
@@ -35,7 +36,7 @@ TABLE_COLUMNS = [
 
 
 def _common(p: argparse.ArgumentParser, update: bool = True) -> None:
-    p.add_argument("--launchpad", default=None, help="my_launchpad.yaml (default: embedded)")
+    p.add_argument("--launchpad", default=None, help=LAUNCHPAD_HELP)
     p.add_argument(
         "--store", default=None, help="JobStore YAML (default: embedded / $SMOACS_JOB_STORE)"
     )
@@ -175,12 +176,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also reignite the campaign's DEFUSED fireworks and resume its PAUSED ones "
         "(lpad defuse_fws / pause_fws)",
     )
-    r.add_argument(
-        "--launchpad",
-        default=None,
-        help="my_launchpad.yaml (default: the one FW_CONFIG_FILE / FireWorks' configuration "
-        "names, else the embedded one under $SMOACS_HOME)",
-    )
+    r.add_argument("--launchpad", default=None, help=LAUNCHPAD_HELP)
     r.set_defaults(func=_resume)
 
     p = subparsers.add_parser("report", help="self-contained HTML report of a campaign")
