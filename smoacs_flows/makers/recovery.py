@@ -393,14 +393,26 @@ def held_fireworks(lp: LaunchPad, tag: str) -> list[dict[str, Any]]:
         ]
 
 
-def release_held(lp: LaunchPad, tag: str, dry_run: bool = False) -> list[dict[str, Any]]:
+def release_held(
+    lp: LaunchPad, tag: str, dry_run: bool = False, overrides: Overrides | None = None
+) -> list[dict[str, Any]]:
     """Reignite the DEFUSED and resume the PAUSED fireworks of a campaign version (FireWorks'
-    own ``reignite_fw`` / ``resume_fw``); returns them."""
+    own ``reignite_fw`` / ``resume_fw``), with ``overrides`` (walltime, size, category, ...)
+    applied to them first; returns them, each with the spec keys changed (``changes``)."""
     held = held_fireworks(lp, tag)
+    ov = overrides or Overrides()
+    updates: dict[int, dict[str, Any]] = {}
+    with lp_session(lp, write=False):
+        for f in held:
+            spec = lp.fireworks.find_one({"fw_id": f["fw_id"]}, {"spec": 1})["spec"]
+            updates[f["fw_id"]] = apply_overrides(spec, ov) if ov else {}
+            f["changes"] = sorted(updates[f["fw_id"]])
     if dry_run or not held:
         return held
     with lp_session(lp):
         for f in held:
+            if updates[f["fw_id"]]:
+                lp.update_spec([f["fw_id"]], updates[f["fw_id"]])
             if f["state"] == "DEFUSED":
                 lp.reignite_fw(f["fw_id"])
             else:

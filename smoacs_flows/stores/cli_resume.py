@@ -48,11 +48,12 @@ def resume_command(args: argparse.Namespace) -> int:
     failed = resume(lp, tag, ov, args.stage, after, args.dry_run, args.fw)
     from smoacs_flows.makers.recovery import held_fireworks, release_held
 
-    held = release_held(lp, tag, args.dry_run) if args.defused else held_fireworks(lp, tag)
+    held = release_held(lp, tag, args.dry_run, ov) if args.defused else held_fireworks(lp, tag)
     for f in held:
         if args.defused:
             verb = "would release" if args.dry_run else "released"
-            print(f"{verb} {f['name']} (fw {f['fw_id']}, {f['stage']}, was {f['state']})")
+            extra = f" [changes: {', '.join(f['changes'])}]" if f.get("changes") else ""
+            print(f"{verb} {f['name']} (fw {f['fw_id']}, {f['stage']}, was {f['state']}){extra}")
         else:
             print(
                 f"held: {f['name']} (fw {f['fw_id']}, {f['stage']}) is {f['state']}; "
