@@ -38,6 +38,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="with --scheduler pbs: pro (PBS Pro / OpenPBS: -l select=1:ncpus=N:mpiprocs=M"
         "(:ngpus=G):mem=X, the default) or torque (-l nodes=1:ppn=N(:gpus=G))",
     )
+    i.add_argument(
+        "--walltime",
+        default=None,
+        help="walltimes per queue, e.g. gpu=4:00:00,vasp=2-00:00:00 ([D-]HH:MM:SS or whole "
+        "minutes; written HH:MM:SS; defaults gpu 4 h, cpu 12 h, vasp 24 h)",
+    )
+    i.add_argument(
+        "--queues",
+        default=None,
+        help="queue (partition) names per kind, e.g. gpu=gpu_a100,cpu=short,vasp=mpi (default: "
+        "gpu, cpu, vasp); one name per kind keeps qlaunch -m counts apart",
+    )
     i.add_argument("--force", action="store_true", help="replace an existing non-empty DIR")
     i.set_defaults(func=_launchers_init)
     lau.set_defaults(func=lambda a: (lau.print_help(), 2)[1])
@@ -83,6 +95,8 @@ def _launchers_init(args: argparse.Namespace) -> int:
         args.scheduler,
         args.force,
         args.pbs_flavour,
+        walltime=args.walltime,
+        queues=args.queues,
     )
     folder = next(iter(files.values())).parent
     print(f"wrote {len(files)} files to {folder}:")

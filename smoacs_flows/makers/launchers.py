@@ -15,6 +15,7 @@ the placeholder folder :data:`TEMPLATE_DIR` (``tests`` check they match).
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -172,9 +173,14 @@ def _pbs_template_name(queue: str, flavour: str) -> str | None:
     return "PBS_torque_gpu.txt" if _SIZES[queue]["gpus"] else None
 
 
-def _resources(queue: str, scheduler: str, flavour: str, folder: Path) -> tuple[str, str]:
-    """(adapter lines for the job's size, the OMP_NUM_THREADS line) of one queue."""
-    z = _SIZES[queue]
+def _resources(
+    queue: str, scheduler: str, flavour: str, folder: Path, sizes: dict | None = None
+) -> tuple[str, str]:
+    """(adapter lines for the job's size, the OMP_NUM_THREADS line) of one queue; ``sizes``:
+    ``{queue: {"walltime": "HH:MM:SS", "queue": NAME}}`` (``launchers init --walltime/--queues``)
+    over the defaults."""
+    z = {**_SIZES[queue], **(sizes or {}).get(queue, {})}
+    name = z.get("queue", queue)
     mpi = queue == "vasp"
     if scheduler == "slurm":
         lines = "nodes: 1\n" + (
@@ -184,7 +190,7 @@ def _resources(queue: str, scheduler: str, flavour: str, folder: Path) -> tuple[
         )
         if z["gpus"]:
             lines += f"gres: gpu:{z['gpus']}                   # #SBATCH --gres=gpu:1\n"
-        lines += f"walltime: '{z['walltime']}'       # HH:MM:SS\n{_QUEUE_NOTE}queue: {queue}\n"
+        lines += f"walltime: '{z['walltime']}'       # HH:MM:SS\n{_QUEUE_NOTE}queue: {name}\n"
         lines += f"mem: {z['mem'].upper().replace('GB', 'G')}\n"
         omp = (
             "export OMP_NUM_THREADS=1"
@@ -200,7 +206,7 @@ def _resources(queue: str, scheduler: str, flavour: str, folder: Path) -> tuple[
         lines += f"ngpus: {z['gpus']}\n"
     if flavour == "pro" or z["gpus"]:
         lines += f"mem: {z['mem']}\n"
-    lines += f"walltime: '{z['walltime']}'       # HH:MM:SS\n{_QUEUE_NOTE}queue: {queue}\n"
+    lines += f"walltime: '{z['walltime']}'       # HH:MM:SS\n{_QUEUE_NOTE}queue: {name}\n"
     if template:
         lines += f"_fw_template_file: {folder / 'templates' / template}\n"
     # Torque sets PBS_NUM_PPN, PBS Pro NCPUS: the threads follow the job's own size
@@ -246,8 +252,9 @@ def _qadapter(
     flavour: str = "pro",
     home: str | None = None,
     fworker: str | None = None,
+    sizes: dict | None = None,
 ) -> str:
-    res, omp = _resources(queue, scheduler, flavour, folder)
+    res, omp = _resources(queue, scheduler, flavour, folder, sizes)
     fworker = fworker or str(folder / f"my_fworker_{queue}.yaml")
     kind = scheduler.upper() + (
         f" ({'PBS Pro' if flavour == 'pro' else 'Torque'})" if scheduler == "pbs" else ""
@@ -315,6 +322,7 @@ def render(
     activate: str | None = None,
     flavour: str = "pro",
     home: str | None = None,
+    sizes: dict | None = None,
 ) -> dict[str, str]:
     """``{relative file name: text}`` of a configuration folder (``folder`` absolute).
 
@@ -332,7 +340,7 @@ def render(
     for q in QUEUES:
         files[f"my_fworker_{q}.yaml"] = _fworker(q)
         files[f"my_qadapter_{q}.yaml"] = _qadapter(
-            q, scheduler, folder, rlaunch, activate, flavour, home
+            q, scheduler, folder, rlaunch, activate, flavour, home, sizes=sizes
         )
         files[f"{q}/my_fworker.yaml"] = _fworker(q)
         files[f"{q}/my_qadapter.yaml"] = _qadapter(
@@ -344,6 +352,7 @@ def render(
             flavour,
             home,
             str(folder / q / "my_fworker.yaml"),
+            sizes,
         )
         files[f"{q}/my_launchpad.yaml"] = launchpad_text
     if scheduler == "pbs":
@@ -391,6 +400,36 @@ def _job_store_from(file: Path) -> tuple[dict[str, Any], str]:
     return _expand(spec), f"From {file} (variables expanded); keep private if it holds passwords."
 
 
+def _per_queue(text: str | None, option: str) -> dict[str, str]:
+    """``"gpu=a,vasp=b"`` → ``{"gpu": "a", "vasp": "b"}``; other queues are an error."""
+    out: dict[str, str] = {}
+    for part in [p.strip() for p in (text or "").split(",") if p.strip()]:
+        q, sep, val = (x.strip() for x in part.partition("="))
+        if not sep or q not in QUEUES or not val:
+            raise SmoacsError(
+                f"{option} {part!r}: expected QUEUE=VALUE with QUEUE one of {', '.join(QUEUES)}"
+            )
+        out[q] = val
+    return out
+
+
+def _sizes(walltime: str | None, queues: str | None) -> dict[str, dict[str, str]]:
+    """``{queue: {"walltime": HH:MM:SS, "queue": NAME}}`` from ``--walltime``/``--queues``."""
+    from smoacs_flows.makers.recovery import parse_walltime
+
+    out: dict[str, dict[str, str]] = {}
+    for q, t in _per_queue(walltime, "--walltime").items():
+        try:
+            out.setdefault(q, {})["walltime"] = parse_walltime(t)
+        except SmoacsError as exc:
+            raise SmoacsError(f"--walltime {q}={t}: {str(exc).split(': ', 1)[-1]}") from None
+    for q, name in _per_queue(queues, "--queues").items():
+        if not re.fullmatch(r"[A-Za-z0-9_.@-]+", name):
+            raise SmoacsError(f"--queues {q}={name!r}: not a queue name")
+        out.setdefault(q, {})["queue"] = name
+    return out
+
+
 def init_launchers(
     folder: str | Path,
     launchpad: str | Path | None = None,
@@ -399,8 +438,15 @@ def init_launchers(
     scheduler: str = "slurm",
     force: bool = False,
     pbs_flavour: str = "pro",
+    walltime: str | None = None,
+    queues: str | None = None,
 ) -> dict[str, Path]:
-    """Write the configuration folder atomically (nothing when any input is bad)."""
+    """Write the configuration folder atomically (nothing when any input is bad).
+
+    ``walltime``: ``gpu=4:00:00,vasp=2-00:00:00`` (each ``[D-]HH:MM:SS`` or whole minutes,
+    written ``HH:MM:SS``, which SLURM and PBS both read); ``queues``: ``gpu=NAME,cpu=NAME,
+    vasp=NAME`` (default: the kind's own name).
+    """
     from smoacs_flows.io import atomic_output_dir
     from smoacs_flows.makers.launchpad import embedded_launchpad_path
 
@@ -412,6 +458,7 @@ def init_launchers(
         )
     if launchpad and embedded:
         raise SmoacsError("--launchpad and --embedded exclude each other")
+    sizes = _sizes(walltime, queues)
     folder = Path(folder).expanduser().absolute()
     if not folder.parent.is_dir():
         raise SmoacsError(f"{folder}: parent folder {folder.parent} does not exist")
@@ -444,6 +491,7 @@ def init_launchers(
         rlaunch="smoacs-flows rlaunch" if is_embedded else "rlaunch",
         flavour=pbs_flavour,
         home=str(smoacs_home_path().expanduser().absolute()) if is_embedded else None,
+        sizes=sizes,
     )
     with atomic_output_dir(folder, force=force) as tmp:
         tmp.chmod(0o700)
