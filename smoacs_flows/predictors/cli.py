@@ -317,6 +317,15 @@ def run_predict(args: argparse.Namespace) -> int:
         print(f"warning: … {len(problems) - 20} more skipped", file=sys.stderr)
     if not structs:
         raise InputError(f"{args.input}: no readable structures")
+    from smoacs_flows.predictors.domain import domain_problems
+
+    card = getattr(predictor, "card", None) or {}
+    outside = [(i, domain_problems(card, st)) for i, st in zip(ids, structs)]
+    outside = [(i, why) for i, why in outside if why]
+    for i, why in outside[:20]:
+        print(f"warning: {i}: outside {args.model}'s domain: {'; '.join(why)}", file=sys.stderr)
+    if len(outside) > 20:
+        print(f"warning: … {len(outside) - 20} more outside its domain", file=sys.stderr)
     t0 = time.time()
     values = predict_structures(predictor, structs, batch_size=args.batch_size)
     prop = predictor.property_name
