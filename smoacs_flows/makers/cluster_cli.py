@@ -45,6 +45,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "minutes; written HH:MM:SS; defaults gpu 4 h, cpu 12 h, vasp 24 h)",
     )
     i.add_argument(
+        "--cpu-multi",
+        action="store_true",
+        help="cpu queue jobs run FireWorks' `rlaunch multi N` with N = the job's cores, one "
+        "thread each, so every core is busy (launch them with qlaunch without -r; MongoDB "
+        "LaunchPads only)",
+    )
+    i.add_argument(
         "--queues",
         default=None,
         help="queue (partition) names per kind, e.g. gpu=gpu_a100,cpu=short,vasp=mpi (default: "
@@ -97,6 +104,7 @@ def _launchers_init(args: argparse.Namespace) -> int:
         args.pbs_flavour,
         walltime=args.walltime,
         queues=args.queues,
+        cpu_multi=args.cpu_multi,
     )
     folder = next(iter(files.values())).parent
     print(f"wrote {len(files)} files to {folder}:")

@@ -253,20 +253,40 @@ def _qadapter(
     home: str | None = None,
     fworker: str | None = None,
     sizes: dict | None = None,
+    multi: bool = False,
 ) -> str:
     res, omp = _resources(queue, scheduler, flavour, folder, sizes)
     fworker = fworker or str(folder / f"my_fworker_{queue}.yaml")
+    launch = "singleshot"
+    notes = [
+        "# singleshot: one firework per queue job; needed by reservation mode (qlaunch -r), which",
+        "# is also what applies a firework's _queueadapter overrides (resume --walltime/--cores).",
+    ]
+    if multi and queue == "cpu":
+        # every core busy: one single-threaded rocket per core of the job (FireWorks' own
+        # rlaunch multi); GPAW and the other cpu jobs run one thread each
+        cores = (
+            "${SLURM_CPUS_PER_TASK:-1}"
+            if scheduler == "slurm"
+            else f"${{PBS_NUM_PPN:-${{NCPUS:-{_SIZES['cpu']['cores']}}}}}"
+        )
+        launch = f"multi {cores} --nlaunches 0"
+        omp = "export OMP_NUM_THREADS=1"
+        notes = [
+            "# multi N: N single-threaded rockets side by side (FireWorks' rlaunch multi), one",
+            "# per core of the job, until no cpu firework is ready. Launch with qlaunch WITHOUT -r",
+            "# (reservation binds one firework to a job), so _queueadapter overrides do not apply.",
+        ]
     kind = scheduler.upper() + (
         f" ({'PBS Pro' if flavour == 'pro' else 'Torque'})" if scheduler == "pbs" else ""
     )
     lines = [
         f"# {kind} queue adapter of the {queue} queue ({_FWORKER_NOTES[queue]}).",
         "# Absolute paths: FireWorks' job script cds into block_*/launcher_* before rocket_launch.",
-        "# singleshot: one firework per queue job; needed by reservation mode (qlaunch -r), which",
-        "# is also what applies a firework's _queueadapter overrides (resume --walltime/--cores).",
+        *notes,
         "_fw_name: CommonAdapter",
         f"_fw_q_type: {scheduler.upper() if scheduler == 'pbs' else 'SLURM'}",
-        f"rocket_launch: {rlaunch} -l {folder / 'my_launchpad.yaml'} -w {fworker} singleshot",
+        f"rocket_launch: {rlaunch} -l {folder / 'my_launchpad.yaml'} -w {fworker} {launch}",
         res.rstrip("\n"),
         "account: null",
         f"job_name: smoacs-{queue}",
@@ -323,6 +343,7 @@ def render(
     flavour: str = "pro",
     home: str | None = None,
     sizes: dict | None = None,
+    cpu_multi: bool = False,
 ) -> dict[str, str]:
     """``{relative file name: text}`` of a configuration folder (``folder`` absolute).
 
@@ -340,7 +361,7 @@ def render(
     for q in QUEUES:
         files[f"my_fworker_{q}.yaml"] = _fworker(q)
         files[f"my_qadapter_{q}.yaml"] = _qadapter(
-            q, scheduler, folder, rlaunch, activate, flavour, home, sizes=sizes
+            q, scheduler, folder, rlaunch, activate, flavour, home, sizes=sizes, multi=cpu_multi
         )
         files[f"{q}/my_fworker.yaml"] = _fworker(q)
         files[f"{q}/my_qadapter.yaml"] = _qadapter(
@@ -353,6 +374,7 @@ def render(
             home,
             str(folder / q / "my_fworker.yaml"),
             sizes,
+            cpu_multi,
         )
         files[f"{q}/my_launchpad.yaml"] = launchpad_text
     if scheduler == "pbs":
@@ -440,6 +462,7 @@ def init_launchers(
     pbs_flavour: str = "pro",
     walltime: str | None = None,
     queues: str | None = None,
+    cpu_multi: bool = False,
 ) -> dict[str, Path]:
     """Write the configuration folder atomically (nothing when any input is bad).
 
@@ -458,6 +481,11 @@ def init_launchers(
         )
     if launchpad and embedded:
         raise SmoacsError("--launchpad and --embedded exclude each other")
+    if cpu_multi and embedded:
+        raise SmoacsError(
+            "--cpu-multi needs a MongoDB LaunchPad: rlaunch multi's processes share one "
+            "LaunchPad server, which the embedded file LaunchPad cannot be"
+        )
     sizes = _sizes(walltime, queues)
     folder = Path(folder).expanduser().absolute()
     if not folder.parent.is_dir():
@@ -492,6 +520,7 @@ def init_launchers(
         flavour=pbs_flavour,
         home=str(smoacs_home_path().expanduser().absolute()) if is_embedded else None,
         sizes=sizes,
+        cpu_multi=cpu_multi,
     )
     with atomic_output_dir(folder, force=force) as tmp:
         tmp.chmod(0o700)

@@ -1,6 +1,7 @@
 """Stand-in ``sbatch`` / ``squeue`` for queue-launcher tests: ``sbatch`` runs the job script in
 the background (in the folder it was called from, as SLURM does with the submit folder) and
-prints SLURM's ``Submitted batch job N``; ``squeue`` lists the jobs still running (of the
+prints SLURM's ``Submitted batch job N`` (the job sees ``SLURM_JOB_ID`` and, from its
+``--cpus-per-task``, ``SLURM_CPUS_PER_TASK``); ``squeue`` lists the jobs still running (of the
 ``-p`` partition when given). Each job's script is copied to ``$STANDIN_SLURM_DIR/job-N.script``
 and its exit status written to ``job-N.rc`` when it ends."""
 
@@ -20,9 +21,11 @@ n=$(( $(cat "$state/last_id" 2>/dev/null || echo 0) + 1 ))
 echo "$n" > "$state/last_id"
 flock -u 9
 part=$(sed -n 's/^#SBATCH --partition=//p' "$script" | head -1)
+cpus=$(sed -n 's/^#SBATCH --cpus-per-task=//p' "$script" | head -1)
 cp "$script" "$state/job-$n.script"
 echo "$part" > "$state/job-$n.part"
-( SLURM_JOB_ID=$n bash "$script" > "$PWD/slurm-$n.out" 2>&1 < /dev/null; \
+( SLURM_JOB_ID=$n SLURM_CPUS_PER_TASK=${cpus:-1} \
+    bash "$script" > "$PWD/slurm-$n.out" 2>&1 < /dev/null; \
   echo $? > "$state/job-$n.rc" ) > /dev/null 2>&1 &
 echo "Submitted batch job $n"
 """
