@@ -42,6 +42,29 @@ def stage_counts(lp: LaunchPad, tag: str) -> dict[str, dict[str, int]]:
     return {k: dict(v) for k, v in out.items()}
 
 
+class StageEta:
+    """The expected time left of one stage, from the rate its fireworks have completed at so
+    far (parallel workers included), once two have completed after the first one seen."""
+
+    def __init__(self, stage: str = "dft") -> None:
+        self.stage = stage
+        self.marks: list[tuple[float, int]] = []  # (time, completed) at each change
+
+    def update(self, counts: dict[str, dict[str, int]], now: float) -> str:
+        """`` · ~N min left`` for the stage (empty until there is a rate, or when done)."""
+        c = counts.get(self.stage) or {}
+        done, total = c.get("COMPLETED", 0), sum(c.values())
+        if not self.marks or self.marks[-1][1] != done:
+            self.marks.append((now, done))
+        if total == 0 or done >= total or len(self.marks) < 3:
+            return ""
+        (t0, d0), (t1, d1) = self.marks[1], self.marks[-1]
+        if d1 <= d0 or t1 <= t0:
+            return ""
+        left = (t1 - t0) / (d1 - d0) * (total - done) - (now - t1)
+        return f" · {self.stage} ~{max(1, round(left / 60))} min left"
+
+
 def format_progress(counts: dict[str, dict[str, int]]) -> str:
     """``propose 2/2 · prefilter 1/2 (1 running) · ...`` in stage order."""
     parts = []
@@ -183,12 +206,14 @@ def run_workers(
     state, last = "timeout", ""
     ok = False
     old_term = _raise_on_sigterm()
+    eta = StageEta("dft")  # GPAW/VASP dominate a campaign's wall time: say how long is left
     try:
         while True:
             counts = stage_counts(lp, tag)
             line = format_progress(counts)
+            left = eta.update(counts, time.monotonic())
             if line != last:
-                echo(f"[{time.monotonic() - t0:6.0f} s] {line}")
+                echo(f"[{time.monotonic() - t0:6.0f} s] {line}{left}")
                 last = line
             verdict = decide(counts)
             if verdict == "stuck":
