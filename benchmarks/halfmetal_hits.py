@@ -7,6 +7,8 @@ energy) and the GPAW settings; they differ only in how the proposals are made:
 
 * ``smoacs``: the campaign's own loss, optimised;
 * ``smoacs_sp``: the same plus the Slater–Pauling term (``slater_pauling``, weight 1);
+* ``smoacs_gap``: the campaign's loss plus seed 000's gap → 0 term (``metallicity``, weight 1)
+  on matgl's MP-trained MEGNet band-gap model at PBE fidelity (issue 21);
 * ``random``: no optimisation: each candidate is a template with a uniformly random neutral
   oxidation pattern and, per site, a uniformly random element allowed by that pattern's mask
   (the same masks, exclusions and neutrality policy), at the template's geometry.
@@ -45,7 +47,9 @@ from smoacs_flows.campaign import load_campaign  # noqa: E402
 from smoacs_flows.io import atomic_write_bytes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-ARMS = ("smoacs", "smoacs_sp", "random")
+ARMS = ("smoacs", "smoacs_sp", "smoacs_gap", "random")
+#: the MP band-gap model of the ``smoacs_gap`` arm (matgl's MEGNet, PBE fidelity; issue 21)
+GAP_PREDICTOR = {"type": "megnet", "model": "megnet-mp-2019-bandgap", "fidelity": "PBE"}
 VERDICTS = ("half_metal", "near_half_metal", "magnetic_metal", "nonmagnetic_metal", "semiconductor")
 
 
@@ -62,6 +66,15 @@ def arm_campaign(campaign_path: Path, arm: str, n: int) -> Any:
     camp = load_campaign(campaign_path)
     camp = camp.model_copy(deep=True)
     camp.schedule.n_candidates = n
+    if arm == "smoacs_gap":
+        from smoacs_flows.campaign import LossSpec
+
+        # seed 000's gap -> 0 term (eq. 11, margin 0.01 eV) on an MP-trained band-gap model
+        camp.predictors = {**camp.predictors, "gap": dict(GAP_PREDICTOR)}
+        camp.losses = [
+            *camp.losses,
+            LossSpec(term="metallicity", predictor="gap", property="band_gap", weight=1.0),
+        ]
     if arm == "smoacs_sp":
         from smoacs_flows.campaign import LossSpec
 
@@ -262,23 +275,20 @@ def fisher_vs_random(arms: dict[str, Any]) -> dict[str, Any]:
         return sum(r["verdict"] in kinds for r in rows), len(rows)
 
     out: dict[str, Any] = {}
-    if "random" not in arms:
-        return out
     what = {"": {"half_metal"}, "_magnetic": {"half_metal", "near_half_metal", "magnetic_metal"}}
-    for a in ("smoacs", "smoacs_sp"):
-        if a not in arms:
+    pairs = [(a, "random") for a in ("smoacs", "smoacs_sp", "smoacs_gap")]
+    pairs.append(("smoacs_gap", "smoacs"))  # the gap term's own effect
+    for a, base in pairs:
+        if a not in arms or base not in arms:
             continue
         for label, top in (("top12", 12), ("all", None)):
             for suffix, kinds in what.items():
                 (h1, n1) = counts(arms[a], top, kinds)
-                (h0, n0) = counts(arms["random"], top, kinds)
+                (h0, n0) = counts(arms[base], top, kinds)
                 if n1 and n0:
                     p = fisher_exact([[h1, n1 - h1], [h0, n0 - h0]])[1]
-                    out[f"{a}_{label}{suffix}"] = {
-                        "arm": [h1, n1],
-                        "random": [h0, n0],
-                        "p": float(p),
-                    }
+                    key = f"{a}_{label}{suffix}" if base == "random" else f"{a}_vs_{base}_{label}{suffix}"
+                    out[key] = {"arm": [h1, n1], base: [h0, n0], "p": float(p)}
     return out
 
 
@@ -288,7 +298,7 @@ def write_report(args: argparse.Namespace, camp_path: Path) -> dict[str, Any]:
     arms = {a: v for a, v in arms.items() if v is not None}
     rates = {a: v.get("hit_rate") for a, v in arms.items()}
     ratio = {}
-    for a in ("smoacs", "smoacs_sp"):
+    for a in ("smoacs", "smoacs_sp", "smoacs_gap"):
         if rates.get(a) is not None and rates.get("random") is not None:
             ratio[a] = None if rates["random"] == 0 else rates[a] / rates["random"]
     fisher = fisher_vs_random(arms)
