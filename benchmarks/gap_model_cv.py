@@ -11,7 +11,8 @@ precision / recall of "the gap lies inside the window" for the paper's windows 0
 of "gapped". Each fold's predictions are cached under ``--work`` (a stopped run resumes; a
 second process works on the folds the first has not claimed). Usage::
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/gap_model_cv.py [--k 5] [--work DIR]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/gap_model_cv.py [--k 5] [--work DIR] \
+        [--gate-by mae|f1 --name gap_model_cv_gate_mae]
     .venv/bin/python benchmarks/gap_model_cv.py --report    # the JSON from the cached folds
 
 Writes benchmarks/results/gap_model_cv.json.
@@ -37,11 +38,12 @@ from sklearn.metrics import f1_score, mean_absolute_error, roc_auc_score  # noqa
 from sklearn.model_selection import StratifiedKFold  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from train_shipped_models import DATA, shipped_settings  # noqa: E402
+from train_shipped_models import combined as _combined  # noqa: E402
+from train_shipped_models import shipped_settings  # noqa: E402
 
 from smoacs_flows.io import atomic_write_bytes  # noqa: E402
 from smoacs_flows.predictors.alignn_dataset import Dataset  # noqa: E402
-from smoacs_flows.predictors.alignn_training import load_dataset, train  # noqa: E402
+from smoacs_flows.predictors.alignn_training import train  # noqa: E402
 
 NAME = "perov5-band-gap"
 FILES = ("val.csv", "test.csv")
@@ -49,16 +51,7 @@ FILES = ("val.csv", "test.csv")
 
 def combined(target: str) -> Dataset:
     """val.csv + test.csv as one dataset; ids prefixed by their file."""
-    parts = [load_dataset(DATA / f, target, warn=print) for f in FILES]
-    return Dataset(
-        path="+".join(FILES),
-        sha256="+".join(p.sha256 for p in parts),
-        n_rows=sum(p.n_rows for p in parts),
-        ids=[f"{f}:{i}" for f, p in zip(FILES, parts, strict=True) for i in p.ids],
-        rows=[r for p in parts for r in p.rows],
-        structures=[s for p in parts for s in p.structures],
-        targets=np.concatenate([p.targets for p in parts]),
-    )
+    return _combined(target, FILES)
 
 
 def subset(data: Dataset, idx: np.ndarray, label: str) -> Dataset:
@@ -80,10 +73,20 @@ def folds(y: np.ndarray, k: int) -> list[np.ndarray]:
     return [te for _, te in skf.split(np.zeros(len(y)), y > 0)]
 
 
-def run_fold(data: Dataset, held: np.ndarray, i: int, work: Path) -> None:
+def settings_for(gate_by: str | None = None):
+    """The shipped model's training settings (``gate_by`` overrides its gate rule)."""
+    st = shipped_settings(NAME)
+    if gate_by:
+        st.gate_by = gate_by
+    return st
+
+
+def run_fold(
+    data: Dataset, held: np.ndarray, i: int, work: Path, gate_by: str | None = None
+) -> None:
     """Train on every row outside fold ``i``; cache the fold's predictions and card."""
     rest = np.setdiff1d(np.arange(len(data.targets)), held)
-    settings = shipped_settings(NAME)
+    settings = settings_for(gate_by)
     t_cpu = time.process_time()
     res = train(
         subset(data, rest, f"folds≠{i}"),
@@ -100,16 +103,14 @@ def run_fold(data: Dataset, held: np.ndarray, i: int, work: Path) -> None:
         "ids": res.holdout_ids,
         "y": res.holdout_targets.tolist(),
         "pred": np.asarray(res.holdout_predictions).tolist(),
-        "card_training": {
-            k: v for k, v in res.card["training"].items() if k != "history"
-        },
+        "card_training": {k: v for k, v in res.card["training"].items() if k != "history"},
         "split": res.card["split"],
         "cpu_s": time.process_time() - t_cpu,
     }
     atomic_write_bytes(work / f"fold{i}.json", json.dumps(out).encode())
 
 
-def report(k: int, work: Path, data: Dataset) -> dict:
+def report(k: int, work: Path, data: Dataset, gate_by: str | None = None) -> dict:
     """Pool the cached folds and score them (sklearn); None while a fold is missing."""
     cached = [work / f"fold{i}.json" for i in range(k)]
     if not all(p.exists() for p in cached):
@@ -145,9 +146,7 @@ def report(k: int, work: Path, data: Dataset) -> dict:
         "k": k,
         "split": "sklearn StratifiedKFold(n_splits=k, shuffle=True, random_state=0) on y > 0",
         "settings": {
-            key: val
-            for key, val in vars(shipped_settings(NAME)).items()
-            if key not in ("model",)
+            key: val for key, val in vars(settings_for(gate_by)).items() if key not in ("model",)
         },
         "mae": {
             "model": float(mean_absolute_error(y, pred)),
@@ -180,6 +179,9 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks/results/gap_model_cv_work")
     ap.add_argument("--name", default="gap_model_cv", help="results file stem")
     ap.add_argument("--report", action="store_true", help="only pool the cached folds")
+    ap.add_argument(
+        "--gate-by", choices=["mae", "f1"], default=None, help="default: the shipped model's"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -191,12 +193,14 @@ def main() -> int:
             if done.exists() or busy.exists():
                 continue
             busy.write_text(str(os.getpid()))
-            print(f"fold {i + 1}/{args.k}: train {len(data.targets) - len(idx)}, "
-                  f"held out {len(idx)}", flush=True)
-            run_fold(data, idx, i, args.work)
+            print(
+                f"fold {i + 1}/{args.k}: train {len(data.targets) - len(idx)}, held out {len(idx)}",
+                flush=True,
+            )
+            run_fold(data, idx, i, args.work, args.gate_by)
             busy.unlink(missing_ok=True)
     try:
-        res = report(args.k, args.work, data)
+        res = report(args.k, args.work, data, args.gate_by)
     except SystemExit as exc:
         print(exc)
         return 0
@@ -205,8 +209,10 @@ def main() -> int:
     print(f"pooled out-of-fold MAE {m['model']:.4f} eV vs all-zero {m['all_zero']:.4f} eV")
     for key, w in res["windows"].items():
         s = w["model"]
-        print(f"window {key}: {s['n_true']} true, {s['n_predicted']} predicted, "
-              f"precision {s['precision']}, recall {s['recall']}")
+        print(
+            f"window {key}: {s['n_true']} true, {s['n_predicted']} predicted, "
+            f"precision {s['precision']}, recall {s['recall']}"
+        )
     print(f"wrote {path.relative_to(ROOT)}")
     return 0
 

@@ -287,7 +287,11 @@ def fisher_vs_random(arms: dict[str, Any]) -> dict[str, Any]:
                 (h0, n0) = counts(arms[base], top, kinds)
                 if n1 and n0:
                     p = fisher_exact([[h1, n1 - h1], [h0, n0 - h0]])[1]
-                    key = f"{a}_{label}{suffix}" if base == "random" else f"{a}_vs_{base}_{label}{suffix}"
+                    key = (
+                        f"{a}_{label}{suffix}"
+                        if base == "random"
+                        else f"{a}_vs_{base}_{label}{suffix}"
+                    )
                     out[key] = {"arm": [h1, n1], base: [h0, n0], "p": float(p)}
     return out
 
