@@ -172,6 +172,22 @@ def report(k: int, work: Path, data: Dataset, gate_by: str | None = None) -> dic
     return res
 
 
+def write_predictions(path: Path, k: int, work: Path) -> None:
+    """The pooled out-of-fold predictions as gzipped CSV: id (file:material_id), fold, y, pred."""
+    import csv
+    import gzip
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", "fold", "dir_gap", "predicted"])
+    for i in range(k):
+        f = json.loads((work / f"fold{i}.json").read_text())
+        for rid, y, p in zip(f["ids"], f["y"], f["pred"], strict=True):
+            w.writerow([rid, i, repr(float(y)), repr(float(p))])
+    atomic_write_bytes(path, gzip.compress(buf.getvalue().encode(), mtime=0))
+
+
 def main() -> int:
     """Run the unclaimed folds, then write the pooled JSON once every fold is cached."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -205,6 +221,9 @@ def main() -> int:
         print(exc)
         return 0
     path = write_result(args.name, res)
+    oof = path.with_name(f"{args.name}_predictions.csv.gz")
+    write_predictions(oof, args.k, args.work)
+    print(f"wrote {oof.relative_to(ROOT)} (the pooled out-of-fold predictions)")
     m = res["mae"]
     print(f"pooled out-of-fold MAE {m['model']:.4f} eV vs all-zero {m['all_zero']:.4f} eV")
     for key, w in res["windows"].items():
