@@ -1,4 +1,5 @@
-"""Makers in atomate2's style: thin dataclasses, each wrapping one stage as jobs.
+"""Makers in atomate2's style: dataclasses whose ``make`` is the stage's job (``@job``), so
+powerups (``update_maker_kwargs``) reach their settings.
 
 ``HalfMetalCampaignMaker().make(campaign)`` builds the whole campaign Flow::
 
@@ -27,6 +28,16 @@ from smoacs_flows.makers.settings import Categories, StageSettings, stage_settin
 STAGES = ["propose", "prefilter", "relax", "references", "sun", "dft", "summary"]
 
 
+def routed(maker: Any, j: Job, stage: str, name: str | None = None) -> Job:
+    """``j`` (made by ``maker``) with the maker's FireWorks category and metadata + ``stage``.
+
+    A Maker whose ``make`` is the job (atomate2's pattern) cannot route the job it returns;
+    the campaign Maker routes each one (or apply ``jobflow``'s ``update_config`` yourself)."""
+    if name is not None:
+        j.name = name
+    return jobs.route(j, maker.category, {**maker.metadata, "stage": stage})
+
+
 @dataclass
 class SmoacsProposalMaker(Maker):
     """One proposal job per ``batches_per_job`` optimiser batches (category gpu)."""
@@ -44,7 +55,7 @@ class SmoacsProposalMaker(Maker):
         out: list[Job] = []
         for start in range(0, n, self.batches_per_job):
             idx = list(range(start, min(n, start + self.batches_per_job)))
-            j = jobs.propose_job(payload, idx, variant)
+            j = self.batch(payload, idx, variant)
             j.name = f"{self.name}{label} b{idx[0]:03d}" + (
                 f"-{idx[-1]:03d}" if len(idx) > 1 else ""
             )
@@ -53,6 +64,13 @@ class SmoacsProposalMaker(Maker):
             )
             out.append(j)
         return Flow(out, output=[j.output for j in out], name=f"{self.name}{label}")
+
+    @job(data=["records"])
+    def batch(
+        self, payload: dict[str, Any], batch_indices: list[int], variant: dict | None = None
+    ) -> dict[str, Any]:
+        """Optimise some of the campaign's batches (one job; GPU)."""
+        return stages.propose(payload, batch_indices, variant)
 
 
 @dataclass
@@ -65,11 +83,10 @@ class PrefilterMaker(Maker):
     policy: str = "ionic"
     metadata: dict[str, Any] = field(default_factory=dict)
 
-    def make(self, proposal_outputs: list[Any]) -> Job:
+    @job(data=["records"])
+    def make(self, proposal_outputs: list[Any]) -> dict[str, Any]:
         """One prefilter job over the given proposal outputs."""
-        j = jobs.prefilter_job(proposal_outputs, self.settings, self.policy)
-        j.name = self.name
-        return jobs.route(j, self.category, {**self.metadata, "stage": "prefilter"})
+        return stages.prefilter(proposal_outputs, self.settings, self.policy)
 
 
 @dataclass
@@ -81,11 +98,10 @@ class MlipRelaxMaker(Maker):
     settings: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
 
-    def make(self, prefiltered: Any) -> Job:
+    @job(data=["records"])
+    def make(self, prefiltered: Any) -> dict[str, Any]:
         """One relaxation job."""
-        j = jobs.relax_job(prefiltered, self.settings)
-        j.name = self.name
-        return jobs.route(j, self.category, {**self.metadata, "stage": "relax"})
+        return stages.relax(prefiltered, self.settings)
 
 
 @dataclass
@@ -98,11 +114,10 @@ class SunFilterMaker(Maker):
     base_dir: str = "."
     metadata: dict[str, Any] = field(default_factory=dict)
 
-    def make(self, relaxed_outputs: list[Any], references: Any = None) -> Job:
+    @job(data=["records"])
+    def make(self, relaxed_outputs: list[Any], references: Any = None) -> dict[str, Any]:
         """The S.U.N. job (``references``: the reference-relaxation job's output)."""
-        j = jobs.sun_job(relaxed_outputs, self.settings, self.base_dir, references)
-        j.name = self.name
-        return jobs.route(j, self.category, {**self.metadata, "stage": "sun"})
+        return stages.sun_filter(relaxed_outputs, self.settings, self.base_dir, references)
 
 
 @dataclass
@@ -116,11 +131,10 @@ class ReferenceRelaxMaker(Maker):
     base_dir: str = "."
     metadata: dict[str, Any] = field(default_factory=dict)
 
-    def make(self, relaxed_outputs: list[Any]) -> Job:
+    @job(data=["entries"])
+    def make(self, relaxed_outputs: list[Any]) -> dict[str, Any]:
         """The reference-relaxation job."""
-        j = jobs.reference_relax_job(relaxed_outputs, self.settings, self.base_dir)
-        j.name = self.name
-        return jobs.route(j, self.category, {**self.metadata, "stage": "references"})
+        return stages.reference_energies(relaxed_outputs, self.settings, self.base_dir)
 
 
 @dataclass
@@ -228,25 +242,25 @@ class HalfMetalCampaignMaker(Maker):
         chunks: list[Job] = []
         for c, start in enumerate(range(0, len(prop_jobs), orch.relax_group)):
             group = prop_jobs[start : start + orch.relax_group]
-            p = pre.make([j.output for j in group])
-            p.name = f"prefilter {c:03d}"
-            r = rel.make(p.output)
-            r.name = f"relax {c:03d}"
+            p = routed(pre, pre.make([j.output for j in group]), "prefilter", f"prefilter {c:03d}")
+            r = routed(rel, rel.make(p.output), "relax", f"relax {c:03d}")
             chunks += [p, r]
         relax_jobs = chunks[1::2]
         refs: list[Job] = []
         if st.screening.references is not None and st.screening.relax_references:
-            refs = [
-                ReferenceRelaxMaker(
-                    category=cats.gpu,
-                    settings=screening,
-                    metadata=meta,
-                    base_dir=str(campaign.base_dir),
-                ).make([r.output for r in relax_jobs])
-            ]
-        sun = SunFilterMaker(
+            ref = ReferenceRelaxMaker(
+                category=cats.gpu, settings=screening, metadata=meta, base_dir=str(campaign.base_dir)
+            )
+            refs = [routed(ref, ref.make([r.output for r in relax_jobs]), "references", ref.name)]
+        sun_maker = SunFilterMaker(
             category=cats.cpu, settings=screening, metadata=meta, base_dir=str(campaign.base_dir)
-        ).make([r.output for r in relax_jobs], refs[0].output if refs else None)
+        )
+        sun = routed(
+            sun_maker,
+            sun_maker.make([r.output for r in relax_jobs], refs[0].output if refs else None),
+            "sun",
+            sun_maker.name,
+        )
         if self.dft_maker is None:
             dft_maker = HalfMetalDftMaker(category=cats.cpu, settings=st.dft.model_dump())
         else:

@@ -1,4 +1,10 @@
-"""jobflow jobs: each calls one stage function of :mod:`smoacs_flows.makers.stages`.
+"""jobflow jobs that are not a Maker's ``make``: routing, the DFT fan-out and its collector,
+the summary.
+
+The stage Makers of :mod:`smoacs_flows.makers.core` decorate ``make`` themselves (atomate2's
+pattern). The plain stage wrappers below (``propose_job`` ... ``sun_job``, ``gpaw_dft_job``) are
+no longer used by new flows; they stay so fireworks stored by earlier versions still run on
+``resume``.
 
 Candidate records go to the JobStore's ``data`` store (``data=["records"]``), so documents in
 the main store stay small and MongoDB's 16 MB limit never bites (GridFS holds the blobs).

@@ -74,8 +74,8 @@ def test_reference_relaxation_is_a_gpu_job_before_sun(tmp_path):
     assert sun.config.manager_config["_category"] == "cpu"
     assert ref.uuid in {r.uuid for r in sun.input_references}
     # every relaxation job gets the campaign's device ('auto': CUDA when present)
-    assert ref.function_args[1]["device"] == "auto"
-    assert by_name["relax 000"].function_args[1]["device"] == "auto"
+    assert ref.maker.settings["device"] == "auto"
+    assert by_name["relax 000"].maker.settings["device"] == "auto"
     # no reference job without relaxed references, and none without references
     for screening in ({"references": str(refs), "relax_references": False}, {}):
         names = {j.name for j in _flow(tmp_path, screening).jobs}
@@ -85,7 +85,7 @@ def test_reference_relaxation_is_a_gpu_job_before_sun(tmp_path):
 def test_screening_device_overrides_the_campaigns(tmp_path):
     flow = _flow(tmp_path, {"device": "cpu"}, device="auto")
     relax = next(j for j in flow.jobs if j.name == "relax 000")
-    assert relax.function_args[1]["device"] == "cpu"
+    assert relax.maker.settings["device"] == "cpu"
     with pytest.raises(SpecError, match=r"stages.screening.device: .*'gpu0' is not a torch"):
         _flow(tmp_path, {"device": "gpu0"})
 

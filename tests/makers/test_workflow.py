@@ -279,3 +279,34 @@ def test_example_campaigns_build(tmp_path):
         assert n_prop == -(-sch.n_candidates // sch.batch_size)
     with pytest.raises(SmoacsError):
         submit(tmp_path / "missing.yaml")
+
+
+def test_stage_makers_decorate_make_so_powerups_reach_their_settings():
+    """atomate2's pattern: the stage Maker's ``make`` is the job, so jobflow's own
+    ``Flow.update_maker_kwargs`` changes a stage's settings, by job name, in the submitted Flow;
+    the change survives jobflow's JSON round trip and the categories stay routed."""
+    from jobflow import Flow
+    from monty.json import MontyDecoder, MontyEncoder
+
+    from smoacs_flows.makers import MlipRelaxMaker, PrefilterMaker, SunFilterMaker
+
+    camp = campaign_from_dict(tiny_campaign(n=4, batch=2), base_dir=ROOT)
+    flow = HalfMetalCampaignMaker().make(camp)
+    makers = {j.name: j.maker for j, _ in flow.iterflow() if j.maker is not None}
+    assert isinstance(makers["prefilter 000"], PrefilterMaker)
+    assert isinstance(makers["relax 000"], MlipRelaxMaker)
+    assert isinstance(makers["sun"], SunFilterMaker)
+    before = makers["relax 000"].settings["fmax"]
+    new = before / 2
+    flow.update_maker_kwargs({"_set": {"settings->fmax": new}}, name_filter="relax", dict_mod=True)
+    import json
+
+    back = json.loads(json.dumps(flow, cls=MontyEncoder), cls=MontyDecoder)
+    assert isinstance(back, Flow)
+    jobs = {j.name: j for j, _ in back.iterflow()}
+    relax = [j for n, j in jobs.items() if n.startswith("relax")]
+    assert relax and all(j.maker.settings["fmax"] == new for j in relax)
+    # other stages keep theirs; routing is untouched by the powerup
+    assert jobs["sun"].maker.settings["fmax"] == before
+    assert {j.config.manager_config["_category"] for j in relax} == {"gpu"}
+    assert jobs["prefilter 000"].config.manager_config["_category"] == "cpu"
