@@ -249,7 +249,10 @@ class HalfMetalCampaignMaker(Maker):
         refs: list[Job] = []
         if st.screening.references is not None and st.screening.relax_references:
             ref = ReferenceRelaxMaker(
-                category=cats.gpu, settings=screening, metadata=meta, base_dir=str(campaign.base_dir)
+                category=cats.gpu,
+                settings=screening,
+                metadata=meta,
+                base_dir=str(campaign.base_dir),
             )
             refs = [routed(ref, ref.make([r.output for r in relax_jobs]), "references", ref.name)]
         sun_maker = SunFilterMaker(
