@@ -89,16 +89,17 @@ h2{font-size:17px;border-bottom:1px solid #dde3ea;padding-bottom:4px;margin-top:
 .stats{display:flex;gap:14px;flex-wrap:wrap;margin:16px 0}
 .stat{background:#f3f6fa;border-radius:6px;padding:8px 14px;min-width:90px}
 .stat b{display:block;font-size:20px} .stat span{font-size:12px;color:#56606e}
-.row{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}
-figure.chart{margin:0;padding:6px;border:1px solid #e6eaf0;border-radius:6px;background:#fff}
-figure.chart svg{max-width:100%;height:auto;display:block}
-.pair>figure.chart{flex:1 1 0;min-width:0} .pair svg{width:100%}
+.row{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,440px),1fr));gap:12px;
+ align-items:start}
+figure.chart{margin:0;padding:6px;border:1px solid #e6eaf0;border-radius:6px;background:#fff;
+ min-width:0}
+figure.chart svg{width:100%;height:auto;display:block}
 figcaption{font-size:12px;color:#56606e;padding:2px 4px}
 table{border-collapse:collapse;font-size:13px} th,td{padding:4px 10px;text-align:left}
 th{background:#f3f6fa;position:sticky;top:0} tr:nth-child(even) td{background:#fafbfc}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
 .hm{color:#b3261e;font-weight:600} .note{font-size:13px;color:#56606e}
-.scroll{max-height:640px;overflow:auto;border:1px solid #e6eaf0}
+.scroll{max-height:640px;overflow:auto;border:1px solid #e6eaf0} .scroll table{width:100%}
 table.prov th{position:static;vertical-align:top;white-space:nowrap}
 table.prov ul{margin:0;padding-left:18px} code.sha{font-size:11px;word-break:break-all}
 pre{font-size:12px;background:#f7f9fb;padding:6px 10px;overflow:auto;max-height:420px}
@@ -114,6 +115,20 @@ window.addEventListener("load", function () {
   });
   document.body.dataset.chartsRendered = String(names.length);
   document.body.dataset.charts = JSON.stringify(names);
+  // how much of the page width each chart row (or lone chart) and the table use, in %
+  var main = document.querySelector("main"), st = getComputedStyle(main);
+  var inner = main.clientWidth - parseFloat(st.paddingLeft) - parseFloat(st.paddingRight);
+  var use = [];
+  document.querySelectorAll("main > figure.chart, main > .row, main > .scroll").forEach(
+    function (el) {
+      var kids = el.matches(".row") ? el.querySelectorAll("figure.chart") : [el];
+      var lo = Infinity, hi = -Infinity;
+      kids.forEach(function (k) {
+        var r = k.getBoundingClientRect(); lo = Math.min(lo, r.left); hi = Math.max(hi, r.right);
+      });
+      if (hi > lo) use.push(Math.round(100 * (hi - lo) / inner));
+    });
+  document.body.dataset.widthUse = JSON.stringify(use);
 });
 """
 
@@ -294,7 +309,7 @@ def _distribution_section(ch: Charts, docs: list[dict]) -> list[str]:
     for name, what, series, xlabel, chart_title, integer in specs:
         if any(vals for _, vals, _ in series):
             charts.append(hist_chart(ch, name, series, xlabel, chart_title, integer))
-        else:
+        elif name != "band_gap":  # a gap is predicted at proposal time or never: say nothing
             missing.append(what)
     parts = ["<h2>Distributions</h2>", '<div class="row">' + "".join(charts) + "</div>"]
     if missing:

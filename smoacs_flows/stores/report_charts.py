@@ -50,7 +50,7 @@ class Charts:
 
 def funnel_chart(ch: Charts, funnel: list[tuple[str, int]]) -> str:
     """The screening funnel (paper Figure 6) as horizontal bars with counts and percentages."""
-    fig = ch.figure(7.5, 0.45 * len(funnel) + 0.9)
+    fig = ch.figure(12.0, 0.38 * len(funnel) + 0.9)  # wide: it spans the page
     ax = fig.add_subplot()
     labels = [str(lab) for lab, _ in funnel][::-1]
     vals = [max(int(v or 0), 0) for _, v in funnel][::-1]

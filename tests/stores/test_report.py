@@ -299,6 +299,10 @@ def test_report_tolerates_sparse_docs(tmp_path: Path) -> None:
     assert int(page.body["data-charts-expected"]) == len(page.charts)
     assert {"funnel", "periodic_table", "nelements"} <= set(page.charts)
     assert not [c for c in page.charts if c.startswith("dos:")]
+    # nothing here predicted a band gap: the report says nothing about one (no empty chart,
+    # no "no data yet"); the DFT moment is a later stage's, so its absence is named
+    assert "band gap" not in text.lower() and "band_gap" not in page.charts
+    assert "No data yet for:" in text and "DFT moment" in text
     empty = write_report([], tmp_path / "empty.html", "empty")
     assert _Page(empty.read_text()).charts == ["funnel", "periodic_table"]
 
@@ -356,12 +360,16 @@ def test_report_renders_in_chromium(tmp_path: Path) -> None:
         assert len(s) == len(doc["final_structure"]["sites"])
 
     # a real browser renders every chart (non-empty SVG bounding boxes)
-    dom = _headless(tmp_path, "--dump-dom", out.as_uri()).stdout
+    dom = _headless(tmp_path, "--window-size=1280,3000", "--dump-dom", out.as_uri()).stdout
     rendered = _Page(dom).body
     assert "blink" not in _Page(dom).tags
     assert "data-charts-rendered" in rendered, "the load script did not run"
     assert int(rendered["data-charts-rendered"]) == len(written)
     assert json.loads(rendered["data-charts"]) == written
+    # every chart row, lone chart and the candidate table spans the page's content width
+    # (a 1280-px window; chromium's own layout, read back by the page's load script)
+    use = json.loads(rendered["data-width-use"])
+    assert len(use) >= 5 and min(use) >= 95, use
 
     # and the screenshot is not blank
     from PIL import Image
