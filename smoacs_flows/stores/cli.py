@@ -87,6 +87,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument(
         "--formula", default=None, help="by reduced formula: Fe4As2 and Fe2As find Fe2As"
     )
+    q.add_argument(
+        "--spacegroup",
+        default=None,
+        metavar="SG",
+        help="space group of the relaxed structure: a number (225) or a Hermann-Mauguin "
+        "symbol (Fm-3m)",
+    )
     for flag in ("stable", "unique", "novel", "sun"):
         q.add_argument(f"--{flag}", action="store_true", help=f"only {flag} candidates")
     q.add_argument("--state", default=None, help="pending | failed | done")
@@ -276,6 +283,10 @@ def _query(args: argparse.Namespace) -> int:
 
     for expr in args.where:  # field names and values checked before anything is opened
         Filter().add_where(expr)
+    if args.spacegroup is not None:
+        from smoacs_flows.stores.query import spacegroup_number
+
+        spacegroup_number(args.spacegroup)
     if args.format == "cif" and not args.out:
         raise SmoacsError("--format cif needs --out FOLDER")
     if args.out:  # refused before anything is opened or built
@@ -306,6 +317,7 @@ def _query(args: argparse.Namespace) -> int:
         chgnet_moment_min=args.chgnet_moment_min,
         chgnet_moment_max=args.chgnet_moment_max,
         formula=args.formula,
+        spacegroup=args.spacegroup,
         stable=args.stable or None,
         unique=args.unique or None,
         novel=args.novel or None,

@@ -146,6 +146,26 @@ class Candidate:
         return self._doc
 
 
+def spacegroup_number(value: int | str) -> int:
+    """The international number of a space group given as a number (1–230) or as a
+    Hermann–Mauguin symbol (``Fm-3m``, ``P6_3mc``; pymatgen's ``SpaceGroup`` reads it)."""
+    text = str(value).strip()
+    if text.isdigit():
+        n = int(text)
+        if not 1 <= n <= 230:
+            raise QueryError(f"--spacegroup: {text} is not a space-group number (1-230)")
+        return n
+    from pymatgen.symmetry.groups import SpaceGroup
+
+    try:
+        return int(SpaceGroup(text).int_number)
+    except Exception:  # noqa: BLE001 - pymatgen raises ValueError/KeyError for unknown symbols
+        raise QueryError(
+            f"--spacegroup: {text!r} is neither a number (1-230) nor a Hermann-Mauguin symbol "
+            "such as Fm-3m or P6_3mc"
+        ) from None
+
+
 def query(
     campaign: str | None = None,
     version: int | None = None,
@@ -160,6 +180,7 @@ def query(
     chgnet_moment_min: float | None = None,
     chgnet_moment_max: float | None = None,
     formula: str | None = None,
+    spacegroup: int | str | None = None,
     stable: bool | None = None,
     unique: bool | None = None,
     novel: bool | None = None,
@@ -176,7 +197,8 @@ def query(
     ``campaign`` None covers every campaign (latest version of each); ``where`` takes
     ``FIELD<=VALUE`` expressions over :data:`FIELDS`; ``polarisation_min`` applies to |P|;
     ``formula`` matches by reduced formula (``Fe4As2`` finds Fe2As); ``chgnet_moment_*`` bound
-    CHGNet's Σ|m_i| per formula unit of the relaxed structure.
+    CHGNet's Σ|m_i| per formula unit of the relaxed structure; ``spacegroup`` (a number or a
+    Hermann–Mauguin symbol) is the relaxed structure's space group (spglib, symprec 0.1 Å).
     """
     flt = Filter()
     for name, op, v in (
@@ -189,6 +211,7 @@ def query(
         ("chgnet_moment", "$gte", chgnet_moment_min),
         ("chgnet_moment", "$lte", chgnet_moment_max),
         ("formula", "$eq", formula),
+        ("spacegroup", "$eq", None if spacegroup is None else spacegroup_number(spacegroup)),
         ("stable", "$eq", stable),
         ("unique", "$eq", unique),
         ("novel", "$eq", novel),

@@ -100,3 +100,80 @@ def test_an_index_without_the_chgnet_column_is_rebuilt_from_the_collection(tmp_p
     rs = embedded_results_store(tmp_path / "results").connect()
     found = query(campaign="c", chgnet_moment_min=3.0, results=rs)
     assert sorted(c.candidate_id for c in found) == ["fe2as", "nimnsb"]
+
+
+def _with_spacegroup(cid: str, structure) -> dict:
+    """A relaxed-candidate document whose space group is computed from ``structure``."""
+    from smoacs_flows.screening.symmetry import spacegroup
+
+    rec = {
+        "id": cid,
+        "formula_units": 1,
+        "screening": {"mlip": "chgnet", "spacegroup_relaxed": spacegroup(structure)},
+    }
+    relax = extract_sections("relax", {"records": [rec]}, "uuid-1")[cid]["relax"]
+    comp = structure.composition
+    return {
+        "candidate_id": cid,
+        "campaign": "s",
+        "version": 1,
+        "reduced_formula": comp.reduced_formula,
+        "elements": sorted(str(e) for e in comp.elements),
+        "relax": relax,
+        "content_hash": cid,
+    }
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_spacegroup_by_number_or_symbol(tmp_path, which):
+    """Rock salt, zinc blende and wurtzite built by pymatgen from their space groups; the
+    expected numbers are pymatgen's SpacegroupAnalyzer's, the symbols the textbook ones."""
+    from pymatgen.core import Lattice, Structure
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    structures = {
+        "nacl": Structure.from_spacegroup(
+            "Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]
+        ),
+        "gaas": Structure.from_spacegroup(
+            "F-43m", Lattice.cubic(5.65), ["Ga", "As"], [[0, 0, 0], [0.25, 0.25, 0.25]]
+        ),
+        "zno": Structure.from_spacegroup(
+            "P6_3mc",
+            Lattice.hexagonal(3.25, 5.21),
+            ["Zn", "O"],
+            [[1 / 3, 2 / 3, 0], [1 / 3, 2 / 3, 0.382]],
+        ),
+    }
+    numbers = {k: SpacegroupAnalyzer(s).get_space_group_number() for k, s in structures.items()}
+    assert numbers == {"nacl": 225, "gaas": 216, "zno": 186}
+    docs = [_with_spacegroup(k, s) for k, s in structures.items()]
+    emb = embedded_results_store(tmp_path / "results").connect()
+    mem = ResultsStore(
+        MemoryStore("candidates", key="candidate_id"),
+        MemoryStore("sources", key="key"),
+        MemoryStore("sections", key="key"),
+    ).connect()
+    rs = (emb, mem)[which]
+    rs.candidates.update([dict(d) for d in docs], key="candidate_id")
+    if rs.index is not None:
+        rs.index.replace("s", 1, docs)
+    ids = lambda sg: sorted(c.candidate_id for c in query(campaign="s", spacegroup=sg, results=rs))  # noqa: E731
+    assert ids("Fm-3m") == ids(225) == ids("225") == ["nacl"]
+    assert ids("F-43m") == ["gaas"]
+    assert ids("P6_3mc") == ids(186) == ["zno"]
+    assert ids("Pm-3m") == []
+    for bad in ("Xx-9", "0", "231"):
+        with pytest.raises(QueryError, match="--spacegroup"):
+            query(campaign="s", spacegroup=bad, results=rs)
+
+
+def test_cli_refuses_a_bad_spacegroup_before_opening_anything(tmp_path, monkeypatch, capsys):
+    from smoacs_flows.cli import main
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("SMOACS_HOME", str(home))
+    assert main(["query", "--campaign", "c", "--spacegroup", "Q99"]) == 2
+    err = capsys.readouterr().err
+    assert "--spacegroup: 'Q99'" in err and "Traceback" not in err
+    assert not home.exists()  # nothing created
