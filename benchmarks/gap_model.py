@@ -40,6 +40,20 @@ def window_scores(y: np.ndarray, pred: np.ndarray, lo: float, hi: float) -> dict
     return out
 
 
+def window_table(y: np.ndarray, pred: np.ndarray) -> dict:
+    """Window scores of ``pred`` and of the all-zero baseline for every window of WINDOWS."""
+    zero = np.zeros_like(y)
+    out = {}
+    for centre, half in WINDOWS:
+        lo, hi = round(centre - half, 6), round(centre + half, 6)
+        out[f"{centre}+-{half}"] = {
+            "range_eV": [lo, hi],
+            "model": window_scores(y, pred, lo, hi),
+            "all_zero": window_scores(y, zero, lo, hi),
+        }
+    return out
+
+
 def main() -> None:
     """Evaluate the model and the all-zero baseline; write and print the JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -74,15 +88,8 @@ def main() -> None:
             "model": float(mean_absolute_error(y, pred)),
             "all_zero": float(mean_absolute_error(y, zero)),
         },
-        "windows": {},
+        "windows": window_table(y, pred),
     }
-    for centre, half in WINDOWS:
-        lo, hi = round(centre - half, 6), round(centre + half, 6)
-        res["windows"][f"{centre}+-{half}"] = {
-            "range_eV": [lo, hi],
-            "model": window_scores(y, pred, lo, hi),
-            "all_zero": window_scores(y, zero, lo, hi),
-        }
     path = write_result(args.name, res)
     m = res["mae"]
     print(f"MAE model {m['model']:.4f} eV, all-zero {m['all_zero']:.4f} eV (n={len(y)})")

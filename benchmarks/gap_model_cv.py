@@ -33,7 +33,7 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _common import ROOT, machine, write_result  # noqa: E402
-from gap_model import WINDOWS, window_scores  # noqa: E402
+from gap_model import window_table  # noqa: E402
 from sklearn.metrics import f1_score, mean_absolute_error, roc_auc_score  # noqa: E402
 from sklearn.model_selection import StratifiedKFold  # noqa: E402
 
@@ -160,15 +160,8 @@ def report(k: int, work: Path, data: Dataset, gate_by: str | None = None) -> dic
             "roc_auc_of_predicted_gap": float(roc_auc_score(gapped, pred)),
         },
         "mae_per_fold": per_fold,
-        "windows": {},
+        "windows": window_table(y, pred),
     }
-    for centre, half in WINDOWS:
-        lo, hi = round(centre - half, 6), round(centre + half, 6)
-        res["windows"][f"{centre}+-{half}"] = {
-            "range_eV": [lo, hi],
-            "model": window_scores(y, pred, lo, hi),
-            "all_zero": window_scores(y, zero, lo, hi),
-        }
     return res
 
 

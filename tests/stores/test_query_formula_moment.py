@@ -15,24 +15,24 @@ from smoacs_flows.stores.query import query
 from smoacs_flows.stores.results import ResultsStore, embedded_results_store
 
 
-def _relaxed(cid: str, formula: str, site_moments: list[float], fu: int) -> dict:
+def _doc(cid: str, campaign: str, comp: Composition, screening: dict, fu: int = 1) -> dict:
     """A candidate document whose relax section comes from a relax job's record."""
-    rec = {
-        "id": cid,
-        "formula_units": fu,
-        "screening": {"mlip": "chgnet", "mlip_site_magmoms": site_moments},
-    }
+    rec = {"id": cid, "formula_units": fu, "screening": {"mlip": "chgnet", **screening}}
     relax = extract_sections("relax", {"records": [rec]}, "uuid-1")[cid]["relax"]
-    comp = Composition(formula)
     return {
         "candidate_id": cid,
-        "campaign": "c",
+        "campaign": campaign,
         "version": 1,
         "reduced_formula": comp.reduced_formula,
         "elements": sorted(str(e) for e in comp.elements),
         "relax": relax,
         "content_hash": cid,
     }
+
+
+def _relaxed(cid: str, formula: str, site_moments: list[float], fu: int) -> dict:
+    """A relaxed candidate with CHGNet site moments."""
+    return _doc(cid, "c", Composition(formula), {"mlip_site_magmoms": site_moments}, fu)
 
 
 DOCS = [
@@ -42,8 +42,10 @@ DOCS = [
 ]
 
 
-def _stores(tmp_path) -> list[ResultsStore]:
-    """The embedded store (SQLite index) and a Mongo-like one (filters pushed to the store)."""
+def _stores(tmp_path, docs: list[dict] | None = None, campaign: str = "c") -> list[ResultsStore]:
+    """The embedded store (SQLite index) and a Mongo-like one (filters pushed to the store),
+    each holding ``docs`` (default DOCS) of ``campaign``."""
+    docs = DOCS if docs is None else docs
     emb = embedded_results_store(tmp_path / "results").connect()
     mem = ResultsStore(
         MemoryStore("candidates", key="candidate_id"),
@@ -51,9 +53,9 @@ def _stores(tmp_path) -> list[ResultsStore]:
         MemoryStore("sections", key="key"),
     ).connect()
     for rs in (emb, mem):
-        rs.candidates.update([dict(d) for d in DOCS], key="candidate_id")
+        rs.candidates.update([dict(d) for d in docs], key="candidate_id")
         if rs.index is not None:
-            rs.index.replace("c", 1, DOCS)
+            rs.index.replace(campaign, 1, docs)
     return [emb, mem]
 
 
@@ -103,25 +105,10 @@ def test_an_index_without_the_chgnet_column_is_rebuilt_from_the_collection(tmp_p
 
 
 def _with_spacegroup(cid: str, structure) -> dict:
-    """A relaxed-candidate document whose space group is computed from ``structure``."""
+    """A relaxed candidate whose space group is computed from ``structure``."""
     from smoacs_flows.screening.symmetry import spacegroup
 
-    rec = {
-        "id": cid,
-        "formula_units": 1,
-        "screening": {"mlip": "chgnet", "spacegroup_relaxed": spacegroup(structure)},
-    }
-    relax = extract_sections("relax", {"records": [rec]}, "uuid-1")[cid]["relax"]
-    comp = structure.composition
-    return {
-        "candidate_id": cid,
-        "campaign": "s",
-        "version": 1,
-        "reduced_formula": comp.reduced_formula,
-        "elements": sorted(str(e) for e in comp.elements),
-        "relax": relax,
-        "content_hash": cid,
-    }
+    return _doc(cid, "s", structure.composition, {"spacegroup_relaxed": spacegroup(structure)})
 
 
 @pytest.mark.parametrize("which", [0, 1])
@@ -148,16 +135,7 @@ def test_spacegroup_by_number_or_symbol(tmp_path, which):
     numbers = {k: SpacegroupAnalyzer(s).get_space_group_number() for k, s in structures.items()}
     assert numbers == {"nacl": 225, "gaas": 216, "zno": 186}
     docs = [_with_spacegroup(k, s) for k, s in structures.items()]
-    emb = embedded_results_store(tmp_path / "results").connect()
-    mem = ResultsStore(
-        MemoryStore("candidates", key="candidate_id"),
-        MemoryStore("sources", key="key"),
-        MemoryStore("sections", key="key"),
-    ).connect()
-    rs = (emb, mem)[which]
-    rs.candidates.update([dict(d) for d in docs], key="candidate_id")
-    if rs.index is not None:
-        rs.index.replace("s", 1, docs)
+    rs = _stores(tmp_path, docs, "s")[which]
     ids = lambda sg: sorted(c.candidate_id for c in query(campaign="s", spacegroup=sg, results=rs))  # noqa: E731
     assert ids("Fm-3m") == ids(225) == ids("225") == ["nacl"]
     assert ids("F-43m") == ["gaas"]
