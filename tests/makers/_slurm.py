@@ -7,7 +7,10 @@ and its exit status written to ``job-N.rc`` when it ends."""
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -76,3 +79,35 @@ def wait_all(state_dir: Path, timeout: float = 600) -> None:
         if time.monotonic() - t0 > timeout:
             raise TimeoutError(f"stand-in SLURM jobs still running after {timeout} s")
         time.sleep(0.5)
+
+
+def qlaunch_singleshot(
+    tmp_path: Path, queue_dir: Path, add_code: str, server: Path, **env_extra: str
+) -> tuple[subprocess.CompletedProcess[str], Path, dict[int, dict]]:
+    """FireWorks' own ``qlaunch -c QUEUE_DIR singleshot`` on the stand-in ``sbatch``, with a
+    mongomock-server LaunchPad (``server``) filled first by ``add_code`` (Python, run with the
+    same environment). Returns qlaunch's result, the folder it ran in and the finished jobs."""
+    from tests.makers._campaign import ROOT
+
+    bin_dir = Path(sys.executable).parent
+    env = dict(os.environ)
+    env.update(
+        MONGOMOCK_SERVERSTORE_FILE=str(server),
+        STANDIN_SLURM_DIR=str(tmp_path / "slurm"),
+        PATH=os.pathsep.join([str(tmp_path / "bin"), str(bin_dir), env["PATH"]]),
+        PYTHONPATH=str(ROOT),
+        **env_extra,
+    )
+    env.pop("FW_CONFIG_FILE", None)
+    install(tmp_path / "bin", tmp_path / "slurm")
+    r = subprocess.run([sys.executable, "-c", add_code], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = tmp_path / "run"
+    run.mkdir()
+    r = subprocess.run(
+        [str(bin_dir / "qlaunch"), "-c", str(queue_dir), "singleshot"],
+        cwd=run, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    wait_all(tmp_path / "slurm", timeout=300)
+    return r, run, jobs(tmp_path / "slurm")

@@ -6,16 +6,10 @@ FireWorks' own ``qlaunch -c DIR/cpu singleshot`` (no reservation) against the st
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import yaml
 
 from smoacs_flows.cli import main
 from tests.makers import _slurm
-from tests.makers._campaign import ROOT
 
 ADD = """
 from fireworks import Firework, LaunchPad, ScriptTask, Workflow
@@ -45,28 +39,8 @@ def test_cpu_multi_runs_one_rocket_per_core(tmp_path, capsys) -> None:
         "singleshot"
     )
 
-    bin_dir = Path(sys.executable).parent
-    env = dict(os.environ)
-    env.update(
-        MONGOMOCK_SERVERSTORE_FILE=str(server),
-        STANDIN_SLURM_DIR=str(tmp_path / "slurm"),
-        PATH=os.pathsep.join([str(tmp_path / "bin"), str(bin_dir), env["PATH"]]),
-        PYTHONPATH=str(ROOT),
-    )
-    env.pop("FW_CONFIG_FILE", None)
-    _slurm.install(tmp_path / "bin", tmp_path / "slurm")
     code = ADD.format(lp=str(cfg / "cpu" / "my_launchpad.yaml"), out=str(tmp_path))
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
-    run = tmp_path / "run"
-    run.mkdir()
-    r = subprocess.run(
-        [str(bin_dir / "qlaunch"), "-c", str(cfg / "cpu"), "singleshot"],
-        cwd=run, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    _slurm.wait_all(tmp_path / "slurm", timeout=300)
-    jobs = _slurm.jobs(tmp_path / "slurm")
+    _, run, jobs = _slurm.qlaunch_singleshot(tmp_path, cfg / "cpu", code, server)
     out = "".join(p.read_text()[-3000:] for p in run.glob("slurm-*.out"))
     assert len(jobs) == 1 and jobs[1]["rc"] == 0, out
     start = [float((tmp_path / f"start{i}").read_text()) for i in range(2)]

@@ -6,17 +6,11 @@ mongomock-persistence server file (``MONGOMOCK_SERVERSTORE_FILE``); the queue is
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import bson.json_util
 import yaml
 
 from smoacs_flows.cli import main
 from tests.makers import _slurm
-from tests.makers._campaign import ROOT
 
 ADD = """
 from fireworks import Firework, LaunchPad, ScriptTask, Workflow
@@ -41,31 +35,11 @@ def test_fireworks_qlaunch_c_per_queue_folder(tmp_path):
         assert names == ["my_fworker.yaml", "my_launchpad.yaml", "my_qadapter.yaml"]
     assert oct((cfg / "gpu" / "my_launchpad.yaml").stat().st_mode)[-3:] == "600"
 
-    bin_dir = Path(sys.executable).parent
-    env = dict(os.environ)
-    env.update(
-        MONGOMOCK_SERVERSTORE_FILE=str(server),
-        STANDIN_SLURM_DIR=str(tmp_path / "slurm"),
-        PATH=os.pathsep.join([str(tmp_path / "bin"), str(bin_dir), env["PATH"]]),
-        PYTHONPATH=str(ROOT),
-        OMP_NUM_THREADS="1",
-    )
-    env.pop("FW_CONFIG_FILE", None)
-    _slurm.install(tmp_path / "bin", tmp_path / "slurm")
     code = ADD.format(lp=str(cfg / "gpu" / "my_launchpad.yaml"), out=str(tmp_path))
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
-
-    run = tmp_path / "run"
-    run.mkdir()
-    r = subprocess.run(
-        [str(bin_dir / "qlaunch"), "-c", str(cfg / "gpu"), "singleshot"],
-        cwd=run, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    r, run, jobs = _slurm.qlaunch_singleshot(
+        tmp_path, cfg / "gpu", code, server, OMP_NUM_THREADS="1"
+    )
     assert "No path specified" not in r.stdout + r.stderr
-    _slurm.wait_all(tmp_path / "slurm", timeout=300)
-    jobs = _slurm.jobs(tmp_path / "slurm")
     assert [j["partition"] for j in jobs.values()] == ["gpu"]
     out = "".join(p.read_text()[-2000:] for p in run.glob("slurm-*.out"))
     assert jobs[1]["rc"] == 0, out
